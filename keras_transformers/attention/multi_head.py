@@ -1,0 +1,279 @@
+"""Multi-head attention with a pluggable attention core and positional encoding.
+
+``MultiHeadAttn(X_q, X_k, X_v) = [head_1; ...; head_h] W^o``,
+``head_i = core(X_q W^q_i, X_k W^k_i, X_v W^v_i)`` (Vaswani et al., 2017).
+
+Self-attention (``value`` omitted) uses one fused ``(d, (h + 2 h_kv)·dh)`` projection; cross-attention
+projects the queries and a fused key/value pair. ``num_key_value_heads < num_heads`` gives
+grouped-query attention (``= 1``: multi-query). The attention core (``attention=``) is any
+registered name, a config dict or an instance; ``position=`` any score-side positional encoding.
+
+Shapes: ``query (B, Lq, d)``, ``value/key (B, Lk, d_kv)`` -> ``(B, Lq, output_dim or d)``;
+``padding_mask (B, Lk)`` bool (True = keep); ``attention_mask (B, Lq, Lk)`` bool; scores
+``(B, h, Lq, Lk)``.
+
+Example:
+    >>> import numpy as np, keras_transformers as kt
+    >>> mha = kt.attention.MultiHeadAttention(num_heads=4, key_dim=8, causal=True,
+    ...                                       position="rope")
+    >>> mha(np.random.rand(2, 10, 32).astype("float32")).shape
+    (2, 10, 32)
+"""
+
+import keras
+from keras import ops
+
+from keras_transformers import positional
+from keras_transformers.attention import registry
+from keras_transformers.ops.masks import check_attention_mask, check_padding_mask
+
+
+@keras.saving.register_keras_serializable(package="keras_transformers")
+class MultiHeadAttention(keras.layers.Layer):
+    """Multi-head attention whose core and positional encoding are chosen by name.
+
+    Args:
+        num_heads: number of query heads ``h``.
+        key_dim: per-head query/key size ``dh``.
+        value_dim: per-head value size (defaults to ``key_dim``).
+        output_dim: output features (defaults to the query's last axis).
+        dropout: dropout rate on the attention weights.
+        use_bias: biases on the projections.
+        attention: attention core: name (``kt.attention.available()``), config dict or instance.
+        position: None, a score-side positional name (``"rope"``, ``"alibi"``, ``"shaw"``,
+            ``"t5"``), config dict or instance.
+        causal: queries attend only to keys at or before their own position.
+        num_key_value_heads: key/value heads for grouped-query attention (divides ``num_heads``).
+        kernel_initializer, bias_initializer: projection initializers.
+    """
+
+    def __init__(self, num_heads, key_dim, value_dim=None, output_dim=None, dropout=0.0,
+                 use_bias=True, attention="full", position=None, causal=False,
+                 num_key_value_heads=None, kernel_initializer="glorot_uniform",
+                 bias_initializer="zeros", **kwargs):
+        super().__init__(**kwargs)
+        if int(num_heads) < 1:
+            raise ValueError(f"num_heads={num_heads}: must be >= 1.")
+        if int(key_dim) < 1:
+            raise ValueError(f"key_dim={key_dim}: must be >= 1.")
+        self.num_heads = int(num_heads)
+        self.key_dim = int(key_dim)
+        self.value_dim = int(value_dim) if value_dim else self.key_dim
+        self.output_dim = output_dim
+        self.dropout = float(dropout)
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout={dropout}: must be in [0, 1).")
+        self.use_bias = use_bias
+        self.causal = bool(causal)
+        self.num_key_value_heads = int(num_key_value_heads or num_heads)
+        if self.num_heads % self.num_key_value_heads:
+            raise ValueError(
+                f"num_key_value_heads={num_key_value_heads} must divide num_heads={num_heads}."
+            )
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.bias_initializer = keras.initializers.get(bias_initializer)
+        self.attention_core = registry.get(attention)
+        self.position = None if position is None else positional.get(position)
+        if self.position is not None and self.position.kind != "score":
+            raise ValueError(
+                f"position={self.position.registry_name!r} is an embedding-side encoding; add it "
+                "to the token embeddings (the model builders do this for position=...). The "
+                "attention layer takes score-side encodings: "
+                + ", ".join(
+                    n for n in positional.available() if positional.REGISTRY.get_class(n).kind
+                    == "score"
+                )
+                + "."
+            )
+        self.attention_core.check_position(self.position)
+        self.weights_dropout = keras.layers.Dropout(self.dropout) if self.dropout else None
+        self.supports_masking = True
+
+    # ------------------------------------------------------------------ build
+    def _kernel(self, name, shape):
+        return self.add_weight(name=name, shape=shape, initializer=self.kernel_initializer)
+
+    def _bias(self, name, size):
+        if not self.use_bias:
+            return None
+        return self.add_weight(name=name, shape=(size,), initializer=self.bias_initializer)
+
+    def build(self, query_shape, value_shape=None, key_shape=None):
+        d_model = int(query_shape[-1])
+        h, h_kv, dh, dv = self.num_heads, self.num_key_value_heads, self.key_dim, self.value_dim
+        self._self_attention = value_shape is None and key_shape is None
+        self._separate_key = key_shape is not None
+        if self._self_attention:
+            width = h * dh + h_kv * dh + h_kv * dv
+            self.qkv_kernel = self._kernel("qkv_kernel", (d_model, width))
+            self.qkv_bias = self._bias("qkv_bias", width)
+        else:
+            self.query_kernel = self._kernel("query_kernel", (d_model, h * dh))
+            self.query_bias = self._bias("query_bias", h * dh)
+            d_value = int(value_shape[-1])
+            if self._separate_key:
+                self.key_kernel = self._kernel("key_kernel", (int(key_shape[-1]), h_kv * dh))
+                self.key_bias = self._bias("key_bias", h_kv * dh)
+                self.value_kernel = self._kernel("value_kernel", (d_value, h_kv * dv))
+                self.value_bias = self._bias("value_bias", h_kv * dv)
+            else:
+                self.kv_kernel = self._kernel("kv_kernel", (d_value, h_kv * (dh + dv)))
+                self.kv_bias = self._bias("kv_bias", h_kv * (dh + dv))
+        out = int(self.output_dim or d_model)
+        self.output_kernel = self._kernel("output_kernel", (h * dv, out))
+        self.output_bias = self._bias("output_bias", out)
+        key_len = (value_shape or key_shape or query_shape)[1]
+        head_query_shape = (query_shape[0], query_shape[1], h, dh)
+        if self.position is not None and not self.position.built:
+            self.position.build(head_query_shape)
+        elif self.position is not None:
+            self.position.set_head_shape(head_query_shape)
+        if not self.attention_core.built:
+            self.attention_core.build(head_query_shape, (query_shape[0], key_len, h_kv, dh))
+        self.built = True
+
+    # ------------------------------------------------------------------ call
+    @staticmethod
+    def _project(x, kernel, bias):
+        y = ops.matmul(x, ops.cast(kernel, x.dtype))
+        return y if bias is None else y + ops.cast(bias, x.dtype)
+
+    def _split_heads(self, x, heads, size):
+        return ops.reshape(x, ops.shape(x)[:2] + (heads, size))  # (B, L, heads, size)
+
+    def _qkv(self, query, value, key):
+        h, h_kv, dh, dv = self.num_heads, self.num_key_value_heads, self.key_dim, self.value_dim
+        if self._self_attention:
+            if value is not None or key is not None:
+                raise ValueError(
+                    "This MultiHeadAttention was built for self-attention (called without value); "
+                    "use a separate layer instance for cross-attention."
+                )
+            qkv = self._project(query, self.qkv_kernel, self.qkv_bias)  # (B, L, (h+2h_kv)dh)
+            q, k, v = ops.split(qkv, [h * dh, h * dh + h_kv * dh], axis=-1)
+        else:
+            if value is None:
+                raise ValueError(
+                    "This MultiHeadAttention was built for cross-attention: pass value=..."
+                )
+            q = self._project(query, self.query_kernel, self.query_bias)
+            if self._separate_key:
+                if key is None:
+                    raise ValueError("This layer was built with a separate key: pass key=...")
+                k = self._project(key, self.key_kernel, self.key_bias)
+                v = self._project(value, self.value_kernel, self.value_bias)
+            else:
+                kv = self._project(value, self.kv_kernel, self.kv_bias)
+                k, v = ops.split(kv, [h_kv * dh], axis=-1)
+        return (
+            self._split_heads(q, h, dh),  # (B, Lq, h, dh)
+            self._split_heads(k, h_kv, dh),  # (B, Lk, h_kv, dh)
+            self._split_heads(v, h_kv, dv),  # (B, Lk, h_kv, dv)
+        )
+
+    def call(self, query, value=None, key=None, padding_mask=None, attention_mask=None,
+             cache=None, cache_index=None, training=None, return_attention_scores=False,
+             global_mask=None, query_mask=None, value_mask=None, key_mask=None, mask=None):
+        if len(query.shape) != 3:
+            raise ValueError(
+                f"query must have rank 3 (batch, length, features); got shape {query.shape}."
+            )
+        if query_mask is None:
+            query_mask = mask
+        if padding_mask is None:
+            padding_mask = key_mask if key_mask is not None else value_mask
+            if padding_mask is None and value is None:
+                padding_mask = query_mask
+        q, k, v = self._qkv(query, value, key)
+        batch = query.shape[0]
+        q_len = ops.shape(q)[1]
+        query_offset = 0
+        if cache is not None:
+            if not self._self_attention:
+                raise ValueError("cache= is supported for self-attention only.")
+            if not self.attention_core.supports_cache:
+                raise ValueError(
+                    f"attention={self.attention_core.registry_name!r} does not support a KV cache."
+                )
+            if cache_index is None:
+                raise ValueError("cache_index is required with cache=.")
+            query_offset = cache_index
+        positions = ops.arange(q_len, dtype="int32") + query_offset
+        if self.position is not None:
+            q, k = self.position.transform_qk(q, k, positions, positions if (
+                value is None) else ops.arange(ops.shape(k)[1], dtype="int32"))
+        if cache is not None:
+            new_kv = ops.stack([k, ops.cast(v, k.dtype)], axis=1)  # (B, 2, Lq, h_kv, dh)
+            cache = ops.slice_update(cache, (0, 0, cache_index, 0, 0), ops.cast(new_kv,
+                                                                                 cache.dtype))
+            k, v = cache[:, 0], cache[:, 1]  # (B, L_max, h_kv, dh)
+            valid = ops.arange(ops.shape(k)[1]) < cache_index + q_len  # (L_max,)
+            valid = ops.broadcast_to(valid[None, :], (ops.shape(k)[0], ops.shape(k)[1]))
+            padding_mask = valid if padding_mask is None else ops.logical_and(
+                ops.cast(padding_mask, "bool"), valid
+            )
+        k_len = k.shape[1]
+        padding_mask = check_padding_mask(padding_mask, batch, k_len)
+        attention_mask = check_attention_mask(attention_mask, batch, query.shape[1], k_len)
+        if attention_mask is not None and not self.attention_core.supports_attention_mask:
+            raise ValueError(
+                f"attention={self.attention_core.registry_name!r} does not accept an arbitrary "
+                "attention_mask (B, Lq, Lk); use padding_mask (B, Lk) and causal=True."
+            )
+        dropout = None
+        if self.weights_dropout is not None:
+            def dropout(w):
+                return self.weights_dropout(w, training=training)
+
+        core_kwargs = {} if global_mask is None else {"global_mask": ops.cast(global_mask, "bool")}
+        result = self.attention_core(
+            q, k, v,
+            **core_kwargs,
+            padding_mask=padding_mask,
+            attention_mask=attention_mask,
+            causal=self.causal,
+            position=self.position,
+            query_offset=query_offset,
+            weights_dropout=dropout,
+            training=training,
+            return_attention_scores=return_attention_scores,
+        )
+        scores = None
+        if return_attention_scores:
+            out, scores = result
+        else:
+            out = result
+        out = ops.reshape(out, ops.shape(out)[:2] + (self.num_heads * self.value_dim,))
+        out = self._project(out, self.output_kernel, self.output_bias)  # (B, Lq, d_out)
+        if query_mask is not None:
+            out = out * ops.cast(query_mask, out.dtype)[..., None]
+        outputs = (out,)
+        if return_attention_scores:
+            outputs += (scores,)
+        if cache is not None:
+            outputs += (cache,)
+        return outputs[0] if len(outputs) == 1 else outputs
+
+    def compute_mask(self, query, *args, query_mask=None, mask=None, **kwargs):
+        return query_mask if query_mask is not None else mask
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            num_heads=self.num_heads,
+            key_dim=self.key_dim,
+            value_dim=self.value_dim,
+            output_dim=self.output_dim,
+            dropout=self.dropout,
+            use_bias=self.use_bias,
+            attention=keras.saving.serialize_keras_object(self.attention_core),
+            position=(
+                None if self.position is None
+                else keras.saving.serialize_keras_object(self.position)
+            ),
+            causal=self.causal,
+            num_key_value_heads=self.num_key_value_heads,
+            kernel_initializer=keras.initializers.serialize(self.kernel_initializer),
+            bias_initializer=keras.initializers.serialize(self.bias_initializer),
+        )
+        return config

@@ -1,0 +1,144 @@
+"""Transformer decoder block: causal self-attention, optional cross-attention, feed-forward.
+
+Pre-norm (default): ``x = x + SelfAttn(LN(x)); x = x + CrossAttn(LN(x), enc); x = x + FFN(LN(x))``;
+post-norm puts each LN after its residual sum (Vaswani et al., 2017). The self-attention is causal:
+the output at position ``i`` never depends on tokens after ``i``.
+
+Shapes: ``x (B, Lt, d)``, ``encoder_outputs (B, Ls, d)`` -> ``(B, Lt, d)``. With
+``cache (B, 2, L_max, h_kv, dh)`` and ``cache_index`` the self-attention decodes incrementally
+and the block returns ``(x, cache)``.
+
+Example:
+    >>> import numpy as np, keras_transformers as kt
+    >>> block = kt.blocks.TransformerDecoderBlock(num_heads=2, key_dim=8, ff_dim=32,
+    ...                                           cross_attention=False)
+    >>> block(np.zeros((2, 6, 16), "float32")).shape
+    (2, 6, 16)
+"""
+
+import keras
+
+from keras_transformers.attention import MultiHeadAttention
+from keras_transformers.blocks.feedforward import FeedForward
+
+
+@keras.saving.register_keras_serializable(package="keras_transformers")
+class TransformerDecoderBlock(keras.layers.Layer):
+    """One decoder layer.
+
+    Args:
+        num_heads, key_dim, ff_dim: sizes.
+        attention: core of the (causal) self-attention.
+        position: score-side positional encoding of the self-attention.
+        cross_attention: add cross-attention over ``encoder_outputs`` (always full attention).
+        norm_first, dropout, attention_dropout, activation, num_key_value_heads,
+        layer_norm_epsilon: as in :class:`TransformerEncoderBlock`.
+    """
+
+    def __init__(self, num_heads, key_dim, ff_dim, attention="full", position=None,
+                 cross_attention=True, norm_first=True, dropout=0.0, attention_dropout=0.0,
+                 activation="gelu", num_key_value_heads=None, layer_norm_epsilon=1e-5, **kwargs):
+        super().__init__(**kwargs)
+        self.num_heads = int(num_heads)
+        self.key_dim = int(key_dim)
+        self.ff_dim = int(ff_dim)
+        self.cross_attention = bool(cross_attention)
+        self.norm_first = bool(norm_first)
+        self.dropout = float(dropout)
+        self.attention_dropout = float(attention_dropout)
+        self.activation = activation
+        self.num_key_value_heads = num_key_value_heads
+        self.layer_norm_epsilon = float(layer_norm_epsilon)
+        policy = self.dtype_policy
+
+        def norm(name):
+            return keras.layers.LayerNormalization(epsilon=layer_norm_epsilon, dtype=policy,
+                                                   name=name)
+
+        self.self_attention = MultiHeadAttention(
+            num_heads, key_dim, dropout=attention_dropout, attention=attention, position=position,
+            causal=True, num_key_value_heads=num_key_value_heads, dtype=policy,
+            name="self_attention",
+        )
+        self.self_attention_norm = norm("self_attention_norm")
+        if self.cross_attention:
+            self.cross_attention_layer = MultiHeadAttention(
+                num_heads, key_dim, dropout=attention_dropout, attention="full",
+                num_key_value_heads=num_key_value_heads, dtype=policy, name="cross_attention",
+            )
+            self.cross_attention_norm = norm("cross_attention_norm")
+        self.feedforward = FeedForward(ff_dim, activation=activation, dropout=dropout,
+                                       dtype=policy, name="feedforward")
+        self.feedforward_norm = norm("feedforward_norm")
+        self.residual_dropout = keras.layers.Dropout(dropout, dtype=policy)
+        self.supports_masking = True
+
+    def build(self, x_shape, encoder_outputs_shape=None):
+        input_shape = x_shape
+        self.self_attention_norm.build(input_shape)
+        self.self_attention.build(input_shape)
+        if self.cross_attention:
+            self.cross_attention_norm.build(input_shape)
+            enc_shape = encoder_outputs_shape or input_shape
+            self.cross_attention_layer.build(input_shape, enc_shape)
+        self.feedforward_norm.build(input_shape)
+        self.feedforward.build(input_shape)
+        self.built = True
+
+    def _residual(self, x, sublayer, norm, training):
+        h = norm(x) if self.norm_first else x
+        h, extra = sublayer(h)
+        x = x + self.residual_dropout(h, training=training)
+        return (x if self.norm_first else norm(x)), extra
+
+    def call(self, x, encoder_outputs=None, padding_mask=None, encoder_padding_mask=None,
+             cache=None, cache_index=None, training=None, mask=None):
+        if padding_mask is None:
+            padding_mask = mask
+
+        def self_attend(h):
+            if cache is None:
+                return self.self_attention(h, padding_mask=padding_mask, training=training), None
+            return self.self_attention(h, padding_mask=padding_mask, cache=cache,
+                                       cache_index=cache_index, training=training)
+
+        x, new_cache = self._residual(x, self_attend, self.self_attention_norm, training)
+        if self.cross_attention:
+            if encoder_outputs is None:
+                raise ValueError(
+                    "This decoder block has cross_attention=True: pass encoder_outputs=..."
+                )
+
+            def cross_attend(h):
+                return self.cross_attention_layer(
+                    h, encoder_outputs, padding_mask=encoder_padding_mask, training=training
+                ), None
+
+            x, _ = self._residual(x, cross_attend, self.cross_attention_norm, training)
+
+        def ffn(h):
+            return self.feedforward(h, training=training), None
+
+        x, _ = self._residual(x, ffn, self.feedforward_norm, training)
+        return x if cache is None else (x, new_cache)
+
+    def compute_mask(self, x, *args, mask=None, **kwargs):
+        return mask
+
+    def get_config(self):
+        attn = self.self_attention.get_config()
+        return {
+            **super().get_config(),
+            "num_heads": self.num_heads,
+            "key_dim": self.key_dim,
+            "ff_dim": self.ff_dim,
+            "attention": attn["attention"],
+            "position": attn["position"],
+            "cross_attention": self.cross_attention,
+            "norm_first": self.norm_first,
+            "dropout": self.dropout,
+            "attention_dropout": self.attention_dropout,
+            "activation": self.activation,
+            "num_key_value_heads": self.num_key_value_heads,
+            "layer_norm_epsilon": self.layer_norm_epsilon,
+        }

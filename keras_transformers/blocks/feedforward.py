@@ -1,0 +1,83 @@
+"""Position-wise feed-forward network, with plain and gated (GLU) activations.
+
+Plain: ``FFN(x) = act(x W_1 + b_1) W_2 + b_2`` (Vaswani et al., 2017; ``act`` = relu/gelu/...).
+Gated: ``FFN(x) = (act(x W_g) ⊙ x W_u) W_2`` (Shazeer, 2020, "GLU variants improve
+Transformer"): ``swiglu`` uses SiLU, ``geglu`` GELU, ``reglu`` ReLU. Gate and up projections are
+one fused ``(d, 2·ff)`` matmul.
+
+Shapes: ``(B, L, d) -> (B, L, d)``; cost ``O(L·d·ff)``.
+"""
+
+import keras
+from keras import ops
+
+GATED = {"swiglu": "silu", "geglu": "gelu", "reglu": "relu"}
+ACTIVATIONS = ("gelu", "relu", "silu", "swish", "tanh", *GATED)
+
+
+@keras.saving.register_keras_serializable(package="keras_transformers")
+class FeedForward(keras.layers.Layer):
+    """Two-layer MLP applied at every position.
+
+    Args:
+        ff_dim: hidden width.
+        activation: one of ``gelu, relu, silu, swish, tanh, swiglu, geglu, reglu``.
+        dropout: dropout after the activation.
+        output_dim: output width (defaults to the input width).
+    """
+
+    def __init__(self, ff_dim, activation="gelu", dropout=0.0, output_dim=None,
+                 kernel_initializer="glorot_uniform", **kwargs):
+        super().__init__(**kwargs)
+        if int(ff_dim) < 1:
+            raise ValueError(f"ff_dim={ff_dim}: must be >= 1.")
+        if activation not in ACTIVATIONS:
+            raise ValueError(
+                f"activation={activation!r}: allowed values are {', '.join(ACTIVATIONS)}."
+            )
+        self.ff_dim = int(ff_dim)
+        self.activation = activation
+        self.dropout = float(dropout)
+        self.output_dim = output_dim
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        gated = activation in GATED
+        self.inner = keras.layers.Dense(
+            self.ff_dim * (2 if gated else 1),
+            kernel_initializer=self.kernel_initializer,
+            dtype=self.dtype_policy,
+            name="inner",
+        )
+        self.drop = keras.layers.Dropout(self.dropout, dtype=self.dtype_policy)
+        self.outer = None
+
+    def build(self, input_shape):
+        self.inner.build(input_shape)
+        out = int(self.output_dim or input_shape[-1])
+        self.outer = keras.layers.Dense(
+            out, kernel_initializer=self.kernel_initializer, dtype=self.dtype_policy, name="outer"
+        )
+        self.outer.build(tuple(input_shape[:-1]) + (self.ff_dim,))
+        self.built = True
+
+    def call(self, x, training=None):
+        hidden = self.inner(x)  # (B, L, ff) or (B, L, 2ff)
+        if self.activation in GATED:
+            gate, up = ops.split(hidden, 2, axis=-1)
+            act = keras.activations.get(GATED[self.activation])
+            hidden = act(gate) * up
+        else:
+            hidden = keras.activations.get(self.activation)(hidden)
+        return self.outer(self.drop(hidden, training=training))  # (B, L, d)
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape[:-1]) + (int(self.output_dim or input_shape[-1]),)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "ff_dim": self.ff_dim,
+            "activation": self.activation,
+            "dropout": self.dropout,
+            "output_dim": self.output_dim,
+            "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
+        }

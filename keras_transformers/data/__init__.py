@@ -1,0 +1,69 @@
+"""Data layer: real built-in text, file loaders, tokenizers and generated tasks.
+
+Pure Python + numpy (no TensorFlow needed): every function returns numpy arrays
+that ``model.fit()`` accepts on the TensorFlow, JAX and PyTorch Keras backends.
+Token ids 0-3 are reserved everywhere: ``0=<pad> 1=<bos> 2=<eos> 3=<unk>``.
+"""
+
+from .classification import (
+    BUILTIN_CLASSIFICATION_FAMILIES,
+    builtin_classification,
+    encode_texts,
+    load_class_folders,
+    load_classification_file,
+)
+from .seq2seq import encode_pairs, load_tsv_pairs
+from .tasks import (
+    ArithmeticTask,
+    arithmetic_task,
+    contains_both_task,
+    copy_task,
+    reverse_task,
+    sort_task,
+)
+from .text import BUILTIN_TEXT_MODULES, builtin_text, load_text, make_lm_windows, train_val_split
+from .tokenizers import (
+    BOS_ID,
+    EOS_ID,
+    NUM_SPECIAL_TOKENS,
+    PAD_ID,
+    SPECIAL_TOKENS,
+    UNK_ID,
+    ByteTokenizer,
+    CharTokenizer,
+    Tokenizer,
+    WordTokenizer,
+    load_tokenizer,
+)
+
+__all__ = [
+    "ArithmeticTask",
+    "BOS_ID",
+    "BUILTIN_CLASSIFICATION_FAMILIES",
+    "BUILTIN_TEXT_MODULES",
+    "ByteTokenizer",
+    "CharTokenizer",
+    "EOS_ID",
+    "NUM_SPECIAL_TOKENS",
+    "PAD_ID",
+    "SPECIAL_TOKENS",
+    "Tokenizer",
+    "UNK_ID",
+    "WordTokenizer",
+    "arithmetic_task",
+    "builtin_classification",
+    "builtin_text",
+    "contains_both_task",
+    "copy_task",
+    "encode_pairs",
+    "encode_texts",
+    "load_class_folders",
+    "load_classification_file",
+    "load_text",
+    "load_tokenizer",
+    "load_tsv_pairs",
+    "make_lm_windows",
+    "reverse_task",
+    "sort_task",
+    "train_val_split",
+]

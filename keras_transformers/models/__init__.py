@@ -1,0 +1,14 @@
+"""Model builders returning plain Functional ``keras.Model`` objects."""
+
+from keras_transformers.models.decoder_lm import build_decoder_lm
+from keras_transformers.models.encoder_classifier import build_encoder_classifier
+from keras_transformers.models.layers import PaddingMask, SequencePooling
+from keras_transformers.models.seq2seq import build_seq2seq
+
+__all__ = [
+    "PaddingMask",
+    "SequencePooling",
+    "build_decoder_lm",
+    "build_encoder_classifier",
+    "build_seq2seq",
+]

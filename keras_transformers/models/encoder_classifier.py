@@ -1,0 +1,76 @@
+"""BERT-style encoder-only classifier (Devlin et al., 2019; Vaswani et al., 2017 encoder).
+
+``token_ids (B, L) -> embeddings (+ positions) -> N x TransformerEncoderBlock -> LN -> pool ->
+Dense(num_classes)`` logits. Token id 0 is padding and is masked out of attention and pooling.
+"""
+
+import keras
+
+from keras_transformers import attention as attention_registry
+from keras_transformers import positional
+from keras_transformers.blocks import TransformerEncoderBlock
+from keras_transformers.models.layers import (
+    PaddingMask,
+    SequencePooling,
+    embedding_position_layer,
+    resolve_position,
+)
+
+
+def check_model_sizes(d_model, num_heads, num_layers):
+    """Validate the common size arguments of the builders."""
+    if d_model % num_heads:
+        raise ValueError(f"d_model={d_model} must be divisible by num_heads={num_heads}.")
+    if num_layers < 1:
+        raise ValueError(f"num_layers={num_layers}: must be >= 1.")
+
+
+def needs_static_length(attention):
+    """Efficient cores block the sequence and need a fixed length; ``full`` does not."""
+    core = attention_registry.get(attention) if not isinstance(
+        attention, attention_registry.AttentionCore) else attention
+    return core.registry_name != "full"
+
+
+def build_encoder_classifier(vocab_size, num_classes, max_length, d_model=128, num_heads=4,
+                             num_layers=2, ff_dim=None, attention="full", position="learned",
+                             dropout=0.1, pooling="mean", activation="gelu", norm_first=True,
+                             num_key_value_heads=None, name="encoder_classifier"):
+    """Build a Functional encoder classifier.
+
+    Args:
+        vocab_size: token vocabulary (id 0 = padding).
+        num_classes: output classes; the model returns logits ``(B, num_classes)``.
+        max_length: input length ``L``.
+        d_model, num_heads, num_layers, ff_dim: sizes (``ff_dim`` defaults to ``4·d_model``).
+        attention: any name in ``kt.attention.available()``, a config dict or an instance.
+        position: any name in ``kt.positional.available()`` (embedding- or score-side) or None.
+        pooling: ``"mean"`` (masked), ``"max"`` or ``"cls"`` (first token).
+
+    Returns:
+        ``keras.Model``: ``token_ids (B, L) int -> logits (B, num_classes)``.
+    """
+    check_model_sizes(d_model, num_heads, num_layers)
+    ff_dim = ff_dim or 4 * d_model
+    embed_pos, score_pos = resolve_position(position)
+    token_ids = keras.Input(shape=(max_length,), dtype="int32", name="token_ids")
+    padding_mask = PaddingMask(name="padding_mask")(token_ids)
+    x = keras.layers.Embedding(vocab_size, d_model, name="token_embedding")(token_ids)
+    pos_layer = embedding_position_layer(embed_pos, max_length, "position_embedding")
+    if pos_layer is not None:
+        x = pos_layer(x)
+    x = keras.layers.Dropout(dropout, name="embedding_dropout")(x)
+    for i in range(num_layers):
+        x = TransformerEncoderBlock(
+            num_heads, d_model // num_heads, ff_dim,
+            attention=attention_registry.fresh(attention),
+            position=None if score_pos is None else positional.fresh(score_pos),
+            norm_first=norm_first, dropout=dropout, activation=activation,
+            num_key_value_heads=num_key_value_heads, name=f"encoder_block_{i}",
+        )(x, padding_mask=padding_mask)
+    if norm_first:
+        x = keras.layers.LayerNormalization(epsilon=1e-5, name="final_norm")(x)
+    pooled = SequencePooling(pooling, name="pooling")(x, padding_mask=padding_mask)
+    pooled = keras.layers.Dropout(dropout, name="head_dropout")(pooled)
+    logits = keras.layers.Dense(num_classes, dtype="float32", name="logits")(pooled)
+    return keras.Model(token_ids, logits, name=name)

@@ -1,0 +1,111 @@
+"""Blocking primitives for sparse attention: pad, split into blocks, gather neighbour blocks.
+
+Sparse cores work on ``(B, h, n, block, dh)`` tensors: queries of block ``i`` attend to a small,
+fixed set of key blocks gathered next to them, so memory is ``O(L · keys_per_query)`` and never
+``O(L²)``.
+"""
+
+from keras import ops
+
+
+def num_blocks(length, block_size):
+    """``ceil(length / block_size)`` for a static Python int length."""
+    return -(-int(length) // int(block_size))
+
+
+def pad_length(x, multiple, axis=2, value=0):
+    """Pad ``axis`` of ``x`` at the end to a multiple of ``multiple``.
+
+    Returns ``(padded, original_length)``; the static length must be known.
+    """
+    length = x.shape[axis]
+    if length is None:
+        raise ValueError(
+            "Sparse attention needs a static sequence length; build the model with a fixed "
+            "max_length (Input(shape=(L,)))."
+        )
+    pad = num_blocks(length, multiple) * multiple - length
+    if pad:
+        widths = [(0, 0)] * len(x.shape)
+        widths[axis] = (0, pad)
+        x = ops.pad(x, widths, constant_values=value)
+    return x, length
+
+
+def split_blocks(x, block_size, axis=2):
+    """``(..., L, ...) -> (..., L/block, block, ...)`` at ``axis`` (L a multiple of block)."""
+    shape = list(x.shape)
+    shape = [s if s is not None else -1 for s in shape]
+    if shape[0] == -1:
+        shape[0] = ops.shape(x)[0]
+    length = x.shape[axis]
+    new_shape = shape[:axis] + [length // block_size, block_size] + shape[axis + 1 :]
+    return ops.reshape(x, tuple(new_shape))
+
+
+def merge_blocks(x, axis=2):
+    """Inverse of :func:`split_blocks`: merge ``axis`` and ``axis + 1``."""
+    shape = [s if s is not None else -1 for s in x.shape]
+    if shape[0] == -1:
+        shape[0] = ops.shape(x)[0]
+    new_shape = shape[:axis] + [x.shape[axis] * x.shape[axis + 1]] + shape[axis + 2 :]
+    return ops.reshape(x, tuple(new_shape))
+
+
+def neighbour_blocks(blocks, before, after, axis=2, fill=0):
+    """Concatenate each block with its ``before`` previous and ``after`` next blocks.
+
+    Args:
+        blocks: ``(..., n, block, ...)`` with the block index at ``axis``.
+        before, after: how many neighbour blocks on each side.
+        fill: value for neighbours that fall off either end.
+
+    Returns:
+        ``(..., n, (before + 1 + after) * block, ...)``: the keys of query block ``i`` are blocks
+        ``i - before .. i + after`` in order.
+    """
+    n = blocks.shape[axis]
+    widths = [(0, 0)] * len(blocks.shape)
+    widths[axis] = (before, after)
+    padded = ops.pad(blocks, widths, constant_values=fill) if (before or after) else blocks
+    parts = []
+    for offset in range(before + after + 1):
+        index = [slice(None)] * len(blocks.shape)
+        index[axis] = slice(offset, offset + n)
+        parts.append(padded[tuple(index)])
+    return ops.concatenate(parts, axis=axis + 1)
+
+
+def block_positions(num, block_size):
+    """Absolute positions ``(n, block)`` of a blocked sequence."""
+    return ops.reshape(ops.arange(num * block_size, dtype="int32"), (num, block_size))
+
+
+def neighbour_positions(num, block_size, before, after):
+    """Absolute key positions ``(n, (before + 1 + after) * block)`` of :func:`neighbour_blocks`.
+
+    Positions that fall off either end are returned as they are (negative or ``>= n·block``);
+    callers mask them with :func:`valid_positions`.
+    """
+    starts = (ops.arange(num, dtype="int32") - before) * block_size  # (n,)
+    span = (before + 1 + after) * block_size
+    return starts[:, None] + ops.arange(span, dtype="int32")[None, :]
+
+
+def valid_positions(positions, length):
+    """Bool mask of positions inside ``[0, length)``."""
+    return ops.logical_and(positions >= 0, positions < length)
+
+
+def gather_key_mask(padding_mask, positions, length):
+    """Look up a ``(B, L)`` key padding mask at arbitrary positions ``(...)`` -> ``(B, ...)``.
+
+    Positions outside ``[0, length)`` come back False. ``padding_mask`` None means all valid.
+    """
+    inside = valid_positions(positions, length)
+    if padding_mask is None:
+        return inside[None]
+    flat = ops.reshape(ops.clip(positions, 0, length - 1), (-1,))
+    gathered = ops.take(ops.cast(padding_mask, "bool"), flat, axis=1)  # (B, prod)
+    gathered = ops.reshape(gathered, (-1,) + tuple(positions.shape))
+    return ops.logical_and(gathered, inside[None])
