@@ -57,7 +57,8 @@ class LearnedPositionEmbedding(PositionalEncoding):
                     "extrapolate. Use position='rope', 'alibi', 't5' or 'sinusoidal' to run longer."
                 )
         length = ops.shape(inputs)[1]
-        table = ops.slice(self.table, (start_index, 0), (length, self.table.shape[1]))
+        table = ops.convert_to_tensor(self.table)  # (L_max, d)
+        table = ops.slice(table, (start_index, 0), (length, table.shape[1]))
         return inputs + ops.cast(table, inputs.dtype)[None]
 
     def compute_output_shape(self, input_shape):

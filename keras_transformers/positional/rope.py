@@ -29,6 +29,7 @@ from keras_transformers.positional.registry import register
 
 def rotate(x, positions, max_wavelength=10000.0, pairing="half", scaling_factor=1.0):
     """Rotate ``x (B, L, h, dh)`` by the angles of ``positions (L,)``."""
+    x = ops.convert_to_tensor(x)
     dim = x.shape[-1]
     if dim % 2:
         raise ValueError(f"RoPE needs an even head size; got key_dim={dim}.")
