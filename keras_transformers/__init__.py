@@ -1,9 +1,9 @@
 """keras_transformers: the transformer family as Keras 3 layers and model builders.
 
-    import keras_transformers as kt
-    kt.attention.available()
-    model = kt.models.build_decoder_lm(vocab_size=260, max_length=128, attention="full",
-                                       position="rope")
+import keras_transformers as kt
+kt.attention.available()
+model = kt.models.build_decoder_lm(vocab_size=260, max_length=128, attention="full",
+                                   position="rope")
 """
 
 __version__ = "0.1.0"

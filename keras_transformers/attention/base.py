@@ -52,9 +52,21 @@ class AttentionCore(keras.layers.Layer):
         """Per-head shapes ``(B, Lq, h, dh)`` and ``(B, Lk, h_kv, dh)``."""
         self.built = True
 
-    def call(self, query, key, value, padding_mask=None, attention_mask=None, causal=False,
-             position=None, query_offset=0, weights_dropout=None, training=None,
-             return_attention_scores=False, global_mask=None):
+    def call(
+        self,
+        query,
+        key,
+        value,
+        padding_mask=None,
+        attention_mask=None,
+        causal=False,
+        position=None,
+        query_offset=0,
+        weights_dropout=None,
+        training=None,
+        return_attention_scores=False,
+        global_mask=None,
+    ):
         """Per-head attention.
 
         Args:

@@ -44,21 +44,36 @@ class FullAttention(AttentionCore):
 
     supports_cache = True
 
-    def call(self, query, key, value, padding_mask=None, attention_mask=None, causal=False,
-             position=None, query_offset=0, weights_dropout=None, training=None,
-             return_attention_scores=False, global_mask=None):
+    def call(
+        self,
+        query,
+        key,
+        value,
+        padding_mask=None,
+        attention_mask=None,
+        causal=False,
+        position=None,
+        query_offset=0,
+        weights_dropout=None,
+        training=None,
+        return_attention_scores=False,
+        global_mask=None,
+    ):
         num_heads = query.shape[2]
         key = repeat_kv_heads(key, num_heads)  # (B, Lk, h, dh)
         value = repeat_kv_heads(value, num_heads)  # (B, Lk, h, dv)
         q_len, k_len = ops.shape(query)[1], ops.shape(key)[1]
         uses_bias = position is not None and (position.has_score_bias or position.has_value_term)
-        explicit = uses_bias or return_attention_scores or (
-            weights_dropout is not None and training
+        explicit = (
+            uses_bias or return_attention_scores or (weights_dropout is not None and training)
         )
         if not explicit:
             only_causal = padding_mask is None and attention_mask is None
-            if causal and only_causal and _static_zero(query_offset) and (
-                query.shape[1] is not None and query.shape[1] == key.shape[1]
+            if (
+                causal
+                and only_causal
+                and _static_zero(query_offset)
+                and (query.shape[1] is not None and query.shape[1] == key.shape[1])
             ):
                 return ops.dot_product_attention(query, key, value, is_causal=True)
             mask = combine_masks(padding_mask, attention_mask, causal, q_len, k_len, query_offset)

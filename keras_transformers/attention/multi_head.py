@@ -47,10 +47,22 @@ class MultiHeadAttention(keras.layers.Layer):
         kernel_initializer, bias_initializer: projection initializers.
     """
 
-    def __init__(self, num_heads, key_dim, value_dim=None, output_dim=None, dropout=0.0,
-                 use_bias=True, attention="full", position=None, causal=False,
-                 num_key_value_heads=None, kernel_initializer="glorot_uniform",
-                 bias_initializer="zeros", **kwargs):
+    def __init__(
+        self,
+        num_heads,
+        key_dim,
+        value_dim=None,
+        output_dim=None,
+        dropout=0.0,
+        use_bias=True,
+        attention="full",
+        position=None,
+        causal=False,
+        num_key_value_heads=None,
+        kernel_initializer="glorot_uniform",
+        bias_initializer="zeros",
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         if int(num_heads) < 1:
             raise ValueError(f"num_heads={num_heads}: must be >= 1.")
@@ -80,8 +92,9 @@ class MultiHeadAttention(keras.layers.Layer):
                 "to the token embeddings (the model builders do this for position=...). The "
                 "attention layer takes score-side encodings: "
                 + ", ".join(
-                    n for n in positional.available() if positional.REGISTRY.get_class(n).kind
-                    == "score"
+                    n
+                    for n in positional.available()
+                    if positional.REGISTRY.get_class(n).kind == "score"
                 )
                 + "."
             )
@@ -171,9 +184,23 @@ class MultiHeadAttention(keras.layers.Layer):
             self._split_heads(v, h_kv, dv),  # (B, Lk, h_kv, dv)
         )
 
-    def call(self, query, value=None, key=None, padding_mask=None, attention_mask=None,
-             cache=None, cache_index=None, training=None, return_attention_scores=False,
-             global_mask=None, query_mask=None, value_mask=None, key_mask=None, mask=None):
+    def call(
+        self,
+        query,
+        value=None,
+        key=None,
+        padding_mask=None,
+        attention_mask=None,
+        cache=None,
+        cache_index=None,
+        training=None,
+        return_attention_scores=False,
+        global_mask=None,
+        query_mask=None,
+        value_mask=None,
+        key_mask=None,
+        mask=None,
+    ):
         if len(query.shape) != 3:
             raise ValueError(
                 f"query must have rank 3 (batch, length, features); got shape {query.shape}."
@@ -200,17 +227,24 @@ class MultiHeadAttention(keras.layers.Layer):
             query_offset = cache_index
         positions = ops.arange(q_len, dtype="int32") + query_offset
         if self.position is not None:
-            q, k = self.position.transform_qk(q, k, positions, positions if (
-                value is None) else ops.arange(ops.shape(k)[1], dtype="int32"))
+            q, k = self.position.transform_qk(
+                q,
+                k,
+                positions,
+                positions if (value is None) else ops.arange(ops.shape(k)[1], dtype="int32"),
+            )
         if cache is not None:
             new_kv = ops.stack([k, ops.cast(v, k.dtype)], axis=1)  # (B, 2, Lq, h_kv, dh)
-            cache = ops.slice_update(cache, (0, 0, cache_index, 0, 0), ops.cast(new_kv,
-                                                                                 cache.dtype))
+            cache = ops.slice_update(
+                cache, (0, 0, cache_index, 0, 0), ops.cast(new_kv, cache.dtype)
+            )
             k, v = cache[:, 0], cache[:, 1]  # (B, L_max, h_kv, dh)
             valid = ops.arange(ops.shape(k)[1]) < cache_index + q_len  # (L_max,)
             valid = ops.broadcast_to(valid[None, :], (ops.shape(k)[0], ops.shape(k)[1]))
-            padding_mask = valid if padding_mask is None else ops.logical_and(
-                ops.cast(padding_mask, "bool"), valid
+            padding_mask = (
+                valid
+                if padding_mask is None
+                else ops.logical_and(ops.cast(padding_mask, "bool"), valid)
             )
         k_len = k.shape[1]
         padding_mask = check_padding_mask(padding_mask, batch, k_len)
@@ -222,12 +256,15 @@ class MultiHeadAttention(keras.layers.Layer):
             )
         dropout = None
         if self.weights_dropout is not None:
+
             def dropout(w):
                 return self.weights_dropout(w, training=training)
 
         core_kwargs = {} if global_mask is None else {"global_mask": ops.cast(global_mask, "bool")}
         result = self.attention_core(
-            q, k, v,
+            q,
+            k,
+            v,
             **core_kwargs,
             padding_mask=padding_mask,
             attention_mask=attention_mask,
@@ -268,7 +305,8 @@ class MultiHeadAttention(keras.layers.Layer):
             use_bias=self.use_bias,
             attention=keras.saving.serialize_keras_object(self.attention_core),
             position=(
-                None if self.position is None
+                None
+                if self.position is None
                 else keras.saving.serialize_keras_object(self.position)
             ),
             causal=self.causal,

@@ -35,9 +35,22 @@ class TransformerDecoderBlock(keras.layers.Layer):
         layer_norm_epsilon: as in :class:`TransformerEncoderBlock`.
     """
 
-    def __init__(self, num_heads, key_dim, ff_dim, attention="full", position=None,
-                 cross_attention=True, norm_first=True, dropout=0.0, attention_dropout=0.0,
-                 activation="gelu", num_key_value_heads=None, layer_norm_epsilon=1e-5, **kwargs):
+    def __init__(
+        self,
+        num_heads,
+        key_dim,
+        ff_dim,
+        attention="full",
+        position=None,
+        cross_attention=True,
+        norm_first=True,
+        dropout=0.0,
+        attention_dropout=0.0,
+        activation="gelu",
+        num_key_value_heads=None,
+        layer_norm_epsilon=1e-5,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.num_heads = int(num_heads)
         self.key_dim = int(key_dim)
@@ -52,23 +65,36 @@ class TransformerDecoderBlock(keras.layers.Layer):
         policy = self.dtype_policy
 
         def norm(name):
-            return keras.layers.LayerNormalization(epsilon=layer_norm_epsilon, dtype=policy,
-                                                   name=name)
+            return keras.layers.LayerNormalization(
+                epsilon=layer_norm_epsilon, dtype=policy, name=name
+            )
 
         self.self_attention = MultiHeadAttention(
-            num_heads, key_dim, dropout=attention_dropout, attention=attention, position=position,
-            causal=True, num_key_value_heads=num_key_value_heads, dtype=policy,
+            num_heads,
+            key_dim,
+            dropout=attention_dropout,
+            attention=attention,
+            position=position,
+            causal=True,
+            num_key_value_heads=num_key_value_heads,
+            dtype=policy,
             name="self_attention",
         )
         self.self_attention_norm = norm("self_attention_norm")
         if self.cross_attention:
             self.cross_attention_layer = MultiHeadAttention(
-                num_heads, key_dim, dropout=attention_dropout, attention="full",
-                num_key_value_heads=num_key_value_heads, dtype=policy, name="cross_attention",
+                num_heads,
+                key_dim,
+                dropout=attention_dropout,
+                attention="full",
+                num_key_value_heads=num_key_value_heads,
+                dtype=policy,
+                name="cross_attention",
             )
             self.cross_attention_norm = norm("cross_attention_norm")
-        self.feedforward = FeedForward(ff_dim, activation=activation, dropout=dropout,
-                                       dtype=policy, name="feedforward")
+        self.feedforward = FeedForward(
+            ff_dim, activation=activation, dropout=dropout, dtype=policy, name="feedforward"
+        )
         self.feedforward_norm = norm("feedforward_norm")
         self.residual_dropout = keras.layers.Dropout(dropout, dtype=policy)
         self.supports_masking = True
@@ -91,16 +117,30 @@ class TransformerDecoderBlock(keras.layers.Layer):
         x = x + self.residual_dropout(h, training=training)
         return (x if self.norm_first else norm(x)), extra
 
-    def call(self, x, encoder_outputs=None, padding_mask=None, encoder_padding_mask=None,
-             cache=None, cache_index=None, training=None, mask=None):
+    def call(
+        self,
+        x,
+        encoder_outputs=None,
+        padding_mask=None,
+        encoder_padding_mask=None,
+        cache=None,
+        cache_index=None,
+        training=None,
+        mask=None,
+    ):
         if padding_mask is None:
             padding_mask = mask
 
         def self_attend(h):
             if cache is None:
                 return self.self_attention(h, padding_mask=padding_mask, training=training), None
-            return self.self_attention(h, padding_mask=padding_mask, cache=cache,
-                                       cache_index=cache_index, training=training)
+            return self.self_attention(
+                h,
+                padding_mask=padding_mask,
+                cache=cache,
+                cache_index=cache_index,
+                training=training,
+            )
 
         x, new_cache = self._residual(x, self_attend, self.self_attention_norm, training)
         if self.cross_attention:

@@ -38,9 +38,22 @@ class TransformerEncoderBlock(keras.layers.Layer):
         layer_norm_epsilon: epsilon of the layer norms.
     """
 
-    def __init__(self, num_heads, key_dim, ff_dim, attention="full", position=None,
-                 norm_first=True, dropout=0.0, attention_dropout=0.0, activation="gelu",
-                 num_key_value_heads=None, causal=False, layer_norm_epsilon=1e-5, **kwargs):
+    def __init__(
+        self,
+        num_heads,
+        key_dim,
+        ff_dim,
+        attention="full",
+        position=None,
+        norm_first=True,
+        dropout=0.0,
+        attention_dropout=0.0,
+        activation="gelu",
+        num_key_value_heads=None,
+        causal=False,
+        layer_norm_epsilon=1e-5,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.num_heads = int(num_heads)
         self.key_dim = int(key_dim)
@@ -53,16 +66,29 @@ class TransformerEncoderBlock(keras.layers.Layer):
         self.causal = bool(causal)
         self.layer_norm_epsilon = float(layer_norm_epsilon)
         self.self_attention = MultiHeadAttention(
-            num_heads, key_dim, dropout=attention_dropout, attention=attention, position=position,
-            causal=causal, num_key_value_heads=num_key_value_heads, dtype=self.dtype_policy,
+            num_heads,
+            key_dim,
+            dropout=attention_dropout,
+            attention=attention,
+            position=position,
+            causal=causal,
+            num_key_value_heads=num_key_value_heads,
+            dtype=self.dtype_policy,
             name="self_attention",
         )
-        self.feedforward = FeedForward(ff_dim, activation=activation, dropout=dropout,
-                                       dtype=self.dtype_policy, name="feedforward")
+        self.feedforward = FeedForward(
+            ff_dim,
+            activation=activation,
+            dropout=dropout,
+            dtype=self.dtype_policy,
+            name="feedforward",
+        )
         self.attention_norm = keras.layers.LayerNormalization(
-            epsilon=layer_norm_epsilon, dtype=self.dtype_policy, name="attention_norm")
+            epsilon=layer_norm_epsilon, dtype=self.dtype_policy, name="attention_norm"
+        )
         self.feedforward_norm = keras.layers.LayerNormalization(
-            epsilon=layer_norm_epsilon, dtype=self.dtype_policy, name="feedforward_norm")
+            epsilon=layer_norm_epsilon, dtype=self.dtype_policy, name="feedforward_norm"
+        )
         self.residual_dropout = keras.layers.Dropout(dropout, dtype=self.dtype_policy)
         self.supports_masking = True
 
@@ -73,12 +99,14 @@ class TransformerEncoderBlock(keras.layers.Layer):
         self.feedforward.build(input_shape)
         self.built = True
 
-    def call(self, x, padding_mask=None, attention_mask=None, global_mask=None, training=None,
-             mask=None):
+    def call(
+        self, x, padding_mask=None, attention_mask=None, global_mask=None, training=None, mask=None
+    ):
         if padding_mask is None:
             padding_mask = mask
-        attn_kwargs = dict(padding_mask=padding_mask, attention_mask=attention_mask,
-                           training=training)
+        attn_kwargs = dict(
+            padding_mask=padding_mask, attention_mask=attention_mask, training=training
+        )
         if global_mask is not None:
             attn_kwargs["global_mask"] = global_mask
         residual = x

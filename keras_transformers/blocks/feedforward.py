@@ -26,8 +26,15 @@ class FeedForward(keras.layers.Layer):
         output_dim: output width (defaults to the input width).
     """
 
-    def __init__(self, ff_dim, activation="gelu", dropout=0.0, output_dim=None,
-                 kernel_initializer="glorot_uniform", **kwargs):
+    def __init__(
+        self,
+        ff_dim,
+        activation="gelu",
+        dropout=0.0,
+        output_dim=None,
+        kernel_initializer="glorot_uniform",
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         if int(ff_dim) < 1:
             raise ValueError(f"ff_dim={ff_dim}: must be >= 1.")

@@ -14,10 +14,22 @@ from keras_transformers.models.encoder_classifier import check_model_sizes, need
 from keras_transformers.models.layers import embedding_position_layer, resolve_position
 
 
-def build_decoder_lm(vocab_size, max_length, d_model=128, num_heads=4, num_layers=2, ff_dim=None,
-                     attention="full", position="learned", dropout=0.0, activation="gelu",
-                     norm_first=True, tie_embeddings=True, num_key_value_heads=None,
-                     name="decoder_lm"):
+def build_decoder_lm(
+    vocab_size,
+    max_length,
+    d_model=128,
+    num_heads=4,
+    num_layers=2,
+    ff_dim=None,
+    attention="full",
+    position="learned",
+    dropout=0.0,
+    activation="gelu",
+    norm_first=True,
+    tie_embeddings=True,
+    num_key_value_heads=None,
+    name="decoder_lm",
+):
     """Build a Functional causal language model.
 
     Args:
@@ -38,8 +50,9 @@ def build_decoder_lm(vocab_size, max_length, d_model=128, num_heads=4, num_layer
     embed_pos, score_pos = resolve_position(position)
     length = max_length if needs_static_length(attention) else None
     token_ids = keras.Input(shape=(length,), dtype="int32", name="token_ids")
-    embedding = ReversibleEmbedding(vocab_size, d_model, tie_weights=tie_embeddings,
-                                    name="token_embedding")
+    embedding = ReversibleEmbedding(
+        vocab_size, d_model, tie_weights=tie_embeddings, name="token_embedding"
+    )
     x = embedding(token_ids)  # (B, L, d)
     pos_layer = embedding_position_layer(embed_pos, max_length, "position_embedding")
     if pos_layer is not None:
@@ -48,11 +61,16 @@ def build_decoder_lm(vocab_size, max_length, d_model=128, num_heads=4, num_layer
         x = keras.layers.Dropout(dropout, name="embedding_dropout")(x)
     for i in range(num_layers):
         x = TransformerDecoderBlock(
-            num_heads, d_model // num_heads, ff_dim,
+            num_heads,
+            d_model // num_heads,
+            ff_dim,
             attention=attention_registry.fresh(attention),
             position=None if score_pos is None else positional.fresh(score_pos),
-            cross_attention=False, norm_first=norm_first, dropout=dropout,
-            activation=activation, num_key_value_heads=num_key_value_heads,
+            cross_attention=False,
+            norm_first=norm_first,
+            dropout=dropout,
+            activation=activation,
+            num_key_value_heads=num_key_value_heads,
             name=f"decoder_block_{i}",
         )(x)
     if norm_first:

@@ -27,15 +27,31 @@ def check_model_sizes(d_model, num_heads, num_layers):
 
 def needs_static_length(attention):
     """Efficient cores block the sequence and need a fixed length; ``full`` does not."""
-    core = attention_registry.get(attention) if not isinstance(
-        attention, attention_registry.AttentionCore) else attention
+    core = (
+        attention_registry.get(attention)
+        if not isinstance(attention, attention_registry.AttentionCore)
+        else attention
+    )
     return core.registry_name != "full"
 
 
-def build_encoder_classifier(vocab_size, num_classes, max_length, d_model=128, num_heads=4,
-                             num_layers=2, ff_dim=None, attention="full", position="learned",
-                             dropout=0.1, pooling="mean", activation="gelu", norm_first=True,
-                             num_key_value_heads=None, name="encoder_classifier"):
+def build_encoder_classifier(
+    vocab_size,
+    num_classes,
+    max_length,
+    d_model=128,
+    num_heads=4,
+    num_layers=2,
+    ff_dim=None,
+    attention="full",
+    position="learned",
+    dropout=0.1,
+    pooling="mean",
+    activation="gelu",
+    norm_first=True,
+    num_key_value_heads=None,
+    name="encoder_classifier",
+):
     """Build a Functional encoder classifier.
 
     Args:
@@ -62,11 +78,16 @@ def build_encoder_classifier(vocab_size, num_classes, max_length, d_model=128, n
     x = keras.layers.Dropout(dropout, name="embedding_dropout")(x)
     for i in range(num_layers):
         x = TransformerEncoderBlock(
-            num_heads, d_model // num_heads, ff_dim,
+            num_heads,
+            d_model // num_heads,
+            ff_dim,
             attention=attention_registry.fresh(attention),
             position=None if score_pos is None else positional.fresh(score_pos),
-            norm_first=norm_first, dropout=dropout, activation=activation,
-            num_key_value_heads=num_key_value_heads, name=f"encoder_block_{i}",
+            norm_first=norm_first,
+            dropout=dropout,
+            activation=activation,
+            num_key_value_heads=num_key_value_heads,
+            name=f"encoder_block_{i}",
         )(x, padding_mask=padding_mask)
     if norm_first:
         x = keras.layers.LayerNormalization(epsilon=1e-5, name="final_norm")(x)

@@ -61,8 +61,11 @@ def resolve_position(position):
     """
     if position is None:
         return None, None
-    probe = positional.get(position) if not isinstance(position, positional.PositionalEncoding) \
+    probe = (
+        positional.get(position)
+        if not isinstance(position, positional.PositionalEncoding)
         else position
+    )
     if probe.kind == "embedding":
         return probe, None
     return None, position

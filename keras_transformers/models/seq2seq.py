@@ -18,10 +18,23 @@ from keras_transformers.models.layers import (
 )
 
 
-def build_seq2seq(src_vocab_size, tgt_vocab_size, src_length, tgt_length, d_model=128,
-                  num_heads=4, num_encoder_layers=2, num_decoder_layers=2, ff_dim=None,
-                  attention="full", position="learned", dropout=0.1, activation="gelu",
-                  norm_first=True, name="seq2seq"):
+def build_seq2seq(
+    src_vocab_size,
+    tgt_vocab_size,
+    src_length,
+    tgt_length,
+    d_model=128,
+    num_heads=4,
+    num_encoder_layers=2,
+    num_decoder_layers=2,
+    ff_dim=None,
+    attention="full",
+    position="learned",
+    dropout=0.1,
+    activation="gelu",
+    norm_first=True,
+    name="seq2seq",
+):
     """Build a Functional encoder-decoder model.
 
     ``attention`` sets the encoder self-attention and the decoder self-attention cores (decoder
@@ -52,9 +65,14 @@ def build_seq2seq(src_vocab_size, tgt_vocab_size, src_length, tgt_length, d_mode
     x = embed(enc_ids, src_vocab_size, src_length, "encoder")
     for i in range(num_encoder_layers):
         x = TransformerEncoderBlock(
-            num_heads, d_model // num_heads, ff_dim,
-            attention=attention_registry.fresh(attention), position=score_position(),
-            norm_first=norm_first, dropout=dropout, activation=activation,
+            num_heads,
+            d_model // num_heads,
+            ff_dim,
+            attention=attention_registry.fresh(attention),
+            position=score_position(),
+            norm_first=norm_first,
+            dropout=dropout,
+            activation=activation,
             name=f"encoder_block_{i}",
         )(x, padding_mask=enc_mask)
     if norm_first:
@@ -64,13 +82,20 @@ def build_seq2seq(src_vocab_size, tgt_vocab_size, src_length, tgt_length, d_mode
     y = embed(dec_ids, tgt_vocab_size, tgt_length, "decoder")
     for i in range(num_decoder_layers):
         y = TransformerDecoderBlock(
-            num_heads, d_model // num_heads, ff_dim,
-            attention=attention_registry.fresh(attention), position=score_position(),
-            cross_attention=True, norm_first=norm_first, dropout=dropout,
-            activation=activation, name=f"decoder_block_{i}",
+            num_heads,
+            d_model // num_heads,
+            ff_dim,
+            attention=attention_registry.fresh(attention),
+            position=score_position(),
+            cross_attention=True,
+            norm_first=norm_first,
+            dropout=dropout,
+            activation=activation,
+            name=f"decoder_block_{i}",
         )(y, encoded, padding_mask=dec_mask, encoder_padding_mask=enc_mask)
     if norm_first:
         y = keras.layers.LayerNormalization(epsilon=1e-5, name="decoder_final_norm")(y)
     logits = keras.layers.Dense(tgt_vocab_size, dtype="float32", name="logits")(y)
-    return keras.Model({"encoder_token_ids": enc_ids, "decoder_token_ids": dec_ids}, logits,
-                       name=name)
+    return keras.Model(
+        {"encoder_token_ids": enc_ids, "decoder_token_ids": dec_ids}, logits, name=name
+    )

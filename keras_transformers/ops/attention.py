@@ -71,9 +71,7 @@ def repeat_kv_heads(x, num_query_heads, axis=2):
     if num_kv == num_query_heads:
         return x
     if num_query_heads % num_kv:
-        raise ValueError(
-            f"num_key_value_heads={num_kv} must divide num_heads={num_query_heads}."
-        )
+        raise ValueError(f"num_key_value_heads={num_kv} must divide num_heads={num_query_heads}.")
     return ops.repeat(x, num_query_heads // num_kv, axis=axis)
 
 

@@ -64,8 +64,14 @@ def check_attention_mask(attention_mask, batch_size, query_length, key_length):
     return ops.cast(attention_mask, "bool")
 
 
-def combine_masks(padding_mask=None, attention_mask=None, causal=False, query_length=None,
-                  key_length=None, offset=0):
+def combine_masks(
+    padding_mask=None,
+    attention_mask=None,
+    causal=False,
+    query_length=None,
+    key_length=None,
+    offset=0,
+):
     """Fold a key padding mask, an explicit mask and causality into one dense mask.
 
     Args:

@@ -65,5 +65,8 @@ class LearnedPositionEmbedding(PositionalEncoding):
         return input_shape
 
     def get_config(self):
-        return {**super().get_config(), "max_length": self.max_length,
-                "initializer": keras.initializers.serialize(self.initializer)}
+        return {
+            **super().get_config(),
+            "max_length": self.max_length,
+            "initializer": keras.initializers.serialize(self.initializer),
+        }

@@ -72,5 +72,9 @@ class RotaryEmbedding(PositionalEncoding):
         return rotate(query, query_positions, *args), rotate(key, key_positions, *args)
 
     def get_config(self):
-        return {**super().get_config(), "max_wavelength": self.max_wavelength,
-                "pairing": self.pairing, "scaling_factor": self.scaling_factor}
+        return {
+            **super().get_config(),
+            "max_wavelength": self.max_wavelength,
+            "pairing": self.pairing,
+            "scaling_factor": self.scaling_factor,
+        }

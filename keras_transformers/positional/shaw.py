@@ -83,5 +83,8 @@ class ShawRelativePosition(PositionalEncoding):
         return ops.matmul(per_label, ops.cast(self.value_table, weights.dtype))  # (..., Lq, dh)
 
     def get_config(self):
-        return {**super().get_config(), "max_distance": self.max_distance,
-                "use_values": self.use_values}
+        return {
+            **super().get_config(),
+            "max_distance": self.max_distance,
+            "use_values": self.use_values,
+        }

@@ -57,5 +57,3 @@ class SinusoidalPositionEmbedding(PositionalEncoding):
 
     def get_config(self):
         return {**super().get_config(), "max_wavelength": self.max_wavelength}
-
-

@@ -38,7 +38,9 @@ def relative_position_bucket(relative_positions, bidirectional, num_buckets, max
     is_small = n < max_exact
     n_float = ops.cast(ops.maximum(n, 1), "float32")
     large = max_exact + ops.cast(
-        ops.log(n_float / max_exact) / math.log(max_distance / max_exact) * (num_buckets - max_exact),
+        ops.log(n_float / max_exact)
+        / math.log(max_distance / max_exact)
+        * (num_buckets - max_exact),
         "int32",
     )
     large = ops.minimum(large, num_buckets - 1)
@@ -85,5 +87,9 @@ class T5RelativeBias(PositionalEncoding):
         return ops.transpose(bias, (rank - 1,) + tuple(range(rank - 1)))  # (h, ..., Lq, Lk)
 
     def get_config(self):
-        return {**super().get_config(), "num_buckets": self.num_buckets,
-                "max_distance": self.max_distance, "bidirectional": self.bidirectional}
+        return {
+            **super().get_config(),
+            "num_buckets": self.num_buckets,
+            "max_distance": self.max_distance,
+            "bidirectional": self.bidirectional,
+        }

@@ -40,8 +40,9 @@ def test_explicit_path_matches_fused_path():
     core = kt.attention.get("full")
     fused = core(q, k, v, causal=True)
     explicit, weights = core(q, k, v, causal=True, return_attention_scores=True)
-    np.testing.assert_allclose(keras.ops.convert_to_numpy(fused),
-                               keras.ops.convert_to_numpy(explicit), atol=1e-5)
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(fused), keras.ops.convert_to_numpy(explicit), atol=1e-5
+    )
     w = keras.ops.convert_to_numpy(weights)
     np.testing.assert_allclose(w.sum(-1), 1.0, atol=1e-5)
     assert np.abs(np.triu(w[0, 0], 1)).max() == 0
@@ -76,21 +77,28 @@ def test_matches_keras_multi_head_attention_with_copied_weights(cross):
     flat_b = [a.reshape(h * dh) for a in (qb, kb, vb)]
     out_w = [ok.reshape(h * dh, d), ob]
     if cross:
-        weights = [flat[0], flat_b[0], np.concatenate(flat[1:], 1),
-                   np.concatenate(flat_b[1:]), *out_w]
+        weights = [
+            flat[0],
+            flat_b[0],
+            np.concatenate(flat[1:], 1),
+            np.concatenate(flat_b[1:]),
+            *out_w,
+        ]
         got = ours(x, y)
     else:
         weights = [np.concatenate(flat, 1), np.concatenate(flat_b), *out_w]
         got = ours(x)
     ours.set_weights(weights)
     got = ours(x, y) if cross else ours(x)
-    np.testing.assert_allclose(keras.ops.convert_to_numpy(got),
-                               keras.ops.convert_to_numpy(expected), atol=1e-5)
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(got), keras.ops.convert_to_numpy(expected), atol=1e-5
+    )
 
 
 def test_kv_cache_decoding_equals_full_recompute():
-    layer = kt.attention.MultiHeadAttention(num_heads=2, key_dim=4, causal=True, position="rope",
-                                            num_key_value_heads=1)
+    layer = kt.attention.MultiHeadAttention(
+        num_heads=2, key_dim=4, causal=True, position="rope", num_key_value_heads=1
+    )
     x = RNG.normal(size=(2, 6, 8)).astype("float32")
     full = keras.ops.convert_to_numpy(layer(x))
     cache = np.zeros((2, 2, 6, 1, 4), "float32")

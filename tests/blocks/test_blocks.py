@@ -60,7 +60,8 @@ def test_decoder_block_cross_attention_requires_encoder_outputs():
 
 
 def test_block_config_round_trip():
-    block = kt.blocks.TransformerEncoderBlock(2, 4, 16, attention="full", position="alibi",
-                                              activation="swiglu")
+    block = kt.blocks.TransformerEncoderBlock(
+        2, 4, 16, attention="full", position="alibi", activation="swiglu"
+    )
     clone = kt.blocks.TransformerEncoderBlock.from_config(block.get_config())
     assert clone.get_config() == block.get_config()

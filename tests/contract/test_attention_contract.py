@@ -166,15 +166,26 @@ def test_builder_accepts_every_core(name):
     cls = type(kt.attention.get(name))
     attention = {"name": name, **cls.example_config}
     model = kt.models.build_encoder_classifier(
-        vocab_size=50, num_classes=3, max_length=L, d_model=D, num_heads=H, num_layers=1,
-        attention=attention, position=None,
+        vocab_size=50,
+        num_classes=3,
+        max_length=L,
+        d_model=D,
+        num_heads=H,
+        num_layers=1,
+        attention=attention,
+        position=None,
     )
     ids = np.random.default_rng(0).integers(1, 50, size=(B, L))
     assert tuple(model(ids).shape) == (B, 3)
     if cls.supports_causal:
         lm = kt.models.build_decoder_lm(
-            vocab_size=50, max_length=L, d_model=D, num_heads=H, num_layers=1,
-            attention=attention, position="rope",
+            vocab_size=50,
+            max_length=L,
+            d_model=D,
+            num_heads=H,
+            num_layers=1,
+            attention=attention,
+            position="rope",
         )
         assert tuple(lm(ids).shape) == (B, L, 50)
 

@@ -17,8 +17,15 @@ B, L, V = 2, 16, 40
 
 
 def lm(position, **kwargs):
-    return kt.models.build_decoder_lm(vocab_size=V, max_length=L, d_model=16, num_heads=2,
-                                      num_layers=1, position=position, **kwargs)
+    return kt.models.build_decoder_lm(
+        vocab_size=V,
+        max_length=L,
+        d_model=16,
+        num_heads=2,
+        num_layers=1,
+        position=position,
+        **kwargs,
+    )
 
 
 def ids(seed=0):
@@ -42,9 +49,16 @@ def test_decoder_lm_is_causal(name):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_encoder_ignores_padded_tokens(name):
-    model = kt.models.build_encoder_classifier(vocab_size=V, num_classes=3, max_length=L,
-                                               d_model=16, num_heads=2, num_layers=1,
-                                               position=name, dropout=0.0)
+    model = kt.models.build_encoder_classifier(
+        vocab_size=V,
+        num_classes=3,
+        max_length=L,
+        d_model=16,
+        num_heads=2,
+        num_layers=1,
+        position=name,
+        dropout=0.0,
+    )
     x = ids()
     x[:, 12:] = 0  # padding
     a = np_(model(x))
@@ -60,9 +74,16 @@ def test_encoder_ignores_padded_tokens(name):
 @pytest.mark.parametrize("name", NAMES)
 def test_positions_break_permutation_symmetry(name):
     # without positions a mean-pooled encoder is permutation invariant; with them it is not
-    model = kt.models.build_encoder_classifier(vocab_size=V, num_classes=3, max_length=L,
-                                               d_model=16, num_heads=2, num_layers=1,
-                                               position=name, dropout=0.0)
+    model = kt.models.build_encoder_classifier(
+        vocab_size=V,
+        num_classes=3,
+        max_length=L,
+        d_model=16,
+        num_heads=2,
+        num_layers=1,
+        position=name,
+        dropout=0.0,
+    )
     x = ids()
     perm = np.random.default_rng(3).permutation(L)
     assert np.abs(np_(model(x)) - np_(model(x[:, perm]))).max() > 1e-6
@@ -81,8 +102,9 @@ def test_save_load_identical(name, tmp_path):
 @pytest.mark.parametrize("name", NAMES)
 def test_fit_one_step(name, jit):
     model = lm(name)
-    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                  jit_compile=jit)
+    model.compile(
+        "adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True), jit_compile=jit
+    )
     hist = model.fit(ids(), ids(1), epochs=1, batch_size=B, verbose=0)
     assert np.isfinite(hist.history["loss"][0])
     assert all(np.isfinite(np_(w)).all() for w in model.trainable_weights)

@@ -8,28 +8,36 @@ import keras_transformers as kt
 
 
 def test_decoder_lm_tied_embeddings_and_loss_decreases():
-    model = kt.models.build_decoder_lm(vocab_size=12, max_length=16, d_model=32, num_heads=2,
-                                       num_layers=1, position="rope")
+    model = kt.models.build_decoder_lm(
+        vocab_size=12, max_length=16, d_model=32, num_heads=2, num_layers=1, position="rope"
+    )
     names = [w.path for w in model.weights]
     assert not any("reverse" in n for n in names)  # output shares the embedding matrix
     x = np.tile(np.arange(4, 12), (32, 2))[:, :16]  # a periodic sequence is easy to learn
-    model.compile(keras.optimizers.Adam(3e-3),
-                  keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.compile(
+        keras.optimizers.Adam(3e-3), keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    )
     hist = model.fit(x[:, :-1], x[:, 1:], epochs=15, batch_size=8, verbose=0)
     assert hist.history["loss"][-1] < 0.5 * hist.history["loss"][0]
 
 
 def test_untied_lm_has_separate_output_matrix():
-    model = kt.models.build_decoder_lm(vocab_size=12, max_length=8, d_model=16, num_heads=2,
-                                       num_layers=1, tie_embeddings=False)
+    model = kt.models.build_decoder_lm(
+        vocab_size=12, max_length=8, d_model=16, num_heads=2, num_layers=1, tie_embeddings=False
+    )
     assert any("reverse" in w.path for w in model.weights)
 
 
 def test_seq2seq_shapes():
-    model = kt.models.build_seq2seq(20, 30, 7, 5, d_model=16, num_heads=2,
-                                    num_encoder_layers=1, num_decoder_layers=1)
-    out = model({"encoder_token_ids": np.ones((2, 7), "int32"),
-                 "decoder_token_ids": np.ones((2, 5), "int32")})
+    model = kt.models.build_seq2seq(
+        20, 30, 7, 5, d_model=16, num_heads=2, num_encoder_layers=1, num_decoder_layers=1
+    )
+    out = model(
+        {
+            "encoder_token_ids": np.ones((2, 7), "int32"),
+            "decoder_token_ids": np.ones((2, 5), "int32"),
+        }
+    )
     assert out.shape == (2, 5, 30)
 
 

@@ -35,8 +35,9 @@ def test_sinusoidal_pair_is_rotation():
     for j in range(4):
         w = 10000.0 ** (-2 * j / 8)
         rot = np.array([[np.cos(k * w), -np.sin(k * w)], [np.sin(k * w), np.cos(k * w)]])
-        np.testing.assert_allclose(table[10:20, 2 * j : 2 * j + 2] @ rot,
-                                   table[13:23, 2 * j : 2 * j + 2], atol=1e-5)
+        np.testing.assert_allclose(
+            table[10:20, 2 * j : 2 * j + 2] @ rot, table[13:23, 2 * j : 2 * j + 2], atol=1e-5
+        )
 
 
 def test_learned_position_cannot_extrapolate():
@@ -70,8 +71,7 @@ def test_alibi_slopes():
 
 
 def test_alibi_bias_and_geometric_decay():
-    layer = kt.attention.MultiHeadAttention(num_heads=8, key_dim=4, position="alibi",
-                                            causal=True)
+    layer = kt.attention.MultiHeadAttention(num_heads=8, key_dim=4, position="alibi", causal=True)
     layer.build((1, 6, 32))
     rel = np.arange(6)[None, :] - np.arange(6)[:, None]
     bias = np_(layer.position.score_bias(keras.ops.convert_to_tensor(rel)))  # (h, L, L)
@@ -79,8 +79,9 @@ def test_alibi_bias_and_geometric_decay():
     # equal q.k scores: causal weights decay geometrically, a_ij / a_i,j+1 = e^-m
     core = kt.attention.get("full")
     zeros = np.zeros((1, 6, 8, 4), "float32")
-    _, w = core(zeros, zeros, zeros, causal=True, position=layer.position,
-                return_attention_scores=True)
+    _, w = core(
+        zeros, zeros, zeros, causal=True, position=layer.position, return_attention_scores=True
+    )
     w = np_(w)[0]
     m = kt.positional.alibi_slopes(8)
     for h in range(8):
@@ -96,8 +97,7 @@ def test_shaw_labels():
 
 
 def test_shaw_matches_numpy_reference():
-    layer = kt.attention.MultiHeadAttention(num_heads=2, key_dim=4, position="shaw",
-                                            use_bias=False)
+    layer = kt.attention.MultiHeadAttention(num_heads=2, key_dim=4, position="shaw", use_bias=False)
     x = RNG.normal(size=(1, 5, 8)).astype("float32")
     out = np_(layer(x))
     wqkv = np_(layer.qkv_kernel)
