@@ -100,6 +100,10 @@ class MultiHeadAttention(keras.layers.Layer):
             )
         self.attention_core.check_position(self.position)
         self.weights_dropout = keras.layers.Dropout(self.dropout) if self.dropout else None
+        # Set by kt.callbacks.AttentionMapLogger for one eager forward pass: the layer then keeps
+        # its (B, h, Lq, Lk) weights (the core's dense debug path) in `last_attention_scores`.
+        self.record_attention_scores = False
+        self.last_attention_scores = None
         self.supports_masking = True
 
     # ------------------------------------------------------------------ build
@@ -261,6 +265,24 @@ class MultiHeadAttention(keras.layers.Layer):
                 return self.weights_dropout(w, training=training)
 
         core_kwargs = {} if global_mask is None else {"global_mask": ops.cast(global_mask, "bool")}
+        record = self.record_attention_scores and not return_attention_scores
+        if record:
+            try:
+                _, self.last_attention_scores = self.attention_core(
+                    q,
+                    k,
+                    v,
+                    **core_kwargs,
+                    padding_mask=padding_mask,
+                    attention_mask=attention_mask,
+                    causal=self.causal,
+                    position=self.position,
+                    query_offset=query_offset,
+                    training=False,
+                    return_attention_scores=True,
+                )
+            except NotImplementedError:
+                self.last_attention_scores = None
         result = self.attention_core(
             q,
             k,
