@@ -12,6 +12,13 @@ from .classification import (
     load_class_folders,
     load_classification_file,
 )
+from .lra import (
+    LISTOPS_VOCAB,
+    associative_recall,
+    byte_text_classification,
+    document_retrieval,
+    listops,
+)
 from .seq2seq import encode_pairs, load_tsv_pairs
 from .tasks import (
     ArithmeticTask,
@@ -37,6 +44,11 @@ from .tokenizers import (
 )
 
 __all__ = [
+    "LISTOPS_VOCAB",
+    "associative_recall",
+    "byte_text_classification",
+    "document_retrieval",
+    "listops",
     "ArithmeticTask",
     "BOS_ID",
     "BUILTIN_CLASSIFICATION_FAMILIES",
