@@ -8,6 +8,25 @@ model = kt.models.build_decoder_lm(vocab_size=260, max_length=128, attention="fu
 
 __version__ = "0.1.0"
 
-from keras_transformers import attention, blocks, callbacks, data, models, ops, positional  # noqa: E402,I001
+from keras_transformers import (
+    attention,
+    blocks,
+    callbacks,
+    data,
+    generation,
+    models,
+    ops,
+    positional,
+)  # noqa: E402,I001
 
-__all__ = ["attention", "blocks", "callbacks", "data", "models", "ops", "positional", "__version__"]
+__all__ = [
+    "attention",
+    "blocks",
+    "callbacks",
+    "data",
+    "generation",
+    "models",
+    "ops",
+    "positional",
+    "__version__",
+]

@@ -1,0 +1,180 @@
+"""Autoregressive generation with a KV cache for decoder LMs built by ``build_decoder_lm``.
+
+The prompt is run once through every block (pre-fill), each block's self-attention writing its
+keys and values into a cache ``(B, N, 2, L_max, h_kv, dh)``; after that each new token costs one
+single-position pass that reads the cache, so the per-token time does not grow with a full
+recomputation of the context. Token choice reuses ``keras_hub.samplers`` (greedy, top-k, top-p,
+beam, ...).
+
+Example:
+    >>> import numpy as np, keras_transformers as kt
+    >>> lm = kt.models.build_decoder_lm(vocab_size=260, max_length=64, d_model=32,
+    ...                                 num_heads=2, num_layers=2, position="rope")
+    >>> gen = kt.generation.Generator(lm)
+    >>> out = gen.generate(np.array([[5, 6, 7]]), max_length=12, sampler="greedy")
+    >>> out.shape
+    (1, 12)
+"""
+
+import keras
+import keras_hub
+import numpy as np
+from keras import ops
+
+from keras_transformers.blocks import TransformerDecoderBlock
+
+
+class Generator:
+    """KV-cached sampling loop around a decoder LM.
+
+    Args:
+        model: a model from :func:`keras_transformers.models.build_decoder_lm` (its layers are
+            found by name: ``token_embedding``, ``position_embedding``, ``decoder_block_*``,
+            ``final_norm``).
+        jit: compile the pre-fill and the decoding loop (``tf.function``/``jax.jit``).
+    """
+
+    def __init__(self, model, jit=True):
+        self.model = model
+        names = {layer.name: layer for layer in model.layers}
+        if "token_embedding" not in names:
+            raise ValueError(
+                "Generator needs a model from kt.models.build_decoder_lm (no 'token_embedding' "
+                "layer found)."
+            )
+        self.embedding = names["token_embedding"]
+        self.position = names.get("position_embedding")
+        self.final_norm = names.get("final_norm")
+        self.blocks = [
+            layer for layer in model.layers if isinstance(layer, TransformerDecoderBlock)
+        ]
+        for block in self.blocks:
+            core = block.self_attention.attention_core
+            if not core.supports_cache:
+                raise ValueError(
+                    f"attention={core.registry_name!r} has no KV-cache decoding; generate with "
+                    "kt.callbacks.greedy_continue (full recomputation) instead."
+                )
+        self.fixed_length = model.inputs[0].shape[1]
+        self.jit = jit
+        self._compiled = {}
+
+    # ------------------------------------------------------------------ model pieces
+    def _embed(self, token_ids, start_index):
+        x = self.embedding(token_ids)  # (B, l, d)
+        if self.position is not None:
+            x = self.position(x, start_index=start_index)
+        return x
+
+    def _head(self, x):
+        if self.final_norm is not None:
+            x = self.final_norm(x)
+        return ops.cast(self.embedding(x, reverse=True), "float32")  # (B, l, V)
+
+    def empty_cache(self, batch_size, max_length):
+        """Zero cache ``(B, N, 2, L_max, h_kv, dh)``."""
+        attn = self.blocks[0].self_attention
+        shape = (
+            batch_size,
+            len(self.blocks),
+            2,
+            max_length,
+            attn.num_key_value_heads,
+            attn.key_dim,
+        )
+        return ops.zeros(shape, dtype=self.model.compute_dtype)
+
+    def call_with_cache(self, token_ids, cache, cache_index):
+        """Run ``token_ids (B, l)`` at positions ``cache_index..cache_index+l``.
+
+        Returns ``(logits (B, l, V), hidden (B, l, d), cache)``.
+        """
+        x = self._embed(token_ids, cache_index)
+        layer_caches = []
+        for i, block in enumerate(self.blocks):
+            x, layer_cache = block(x, cache=cache[:, i], cache_index=cache_index)
+            layer_caches.append(layer_cache)
+        return self._head(x), x, ops.stack(layer_caches, axis=1)
+
+    # ------------------------------------------------------------------ generation
+    def _compile(self, fn):
+        if not self.jit:
+            return fn
+        backend = keras.backend.backend()
+        if backend == "tensorflow":
+            import tensorflow as tf
+
+            return tf.function(fn, reduce_retracing=True)
+        if backend == "jax":
+            import jax
+
+            return jax.jit(fn, static_argnums=())
+        return fn
+
+    def _run(self, prompt, mask, start, sampler, stop_token_ids):
+        batch, max_length = ops.shape(prompt)[0], ops.shape(prompt)[1]
+        cache = self.empty_cache(batch, max_length)
+        # Pre-fill positions [0, start - 1); the loop feeds token start - 1 itself.
+        if start > 1:
+            _, _, cache = self.call_with_cache(prompt[:, : start - 1], cache, 0)
+
+        def next_fn(tokens, cache, index):
+            token = ops.slice(tokens, (0, index - 1), (ops.shape(tokens)[0], 1))  # (B, 1)
+            logits, hidden, cache = self.call_with_cache(token, cache, index - 1)
+            return logits[:, 0], hidden[:, 0], cache
+
+        return sampler(
+            next_fn,
+            prompt,
+            cache=cache,
+            index=start,
+            mask=mask,
+            stop_token_ids=stop_token_ids,
+            model=self.model,
+        )
+
+    def generate(self, prompt, max_length, sampler="greedy", stop_token_ids=None, pad_id=0):
+        """Continue ``prompt`` up to ``max_length`` tokens.
+
+        Args:
+            prompt: ``(B, L0)`` int array or a list of int lists (right-padded with ``pad_id``).
+            max_length: total length of the output, prompt included.
+            sampler: a ``keras_hub.samplers`` name (``"greedy"``, ``"top_k"``, ``"top_p"``,
+                ``"random"``, ``"beam"``, ...) or ``Sampler`` instance.
+            stop_token_ids: stop once every row produced one of these ids.
+
+        Returns:
+            int32 numpy ``(B, max_length)``: prompt followed by generated tokens.
+        """
+        if isinstance(prompt, (list, tuple)) and prompt and isinstance(prompt[0], (list, tuple)):
+            width = max(len(p) for p in prompt)
+            array = np.full((len(prompt), width), pad_id, np.int32)
+            for i, p in enumerate(prompt):
+                array[i, : len(p)] = p
+            prompt = array
+        prompt = np.asarray(prompt, np.int32)
+        if prompt.ndim != 2:
+            raise ValueError(f"prompt must have shape (batch, length); got {prompt.shape}.")
+        if self.fixed_length is not None and max_length > self.fixed_length:
+            raise ValueError(
+                f"max_length={max_length} exceeds the model's input length {self.fixed_length}."
+            )
+        lengths = (prompt != pad_id).sum(axis=1)
+        if lengths.min() < 1:
+            raise ValueError("every prompt needs at least one token.")
+        if max_length <= prompt.shape[1]:
+            raise ValueError(
+                f"max_length={max_length} must exceed the prompt length {prompt.shape[1]}."
+            )
+        padded = np.full((prompt.shape[0], max_length), pad_id, np.int32)
+        padded[:, : prompt.shape[1]] = prompt
+        mask = np.arange(max_length)[None, :] < lengths[:, None]
+        sampler = keras_hub.samplers.get(sampler)
+        start = int(lengths.min())
+        key = (type(sampler).__name__, start, padded.shape)
+        if key not in self._compiled:
+            self._compiled[key] = self._compile(
+                lambda p, m: self._run(p, m, start, sampler, stop_token_ids)
+            )
+        out = self._compiled[key](ops.convert_to_tensor(padded), ops.convert_to_tensor(mask))
+        return ops.convert_to_numpy(out).astype(np.int32)
