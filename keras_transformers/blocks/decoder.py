@@ -31,8 +31,9 @@ class TransformerDecoderBlock(keras.layers.Layer):
         attention: core of the (causal) self-attention.
         position: score-side positional encoding of the self-attention.
         cross_attention: add cross-attention over ``encoder_outputs`` (always full attention).
-        norm_first, dropout, attention_dropout, activation, num_key_value_heads,
-        layer_norm_epsilon: as in :class:`TransformerEncoderBlock`.
+        **others: ``norm_first``, ``dropout``, ``attention_dropout``, ``activation``,
+            ``num_key_value_heads``, ``layer_norm_epsilon`` as in
+            :class:`TransformerEncoderBlock`.
     """
 
     def __init__(
