@@ -1,0 +1,356 @@
+"""The example scripts, the shared training plumbing and the ``keras-transformers`` command.
+
+Each example runs for a few steps at tiny sizes as a real subprocess (all started together, so
+the Python/TensorFlow start-up overlaps), then its TensorBoard event files are read back with
+tensorboard's own event reader and must hold the ``epoch_loss`` scalar.
+"""
+
+import json
+import math
+import os
+import runpy
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from keras_transformers import cli, training
+
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLES_DIR = REPO / "examples"
+SCRIPTS = {name: EXAMPLES_DIR / f"train_{name}.py" for name in training.EXAMPLES}
+
+TINY = [
+    "--d-model",
+    "16",
+    "--heads",
+    "2",
+    "--layers",
+    "1",
+    "--batch-size",
+    "8",
+    "--epochs",
+    "1",
+    "--steps-per-epoch",
+    "3",
+    "--no-jit",
+    "--verbose",
+    "2",
+]
+# The three runs read the user-file formats written by the fixture (a folder of text files,
+# JSONL with text/label, TSV pairs): the built-in corpora have their own tests in tests/data and
+# parsing the standard library would only slow this test down.
+EXTRA = {
+    "lm": ["--seq-len", "16", "--data", "{root}/corpus", "--sample-length", "4"],
+    "classifier": ["--seq-len", "12", "--data", "{root}/labelled.jsonl"],
+    "seq2seq": ["--seq-len", "10", "--data", "{root}/pairs.tsv", "--eval-examples", "4"],
+}
+TIMEOUT_S = 240
+
+
+def _env():
+    env = dict(os.environ)
+    env["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    return env
+
+
+def _write_user_files(root):
+    rng = np.random.default_rng(0)
+    (root / "corpus").mkdir()
+    vocabulary = "the a model learns to predict next byte of text from its context".split()
+    for name in ("part1.txt", "part2.md"):
+        text = " ".join(rng.choice(vocabulary, size=400)) + ".\n"
+        (root / "corpus" / name).write_text(text, encoding="utf-8")
+    words = {"sport": ["ball", "goal", "team", "match"], "food": ["bread", "soup", "salt", "rice"]}
+    with open(root / "labelled.jsonl", "w", encoding="utf-8") as handle:
+        for i in range(64):
+            label = ("sport", "food")[i % 2]
+            text = " ".join(rng.choice(words[label], size=5))
+            handle.write(json.dumps({"text": f"the {text}.", "label": label}) + "\n")
+    with open(root / "pairs.tsv", "w", encoding="utf-8") as handle:
+        for _ in range(64):
+            source = "".join(rng.choice(list("abcdef"), size=int(rng.integers(2, 7))))
+            handle.write(f"{source}\t{source.upper()}\n")
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """Start the three tiny training runs at once (start-up overlaps); wait for all of them."""
+    root = tmp_path_factory.mktemp("example_runs")
+    _write_user_files(root)
+    procs = {}
+    for name, script in SCRIPTS.items():
+        logdir = root / name
+        extra = [arg.format(root=root) for arg in EXTRA[name]]
+        cmd = [sys.executable, str(script), *TINY, *extra, "--logdir", str(logdir)]
+        procs[name] = (
+            logdir,
+            subprocess.Popen(
+                cmd,
+                cwd=root,
+                env=_env(),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            ),
+        )
+    results = {}
+    for name, (logdir, proc) in procs.items():
+        try:
+            out, err = proc.communicate(timeout=TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, err = proc.communicate()
+        results[name] = dict(logdir=logdir, returncode=proc.returncode, stdout=out, stderr=err)
+    return results
+
+
+def _check_ok(run):
+    assert run["returncode"] == 0, (
+        f"stdout:\n{run['stdout'][-3000:]}\nstderr:\n{run['stderr'][-3000:]}"
+    )
+
+
+def _scalars(event_dir):
+    """``{tag: [values]}`` of the tensor summaries in one TensorBoard run folder."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.util import tensor_util
+
+    accumulator = EventAccumulator(str(event_dir), size_guidance={"tensors": 0, "scalars": 0})
+    accumulator.Reload()
+    values = {}
+    for tag in accumulator.Tags()["tensors"]:
+        arrays = [tensor_util.make_ndarray(e.tensor_proto) for e in accumulator.Tensors(tag)]
+        if all(a.dtype.kind == "f" and a.size == 1 for a in arrays):  # not the model graph text
+            values[tag] = [float(a) for a in arrays]
+    for tag in accumulator.Tags()["scalars"]:
+        values.setdefault(tag, [event.value for event in accumulator.Scalars(tag)])
+    return values
+
+
+@pytest.mark.parametrize("name", training.EXAMPLES)
+def test_example_runs_and_logs_loss_to_tensorboard(runs, name):
+    run = runs[name]
+    _check_ok(run)
+    logdir = run["logdir"]
+    train_scalars = _scalars(logdir / "train")
+    assert "epoch_loss" in train_scalars, sorted(train_scalars)
+    assert len(train_scalars["epoch_loss"]) == 1
+    assert math.isfinite(train_scalars["epoch_loss"][0])
+    assert "epoch_loss" in _scalars(logdir / "validation")
+    # Checkpoints and the run's record; the backup folder is removed after a finished run.
+    assert (logdir / "best.keras").is_file() and (logdir / "last.keras").is_file()
+    assert not (logdir / "backup").exists()
+    config = json.loads((logdir / "config.json").read_text())
+    assert config["example"] == name and config["d_model"] == 16
+    # The script prints where the logs are and how to look at them.
+    assert str(logdir) in run["stdout"]
+    assert f"tensorboard --logdir {logdir}" in run["stdout"]
+    assert "first epoch" in run["stdout"]
+
+
+def test_example_specific_reports(runs):
+    assert "Greedy sample" in runs["lm"]["stdout"]
+    assert (runs["lm"]["logdir"] / "tokenizer.json").is_file()
+    assert "Validation accuracy:" in runs["classifier"]["stdout"]
+    assert "Exact-match accuracy of greedy decoding" in runs["seq2seq"]["stdout"]
+
+
+def _listed_names(section):
+    return [line.split()[0] for line in section.splitlines() if line.startswith("  ")]
+
+
+def test_cli_list_prints_both_registries_with_first_docstring_lines(capsys):
+    import keras_transformers as kt
+
+    assert cli.main(["list"]) == 0
+    text = capsys.readouterr().out
+    attention_at = text.index("Attention cores")
+    position_at = text.index("Positional encodings")
+    assert attention_at < position_at
+    assert _listed_names(text[attention_at:position_at]) == kt.attention.available()
+    assert _listed_names(text[position_at:]) == kt.positional.available()
+    for registry in (kt.attention.REGISTRY, kt.positional.REGISTRY):
+        for name in registry.available():
+            doc = registry.get_class(name).__doc__
+            if doc and doc.strip():
+                assert doc.strip().splitlines()[0].strip() in text, name
+
+
+@pytest.mark.parametrize("name", training.EXAMPLES)
+def test_script_help(name, capsys, monkeypatch):
+    monkeypatch.setattr(sys, "argv", [SCRIPTS[name].name, "--help"])
+    with pytest.raises(SystemExit) as exit_info:
+        runpy.run_path(str(SCRIPTS[name]), run_name="__main__")
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    for flag in (
+        "--attention",
+        "--position",
+        "--d-model",
+        "--heads",
+        "--layers",
+        "--ff-dim",
+        "--seq-len",
+        "--batch-size",
+        "--epochs",
+        "--steps-per-epoch",
+        "--lr",
+        "--logdir",
+        "--data",
+        "--seed",
+        "--jit",
+        "--no-jit",
+    ):
+        assert flag in out, flag
+    assert SCRIPTS[name].name in out  # prog name
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--help"],
+        ["train", "--help"],
+        ["train", "lm", "--help"],
+        ["list", "--help"],
+        ["bench", "--help"],
+    ],
+)
+def test_cli_help(argv, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(argv)
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert "usage: keras-transformers" in out
+    if argv[:2] == ["train", "lm"]:
+        assert "--seq-len" in out and "keras-transformers train lm" in out
+
+
+def test_cli_bench_and_no_command(capsys):
+    assert cli.main(["bench"]) == 0
+    assert "benchmarks/" in capsys.readouterr().out
+    assert cli.main([]) == 0
+    assert "usage: keras-transformers" in capsys.readouterr().out
+
+
+def test_cli_rejects_unknown_example(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["train", "nonsense"])
+    assert exit_info.value.code == 2
+    assert "invalid choice" in capsys.readouterr().err
+
+
+def test_parse_args_defaults_and_specs():
+    args = training.parse_args("lm", [])
+    assert (args.attention, args.position, args.jit, args.logdir) == ("full", "rope", None, None)
+    args = training.parse_args(
+        "seq2seq",
+        [
+            "--attention",
+            '{"name": "sliding_window", "window": 4}',
+            "--position",
+            "none",
+            "--no-jit",
+            "--task",
+            "sort",
+        ],
+    )
+    assert args.attention == {"name": "sliding_window", "window": 4}
+    assert args.position is None and args.jit is False and args.task == "sort"
+    logdir = training.default_logdir("seq2seq", args.attention, args.position)
+    parts = Path(logdir).parts
+    assert parts[:2] == ("runs", "seq2seq") and parts[2].endswith("-sliding_window-none")
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--d-model", "30", "--heads", "4"], "divisible"),
+        (["--epochs", "0"], "must be >= 1"),
+        (["--val-fraction", "0"], "(0, 1)"),
+        (["--attention", '{"window": 3}'], "'name'"),
+    ],
+)
+def test_parse_args_errors(argv, message, capsys):
+    with pytest.raises(SystemExit):
+        training.parse_args("classifier", argv)
+    assert message in capsys.readouterr().err
+
+
+def test_make_callbacks(tmp_path):
+    import keras
+
+    callbacks = training.make_callbacks(str(tmp_path))
+    kinds = [type(c) for c in callbacks]
+    assert kinds == [
+        keras.callbacks.TensorBoard,
+        keras.callbacks.ModelCheckpoint,
+        keras.callbacks.ModelCheckpoint,
+        keras.callbacks.BackupAndRestore,
+    ]
+    assert callbacks[1].filepath.endswith("best.keras") and callbacks[1].save_best_only
+    assert callbacks[2].filepath.endswith("last.keras")
+    assert callbacks[3].backup_dir == os.path.join(str(tmp_path), "backup")
+
+
+def test_missing_data_file_is_a_one_line_error(tmp_path):
+    args = training.parse_args(
+        "classifier", ["--data", str(tmp_path / "missing.csv"), "--logdir", str(tmp_path / "run")]
+    )
+    with pytest.raises(SystemExit, match="--data.*missing.csv"):
+        training.train_classifier(args)
+
+
+def test_greedy_decode_and_strip():
+    class Echo:
+        """Stand-in model: the logits at decoder position ``t`` pick ``src[:, t]``."""
+
+        def predict_on_batch(self, inputs):
+            src = inputs["encoder_token_ids"]
+            logits = np.zeros((*src.shape, 10), dtype="float32")
+            np.put_along_axis(logits, src[..., None], 1.0, axis=-1)
+            return logits
+
+    src = np.asarray([[5, 6, 2, 0], [7, 8, 9, 4]], dtype="int32")
+    out = training.greedy_decode(Echo(), src, 4)
+    # A pad at position 3 is banned: the best allowed id there is <eos> (2).
+    assert out.tolist() == [[5, 6, 2, 2], [7, 8, 9, 4]]
+    assert training._strip(out[0]) == [5, 6]
+    assert training._strip(np.asarray([4, 5, 0, 6])) == [4, 5]
+
+
+def test_random_batches_cover_every_epoch_fully():
+    x = {"a": np.arange(10), "b": -np.arange(10)}
+    y = np.arange(10) * 10
+    batches = training.RandomBatches((x, y), batch_size=4, steps=4, seed=1)
+    assert len(batches) == 4
+    seen = []
+    for _ in range(2):  # two epochs of 4 batches = 32 examples = 3.2 passes
+        for i in range(len(batches)):
+            xb, yb = batches[i]
+            assert xb["a"].shape == (4,) and yb.shape == (4,)
+            np.testing.assert_array_equal(yb, xb["a"] * 10)
+            np.testing.assert_array_equal(xb["b"], -xb["a"])
+            seen.extend(xb["a"].tolist())
+        batches.on_epoch_end()
+    for p in range(3):  # every full pass is a permutation of the data
+        assert sorted(seen[10 * p : 10 * (p + 1)]) == list(range(10))
+    assert seen[:10] != seen[10:20]  # passes are reshuffled
+
+
+@pytest.mark.parametrize(
+    "flag, value, message",
+    [
+        ("--attention", "no_such_core", "Unknown attention"),
+        ("--position", "no_such_position", "Unknown positional"),
+    ],
+)
+def test_unknown_layer_name_fails_before_any_work(tmp_path, flag, value, message):
+    logdir = tmp_path / "run"
+    args = training.parse_args("seq2seq", [flag, value, "--logdir", str(logdir)])
+    with pytest.raises(SystemExit, match=f"{flag}: {message}"):
+        training.train_seq2seq(args)
+    assert not logdir.exists()
