@@ -570,57 +570,37 @@ def _finish(history, args, started, **summary):
     return history
 
 
-class RandomBatches(keras.utils.PyDataset):
-    """Exactly ``steps`` batches per epoch from a stream of reshuffled passes over the data.
+def epoch_stream(arrays, batch_size, steps, seed, first_epoch, last_epoch):
+    """The examples of epochs ``first_epoch .. last_epoch - 1``, in training order.
 
-    ``fit(x, y, steps_per_epoch=n)`` on arrays continues one pass across epochs and stops an epoch
-    early (with a warning) when the pass runs out; this dataset instead concatenates passes, each
-    in its own seeded random order, so every epoch has ``steps`` full batches.
+    Every epoch is ``steps`` full batches taken from a stream of passes over the data, each pass
+    in its own seeded random order, so the batches of epoch ``e`` depend only on ``(seed, e)``.
+    ``fit(stream, shuffle=False, steps_per_epoch=steps)`` reads it sequentially across epochs;
+    a run resumed by ``BackupAndRestore`` at epoch ``k`` builds the stream from ``k`` and trains on
+    exactly the batches an uninterrupted run would have seen.
 
     Args:
-        arrays: ``(x, y)`` or ``(x, y, sample_weight)``; ``x`` may be a dict of arrays. All have
+        arrays: ``(x, y)`` or ``(x, y, sample_weight)``; ``x`` may be a dict of arrays, all with
             ``N`` examples on axis 0.
-        batch_size: ``B``.
-        steps: batches per epoch.
-        seed: seed of the pass orders.
+
+    Returns:
+        the arrays gathered to ``(last_epoch - first_epoch) · steps · batch_size`` examples.
     """
+    num = len(arrays[1])
+    per_epoch = steps * batch_size
+    positions = np.arange(first_epoch * per_epoch, last_epoch * per_epoch)  # in the pass stream
+    rows = np.empty(len(positions), dtype=np.int64)
+    for pass_index in np.unique(positions // num):
+        where = positions // num == pass_index
+        order = np.random.default_rng([seed, int(pass_index)]).permutation(num)
+        rows[where] = order[positions[where] % num]
 
-    def __init__(self, arrays, batch_size, steps, seed=0):
-        super().__init__()
-        self.arrays = arrays
-        self.num = len(arrays[1])
-        self.batch_size = batch_size
-        self.steps = steps
-        self.seed = seed
-        self.epoch = 0
-        self._orders = {}
+    def take(array):
+        if isinstance(array, dict):
+            return {key: value[rows] for key, value in array.items()}
+        return array[rows]
 
-    def __len__(self):
-        return self.steps
-
-    def _order(self, pass_index):
-        if pass_index not in self._orders:
-            rng = np.random.default_rng([self.seed, pass_index])
-            self._orders = {pass_index: rng.permutation(self.num)}  # keep one pass cached
-        return self._orders[pass_index]
-
-    def __getitem__(self, index):
-        start = (self.epoch * self.steps + index) * self.batch_size
-        positions = np.arange(start, start + self.batch_size)  # (B,) in the stream of passes
-        rows = np.empty(self.batch_size, dtype=np.int64)
-        for pass_index in np.unique(positions // self.num):
-            where = positions // self.num == pass_index
-            rows[where] = self._order(int(pass_index))[positions[where] % self.num]
-
-        def take(array):
-            if isinstance(array, dict):
-                return {key: value[rows] for key, value in array.items()}
-            return array[rows]
-
-        return tuple(take(array) for array in self.arrays)
-
-    def on_epoch_end(self):
-        self.epoch += 1
+    return tuple(take(array) for array in arrays)
 
 
 def _fit(model, args, x, y, validation_data, sample_weight=None):
@@ -630,24 +610,27 @@ def _fit(model, args, x, y, validation_data, sample_weight=None):
         f"{num_train} training / {len(validation_data[1])} validation examples, "
         f"{steps} steps per epoch, {model.count_params():,} parameters"
     )
-    fit_kwargs = dict(
+    # A restarted run resumes at the epoch BackupAndRestore saved (its metadata file); the
+    # stream then starts at that epoch so the resumed run sees the same batches.
+    first_epoch = 0
+    metadata = os.path.join(args.logdir, "backup", "training_metadata.json")
+    if os.path.exists(metadata):
+        with open(metadata) as f:
+            first_epoch = min(int(json.load(f).get("epoch", 0)), args.epochs)
+    arrays = (x, y) if sample_weight is None else (x, y, sample_weight)
+    stream = epoch_stream(arrays, args.batch_size, steps, args.seed, first_epoch, args.epochs)
+    return model.fit(
+        stream[0],
+        stream[1],
+        sample_weight=stream[2] if len(stream) == 3 else None,
+        batch_size=args.batch_size,
+        steps_per_epoch=steps,
+        shuffle=False,
         epochs=args.epochs,
         validation_data=validation_data,
         callbacks=make_callbacks(args.logdir),
         verbose=args.verbose,
     )
-    if args.steps_per_epoch is None:
-        return model.fit(
-            x,
-            y,
-            sample_weight=sample_weight,
-            batch_size=args.batch_size,
-            shuffle=True,
-            **fit_kwargs,
-        )
-    arrays = (x, y) if sample_weight is None else (x, y, sample_weight)
-    batches = RandomBatches(arrays, args.batch_size, args.steps_per_epoch, seed=args.seed)
-    return model.fit(batches, **fit_kwargs)
 
 
 # ---------------------------------------------------------------------------------------------

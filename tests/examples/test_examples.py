@@ -322,23 +322,21 @@ def test_greedy_decode_and_strip():
     assert training._strip(np.asarray([4, 5, 0, 6])) == [4, 5]
 
 
-def test_random_batches_cover_every_epoch_fully():
+def test_epoch_stream_covers_every_pass_and_depends_only_on_the_epoch():
     x = {"a": np.arange(10), "b": -np.arange(10)}
     y = np.arange(10) * 10
-    batches = training.RandomBatches((x, y), batch_size=4, steps=4, seed=1)
-    assert len(batches) == 4
-    seen = []
-    for _ in range(2):  # two epochs of 4 batches = 32 examples = 3.2 passes
-        for i in range(len(batches)):
-            xb, yb = batches[i]
-            assert xb["a"].shape == (4,) and yb.shape == (4,)
-            np.testing.assert_array_equal(yb, xb["a"] * 10)
-            np.testing.assert_array_equal(xb["b"], -xb["a"])
-            seen.extend(xb["a"].tolist())
-        batches.on_epoch_end()
+    xs, ys = training.epoch_stream(
+        (x, y), batch_size=4, steps=4, seed=1, first_epoch=0, last_epoch=2
+    )
+    assert xs["a"].shape == (32,) and ys.shape == (32,)  # two epochs of 4 batches of 4
+    np.testing.assert_array_equal(ys, xs["a"] * 10)
+    np.testing.assert_array_equal(xs["b"], -xs["a"])
+    seen = xs["a"].tolist()
     for p in range(3):  # every full pass is a permutation of the data
         assert sorted(seen[10 * p : 10 * (p + 1)]) == list(range(10))
     assert seen[:10] != seen[10:20]  # passes are reshuffled
+    _, resumed = training.epoch_stream((x, y), 4, 4, seed=1, first_epoch=1, last_epoch=2)
+    np.testing.assert_array_equal(resumed, ys[16:])  # epoch 1 is the same after a restart
 
 
 @pytest.mark.parametrize(
