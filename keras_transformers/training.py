@@ -300,6 +300,21 @@ def add_common_arguments(parser, example):
         "an interrupted run to resume it",
     )
     train.add_argument(
+        "--distribute",
+        choices=("none", "mirrored", "data_parallel"),
+        default="none",
+        help="data-parallel training: 'mirrored' (tf.distribute.MirroredStrategy, TensorFlow "
+        "backend) or 'data_parallel' (keras.distribution.DataParallel, JAX backend) over all "
+        "local devices (default: %(default)s)",
+    )
+    train.add_argument(
+        "--precision",
+        choices=("float32", "mixed_float16", "mixed_bfloat16"),
+        default="float32",
+        help="dtype policy; mixed_float16 trains with dynamic loss scaling (Keras wraps the "
+        "optimizer in a LossScaleOptimizer) (default: %(default)s)",
+    )
+    train.add_argument(
         "--verbose",
         type=int,
         choices=(0, 1, 2),
@@ -547,9 +562,42 @@ def check_specs(args):
             positional.get(args.position)
 
 
+@contextlib.contextmanager
+def distribution_scope(args):
+    """Build and compile the model under ``--distribute`` (see the README on scaling out).
+
+    ``mirrored`` replicates the model on every local device of the TensorFlow backend and
+    all-reduces the gradients; ``data_parallel`` shards each batch over the JAX devices with
+    ``keras.distribution.DataParallel``. The global batch is ``--batch-size`` either way.
+    """
+    backend = keras.backend.backend()
+    if args.distribute == "mirrored":
+        if backend != "tensorflow":
+            raise SystemExit(
+                f"--distribute mirrored needs KERAS_BACKEND=tensorflow (not {backend})"
+            )
+        import tensorflow as tf
+
+        strategy = tf.distribute.MirroredStrategy()
+        print(f"MirroredStrategy: {strategy.num_replicas_in_sync} replicas")
+        with strategy.scope():
+            yield
+        return
+    if args.distribute == "data_parallel":
+        if backend != "jax":
+            raise SystemExit(f"--distribute data_parallel needs KERAS_BACKEND=jax (not {backend})")
+        distribution = keras.distribution.DataParallel()
+        print(f"DataParallel over {len(keras.distribution.list_devices())} devices")
+        with distribution.scope():
+            yield
+        return
+    yield
+
+
 def _setup(args):
     """Check the layer names, seed everything, create the log folder and print the run header."""
     check_specs(args)
+    keras.config.set_dtype_policy(args.precision)
     keras.utils.set_random_seed(args.seed)
     logdir = prepare_logdir(args)
     print(f"keras {keras.__version__} (backend: {keras.backend.backend()}); logdir: {logdir}")
@@ -687,27 +735,28 @@ def train_lm(args):
         x, y = data.make_lm_windows(train_ids, args.seq_len, stride=args.stride)  # (N, L) each
         validation = data.make_lm_windows(val_ids, args.seq_len)
 
-    with user_errors("model"):
-        model = models.build_decoder_lm(
-            tokenizer.vocabulary_size,
-            args.seq_len,
-            d_model=args.d_model,
-            num_heads=args.heads,
-            num_layers=args.layers,
-            ff_dim=args.ff_dim,
-            attention=args.attention,
-            position=args.position,
-            dropout=args.dropout,
+    with distribution_scope(args):
+        with user_errors("model"):
+            model = models.build_decoder_lm(
+                tokenizer.vocabulary_size,
+                args.seq_len,
+                d_model=args.d_model,
+                num_heads=args.heads,
+                num_layers=args.layers,
+                ff_dim=args.ff_dim,
+                attention=args.attention,
+                position=args.position,
+                dropout=args.dropout,
+            )
+        total = steps_per_epoch(args, len(x)) * args.epochs
+        compile_model(
+            model,
+            args,
+            total,
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True, ignore_class=0),
+            metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
         )
-    total = steps_per_epoch(args, len(x)) * args.epochs
-    compile_model(
-        model,
-        args,
-        total,
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True, ignore_class=0),
-        metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
-    )
-    history = _fit(model, args, x, y, validation)
+        history = _fit(model, args, x, y, validation)
     sample = None
     if args.sample_length > 0:
         sample = greedy_sample(model, tokenizer, args.prompt, args.sample_length, args.seq_len)
@@ -768,29 +817,30 @@ def train_classifier(args):
         f"{type(tokenizer).__name__} vocabulary {tokenizer.vocabulary_size}, length {seq_len}"
     )
 
-    with user_errors("model"):
-        model = models.build_encoder_classifier(
-            tokenizer.vocabulary_size,
-            len(class_names),
-            seq_len,
-            d_model=args.d_model,
-            num_heads=args.heads,
-            num_layers=args.layers,
-            ff_dim=args.ff_dim,
-            attention=args.attention,
-            position=args.position,
-            dropout=args.dropout,
-            pooling=args.pooling,
+    with distribution_scope(args):
+        with user_errors("model"):
+            model = models.build_encoder_classifier(
+                tokenizer.vocabulary_size,
+                len(class_names),
+                seq_len,
+                d_model=args.d_model,
+                num_heads=args.heads,
+                num_layers=args.layers,
+                ff_dim=args.ff_dim,
+                attention=args.attention,
+                position=args.position,
+                dropout=args.dropout,
+                pooling=args.pooling,
+            )
+        total = steps_per_epoch(args, len(x_train)) * args.epochs
+        compile_model(
+            model,
+            args,
+            total,
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
         )
-    total = steps_per_epoch(args, len(x_train)) * args.epochs
-    compile_model(
-        model,
-        args,
-        total,
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
-    )
-    history = _fit(model, args, x_train, y_train, (x_val, y_val))
+        history = _fit(model, args, x_train, y_train, (x_val, y_val))
     results = model.evaluate(x_val, y_val, batch_size=args.batch_size, verbose=0, return_dict=True)
     majority = float(np.max(np.bincount(y_val, minlength=len(class_names))) / len(y_val))
     print(
@@ -894,41 +944,42 @@ def train_seq2seq(args):
     )
     print(f"data: {source}; source length {src.shape[1]}, target length {tgt_out.shape[1]}")
 
-    with user_errors("model"):
-        model = models.build_seq2seq(
-            vocab,
-            vocab,
-            src.shape[1],
-            tgt_out.shape[1],
-            d_model=args.d_model,
-            num_heads=args.heads,
-            num_encoder_layers=args.layers,
-            num_decoder_layers=args.layers,
-            ff_dim=args.ff_dim,
-            attention=args.attention,
-            position=args.position,
-            dropout=args.dropout,
+    with distribution_scope(args):
+        with user_errors("model"):
+            model = models.build_seq2seq(
+                vocab,
+                vocab,
+                src.shape[1],
+                tgt_out.shape[1],
+                d_model=args.d_model,
+                num_heads=args.heads,
+                num_encoder_layers=args.layers,
+                num_decoder_layers=args.layers,
+                ff_dim=args.ff_dim,
+                attention=args.attention,
+                position=args.position,
+                dropout=args.dropout,
+            )
+        total = steps_per_epoch(args, len(y_train[0])) * args.epochs
+        compile_model(
+            model,
+            args,
+            total,
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True, ignore_class=0),
+            weighted_metrics=[keras.metrics.SparseCategoricalAccuracy(name="token_accuracy")],
         )
-    total = steps_per_epoch(args, len(y_train[0])) * args.epochs
-    compile_model(
-        model,
-        args,
-        total,
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True, ignore_class=0),
-        weighted_metrics=[keras.metrics.SparseCategoricalAccuracy(name="token_accuracy")],
-    )
 
-    def as_inputs(pair):
-        return {"encoder_token_ids": pair[0], "decoder_token_ids": pair[1]}
+        def as_inputs(pair):
+            return {"encoder_token_ids": pair[0], "decoder_token_ids": pair[1]}
 
-    history = _fit(
-        model,
-        args,
-        as_inputs(x_train),
-        y_train[0],
-        (as_inputs(x_val), y_val[0], y_val[1]),
-        sample_weight=y_train[1],
-    )
+        history = _fit(
+            model,
+            args,
+            as_inputs(x_train),
+            y_train[0],
+            (as_inputs(x_val), y_val[0], y_val[1]),
+            sample_weight=y_train[1],
+        )
     n = min(args.eval_examples, len(y_val[0]))
     predicted = greedy_decode(model, x_val[0][:n], tgt_out.shape[1])
     hits = [_strip(p) == _strip(t) for p, t in zip(predicted, y_val[0][:n])]
