@@ -37,7 +37,7 @@ import time
 import keras
 import numpy as np
 
-from keras_transformers import attention, data, models, positional
+from keras_transformers import attention, callbacks, data, models, positional
 from keras_transformers.data import BOS_ID, EOS_ID, NUM_SPECIAL_TOKENS, PAD_ID
 
 EXAMPLES = ("lm", "classifier", "seq2seq")
@@ -676,9 +676,23 @@ def _fit(model, args, x, y, validation_data, sample_weight=None):
         shuffle=False,
         epochs=args.epochs,
         validation_data=validation_data,
-        callbacks=make_callbacks(args.logdir),
+        callbacks=make_callbacks(args.logdir) + run_callbacks(args, stream[0]),
         verbose=args.verbose,
     )
+
+
+def run_callbacks(args, x):
+    """Hyper-parameters for the HParams dashboard and tokens/s scalars of this run."""
+    first = next(iter(x.values())) if isinstance(x, dict) else x
+    hparams = {
+        key: value if isinstance(value, (int, float, str, bool)) else str(value)
+        for key, value in vars(args).items()
+        if key not in ("logdir", "data", "verbose") and value is not None
+    }
+    return [
+        callbacks.HParamsLogger(hparams, args.logdir),
+        callbacks.ThroughputLogger(args.batch_size, int(np.prod(first.shape[1:])), args.logdir),
+    ]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -140,6 +140,7 @@ def test_example_runs_and_logs_loss_to_tensorboard(runs, name):
     assert "epoch_loss" in train_scalars, sorted(train_scalars)
     assert len(train_scalars["epoch_loss"]) == 1
     assert math.isfinite(train_scalars["epoch_loss"][0])
+    assert train_scalars["throughput/tokens_per_second"][0] > 0  # kt.callbacks.ThroughputLogger
     assert "epoch_loss" in _scalars(logdir / "validation")
     # Checkpoints and the run's record; the backup folder is removed after a finished run.
     assert (logdir / "best.keras").is_file() and (logdir / "last.keras").is_file()
