@@ -81,7 +81,7 @@ class AttentionCore(keras.layers.Layer):
             query_offset: absolute position of query 0 (KV-cache decoding).
             weights_dropout: callable applied to attention weights during training, or None.
             return_attention_scores: also return ``(B, h, Lq, Lk)`` weights.
-            global_mask: bool ``(B, L)`` marking global tokens, for cores with global attention
-                (Longformer, BigBird); other cores ignore it.
+            global_mask: bool ``(B, L)`` marking global tokens per sequence, for cores with
+                dynamic global attention (Longformer); other cores ignore it or reject it.
         """
         raise NotImplementedError
