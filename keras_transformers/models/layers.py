@@ -77,7 +77,7 @@ def embedding_position_layer(position, max_length, name):
         return None
     config = position.get_config()
     config.pop("name", None)
-    if "max_length" in config:
-        config["max_length"] = max(int(config["max_length"]), int(max_length))
+    if "max_length" in config:  # the table has exactly the builder's max_length rows
+        config["max_length"] = int(max_length)
     config["name"] = name
     return position.__class__.from_config(config)

@@ -1,0 +1,747 @@
+"""Training throughput of a decoder-only language model: ours vs keras-hub vs plain PyTorch.
+
+Three models of the same shape (vocab ``V``, length ``L``, width ``d``, ``h`` heads, ``n`` layers,
+feed-forward ``ff``; pre-norm, GELU, no dropout, float32), trained with AdamW on the same token
+batches (batch ``B``):
+
+* ``ours``: ``kt.models.build_decoder_lm(..., attention="full", position="learned")`` (token
+  embedding tied to the output projection, the builder's default), trained with ``fit()``; with
+  each ``jit_compile`` setting asked for (``--jit auto,true,false``).
+* ``keras_hub``: ``keras_hub.layers.TokenAndPositionEmbedding`` + ``n`` x
+  ``keras_hub.layers.TransformerDecoder`` (decoder-only, causal, ``normalize_first=True``,
+  GELU) + final LayerNorm + ``Dense(V)`` head, trained with ``fit()``.
+* ``torch`` (when torch is installed): a plain PyTorch GPT, fused QKV projection,
+  ``F.scaled_dot_product_attention(is_causal=True)``, pre-norm, tied head, ``torch.optim.AdamW``,
+  trained in a plain Python loop.
+
+Each model runs in its own subprocess (``KERAS_BACKEND`` from ``--backend`` for the Keras models),
+one after the other, so backends and thread pools do not interfere. Each run trains
+``--warmup`` steps (tracing / XLA compilation happen there), then ``--steps`` timed steps, and
+reports training tokens/s = ``B·L·steps / time``. Before the models, a subprocess measures a
+float32 matmul peak (GFLOP/s) with numpy, with the Keras backend and with torch; model FLOPs
+utilisation (MFU) is the model's training FLOP/s over the best of those peaks.
+
+Model FLOPs per training token: ``6·N + 12·n·L·d`` where ``N`` counts the parameters of every
+matmul (Q/K/V/output and feed-forward kernels, and the ``V·d`` output projection; not the
+embedding lookups, biases or norms) and ``12·n·L·d`` is the attention score and weighted-value
+matmuls (forward ``4·L·d`` per layer, backward twice that; causal kernels may skip half of it,
+the count does not).
+
+Data: random token sequences from a fixed random bigram process (each token has 4 possible
+successors), the same batches in the same order for every model, so the loss falls from
+``ln V`` and the first/last losses of the models can be compared ("same numerics").
+
+Usage::
+
+    python benchmarks/lm_throughput.py                      # full size, TensorFlow backend
+    python benchmarks/lm_throughput.py --backend jax --steps 30
+    python benchmarks/lm_throughput.py --quick --out /tmp/lm.json   # tiny smoke run
+
+Prints a table and writes JSON (default ``benchmarks/results/lm_throughput.json``).
+"""
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+DEFAULT_OUT = os.path.join(HERE, "results", "lm_throughput.json")
+
+FULL_SIZES = dict(vocab=8192, length=256, d_model=256, heads=4, layers=4, ff=1024, batch=16)
+QUICK_SIZES = dict(vocab=128, length=32, d_model=32, heads=2, layers=1, ff=64, batch=4)
+MODELS = ("ours", "keras_hub", "torch")
+JIT_CHOICES = ("auto", "true", "false")
+SUCCESSORS = 4
+
+# AdamW settings shared by every model.
+LEARNING_RATE = 1e-3
+WEIGHT_DECAY = 0.01
+BETAS = (0.9, 0.999)
+EPSILON = 1e-8
+
+
+# --------------------------------------------------------------------------- shared helpers
+def make_tokens(sizes, num_batches, seed):
+    """``(num_batches·B, L + 1)`` int32 tokens from a fixed random bigram process."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    vocab, length = sizes["vocab"], sizes["length"]
+    successors = rng.integers(0, vocab, size=(vocab, SUCCESSORS))
+    rows = num_batches * sizes["batch"]
+    tokens = np.empty((rows, length + 1), dtype="int32")
+    tokens[:, 0] = rng.integers(0, vocab, size=rows)
+    for t in range(length):
+        choice = rng.integers(0, SUCCESSORS, size=rows)
+        tokens[:, t + 1] = successors[tokens[:, t], choice]
+    return tokens
+
+
+def flops_per_token(sizes):
+    """Training FLOPs per token: ``6·N_matmul + 12·n·L·d`` (see the module docstring)."""
+    d, ff, n = sizes["d_model"], sizes["ff"], sizes["layers"]
+    matmul_params = n * (4 * d * d + 2 * d * ff) + sizes["vocab"] * d
+    return 6 * matmul_params + 12 * n * sizes["length"] * d
+
+
+def step_losses_from_running_mean(means):
+    """Per-step losses from Keras' running epoch mean ``m_i`` (equal batch sizes)."""
+    losses, previous = [], 0.0
+    for i, m in enumerate(means):
+        losses.append((i + 1) * m - i * previous)
+        previous = m
+    return losses
+
+
+def summarise(step_times, cpu_times, losses, sizes, warmup):
+    """Throughput and loss figures from per-step wall and CPU times (warm-up steps included).
+
+    ``cpu_times`` are the process CPU seconds (all threads) of each step: on a machine shared
+    with other jobs they vary less than wall time (but include spin-waiting of thread pools).
+    """
+    tokens = sizes["batch"] * sizes["length"]
+    timed = step_times[warmup:]
+    total = sum(timed)
+    median = statistics.median(timed)
+    cpu = sum(cpu_times[warmup:])
+    return {
+        "tokens_per_cpu_s": tokens * len(timed) / cpu if cpu > 0 else None,
+        "cpu_s_per_step": cpu / len(timed),
+        "tokens_per_s": tokens * len(timed) / total,
+        "tokens_per_s_median_step": tokens / median,
+        "step_ms_mean": 1e3 * total / len(timed),
+        "step_ms_median": 1e3 * median,
+        "step_ms_min": 1e3 * min(timed),
+        "step_ms_max": 1e3 * max(timed),
+        "warmup_s": sum(step_times[:warmup]),
+        "loss_first": losses[0],
+        "loss_last": losses[-1],
+        "loss_last5_mean": statistics.fmean(losses[-5:]),
+        "losses": losses,
+    }
+
+
+# --------------------------------------------------------------------------- workers
+def worker_peak(spec):
+    """Best-of-N GFLOP/s of an ``n x n`` float32 matmul with numpy, the backend and torch."""
+    import numpy as np
+
+    n, repeats = spec["matmul_size"], spec["matmul_repeats"]
+    flops = 2.0 * n**3
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((n, n), dtype="float32")
+    b = rng.standard_normal((n, n), dtype="float32")
+
+    def best(fn):
+        fn()  # warm-up
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - start)
+        return flops / min(times) / 1e9
+
+    result = {"matmul_size": n, "numpy_gflops": best(lambda: a @ b)}
+    backend = spec["backend"]
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        ta, tb = tf.constant(a), tf.constant(b)
+        result["backend_gflops"] = best(lambda: tf.matmul(ta, tb).numpy())
+    elif backend == "jax":
+        import jax
+        import jax.numpy as jnp
+
+        ja, jb = jnp.asarray(a), jnp.asarray(b)
+        mm = jax.jit(jnp.matmul)
+        result["backend_gflops"] = best(lambda: mm(ja, jb).block_until_ready())
+    if backend == "torch" or spec["with_torch"]:
+        import torch
+
+        pa, pb = torch.from_numpy(a), torch.from_numpy(b)
+        result["torch_gflops"] = best(lambda: torch.matmul(pa, pb))
+        if backend == "torch":
+            result["backend_gflops"] = result["torch_gflops"]
+    return result
+
+
+def build_keras_hub_lm(sizes):
+    import keras
+    import keras_hub
+
+    token_ids = keras.Input(shape=(sizes["length"],), dtype="int32", name="token_ids")
+    x = keras_hub.layers.TokenAndPositionEmbedding(
+        vocabulary_size=sizes["vocab"],
+        sequence_length=sizes["length"],
+        embedding_dim=sizes["d_model"],
+        name="embedding",
+    )(token_ids)
+    for i in range(sizes["layers"]):
+        x = keras_hub.layers.TransformerDecoder(
+            intermediate_dim=sizes["ff"],
+            num_heads=sizes["heads"],
+            activation="gelu",
+            layer_norm_epsilon=1e-5,
+            normalize_first=True,
+            name=f"decoder_{i}",
+        )(x)  # decoder-only: no encoder_sequence, causal mask by default
+    x = keras.layers.LayerNormalization(epsilon=1e-5, name="final_norm")(x)
+    logits = keras.layers.Dense(sizes["vocab"], name="head")(x)
+    return keras.Model(token_ids, logits, name="keras_hub_lm")
+
+
+def worker_keras(spec):
+    import keras
+
+    sizes, warmup, steps = spec["sizes"], spec["warmup"], spec["steps"]
+    keras.utils.set_random_seed(spec["seed"])
+    if spec["model"] == "ours":
+        import keras_transformers as kt
+
+        model = kt.models.build_decoder_lm(
+            vocab_size=sizes["vocab"],
+            max_length=sizes["length"],
+            d_model=sizes["d_model"],
+            num_heads=sizes["heads"],
+            num_layers=sizes["layers"],
+            ff_dim=sizes["ff"],
+            attention="full",
+            position="learned",
+            tie_embeddings=not spec["untied"],
+        )
+    else:
+        model = build_keras_hub_lm(sizes)
+    jit = {"auto": "auto", "true": True, "false": False}[spec["jit"]]
+    optimizer = keras.optimizers.AdamW(
+        learning_rate=LEARNING_RATE,
+        weight_decay=WEIGHT_DECAY,
+        beta_1=BETAS[0],
+        beta_2=BETAS[1],
+        epsilon=EPSILON,
+    )
+    model.compile(
+        optimizer=optimizer,
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        jit_compile=jit,
+    )
+    resolved_jit = bool(model.jit_compile)
+    tokens = make_tokens(sizes, warmup + steps, spec["data_seed"])
+    x, y = tokens[:, :-1], tokens[:, 1:]
+
+    class StepTimer(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.times, self.means = [], []
+
+            self.cpu = []
+
+        def on_train_batch_begin(self, batch, logs=None):
+            self.start = time.perf_counter()
+            self.start_cpu = time.process_time()
+
+        def on_train_batch_end(self, batch, logs=None):
+            self.means.append(float(logs["loss"]))  # also waits for the step to finish
+            self.times.append(time.perf_counter() - self.start)
+            self.cpu.append(time.process_time() - self.start_cpu)
+
+    timer = StepTimer()
+    start = time.perf_counter()
+    model.fit(
+        x, y, batch_size=sizes["batch"], epochs=1, shuffle=False, verbose=0, callbacks=[timer]
+    )
+    fit_s = time.perf_counter() - start
+    losses = step_losses_from_running_mean(timer.means)
+    result = summarise(timer.times, timer.cpu, losses, sizes, warmup)
+    timed = sum(timer.times[warmup:])
+    result.update(
+        jit_resolved=resolved_jit,
+        params=int(model.count_params()),
+        fit_s=fit_s,
+        fit_overhead_s=fit_s - sum(timer.times),
+        timed_s=timed,
+        keras_version=keras.__version__,
+    )
+    return result
+
+
+def worker_torch(spec):
+    import torch
+    from torch import nn
+    from torch.nn import functional as F
+
+    sizes, warmup, steps = spec["sizes"], spec["warmup"], spec["steps"]
+    d, heads = sizes["d_model"], sizes["heads"]
+    torch.manual_seed(spec["seed"])
+
+    def linear(n_in, n_out):
+        layer = nn.Linear(n_in, n_out)
+        nn.init.xavier_uniform_(layer.weight)  # Keras' glorot_uniform
+        nn.init.zeros_(layer.bias)
+        return layer
+
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.norm1 = nn.LayerNorm(d, eps=1e-5)
+            self.qkv = linear(d, 3 * d)
+            self.proj = linear(d, d)
+            self.norm2 = nn.LayerNorm(d, eps=1e-5)
+            self.fc1 = linear(d, sizes["ff"])
+            self.fc2 = linear(sizes["ff"], d)
+
+        def forward(self, x):
+            b, length, _ = x.shape
+            q, k, v = self.qkv(self.norm1(x)).split(d, dim=-1)  # (B, L, d) each
+            q, k, v = (t.view(b, length, heads, d // heads).transpose(1, 2) for t in (q, k, v))
+            a = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # (B, h, L, dh)
+            x = x + self.proj(a.transpose(1, 2).reshape(b, length, d))
+            return x + self.fc2(F.gelu(self.fc1(self.norm2(x))))
+
+    class GPT(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.token = nn.Embedding(sizes["vocab"], d)
+            nn.init.uniform_(self.token.weight, -0.05, 0.05)  # Keras' Embedding default
+            self.position = nn.Parameter(torch.empty(sizes["length"], d))
+            nn.init.xavier_uniform_(self.position)
+            self.blocks = nn.ModuleList(Block() for _ in range(sizes["layers"]))
+            self.norm = nn.LayerNorm(d, eps=1e-5)
+            self.head = None if not spec["untied"] else linear(d, sizes["vocab"])
+
+        def forward(self, ids):
+            x = self.token(ids) + self.position[: ids.shape[1]]
+            for block in self.blocks:
+                x = block(x)
+            x = self.norm(x)
+            return self.head(x) if self.head is not None else x @ self.token.weight.T
+
+    model = GPT()
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=LEARNING_RATE, betas=BETAS, eps=EPSILON, weight_decay=WEIGHT_DECAY
+    )
+    tokens = torch.from_numpy(make_tokens(sizes, warmup + steps, spec["data_seed"])).long()
+    batch = sizes["batch"]
+    times, cpu_times, losses = [], [], []
+    model.train()
+    for i in range(warmup + steps):
+        chunk = tokens[i * batch : (i + 1) * batch]
+        start, start_cpu = time.perf_counter(), time.process_time()
+        logits = model(chunk[:, :-1])
+        loss = F.cross_entropy(logits.reshape(-1, sizes["vocab"]), chunk[:, 1:].reshape(-1))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+        times.append(time.perf_counter() - start)
+        cpu_times.append(time.process_time() - start_cpu)
+    result = summarise(times, cpu_times, losses, sizes, warmup)
+    result.update(
+        jit_resolved=False,
+        params=sum(p.numel() for p in model.parameters()),
+        timed_s=sum(times[warmup:]),
+        torch_version=torch.__version__,
+        torch_threads=torch.get_num_threads(),
+    )
+    return result
+
+
+def set_threads(threads, backend):
+    """Pin the compute thread count of numpy/torch/TensorFlow (0 = library defaults)."""
+    if not threads:
+        return
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
+    try:
+        import torch
+
+        torch.set_num_threads(threads)
+    except ImportError:
+        pass
+
+
+def run_worker(spec_path, result_path):
+    with open(spec_path) as f:
+        spec = json.load(f)
+    kind = spec["kind"]
+    set_threads(spec.get("threads", 0), os.environ.get("KERAS_BACKEND", "tensorflow"))
+    if kind == "peak":
+        result = worker_peak(spec)
+    elif spec["model"] == "torch":
+        result = worker_torch(spec)
+    else:
+        result = worker_keras(spec)
+    with open(result_path, "w") as f:
+        json.dump(result, f)
+
+
+# --------------------------------------------------------------------------- driver
+def launch(spec, backend, timeout):
+    """Run one worker in a fresh interpreter; returns its result dict or ``{"error": ...}``."""
+    env = dict(os.environ)
+    env["KERAS_BACKEND"] = backend
+    if spec.get("threads"):
+        n = str(spec["threads"])
+        for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+            env[var] = n
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
+    with tempfile.TemporaryDirectory() as tmp:
+        spec_path = os.path.join(tmp, "spec.json")
+        result_path = os.path.join(tmp, "result.json")
+        with open(spec_path, "w") as f:
+            json.dump(spec, f)
+        cmd = [sys.executable, os.path.abspath(__file__), "--worker", spec_path, result_path]
+        start = time.perf_counter()
+        try:
+            proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return {"error": f"timed out after {timeout} s"}
+        wall = time.perf_counter() - start
+        if proc.returncode != 0 or not os.path.exists(result_path):
+            tail = (proc.stderr or proc.stdout or "").strip().splitlines()[-8:]
+            return {"error": f"exit code {proc.returncode}: " + " | ".join(tail)}
+        with open(result_path) as f:
+            result = json.load(f)
+        result["process_s"] = wall
+        return result
+
+
+def parse_list(text, allowed, flag):
+    items = [t.strip().lower() for t in text.split(",") if t.strip()]
+    bad = [t for t in items if t not in allowed]
+    if bad or not items:
+        raise SystemExit(
+            f"{flag}={text!r}: allowed values are {', '.join(allowed)} (comma separated)."
+        )
+    return list(dict.fromkeys(items))
+
+
+def torch_available():
+    import importlib.util
+
+    return importlib.util.find_spec("torch") is not None
+
+
+def cpu_model():
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
+        for line in out.splitlines():
+            if line.startswith("Model name:"):
+                return line.split(":", 1)[1].strip()
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return platform.processor() or "unknown"
+
+
+def fmt(value, pattern="{:,.0f}"):
+    return "-" if value is None else pattern.format(value)
+
+
+def print_table(runs, peak_gflops):
+    header = (
+        f"{'model':<10} {'backend':<10} {'jit':<11} {'tokens/s':>9} {'tok/s med':>9} "
+        f"{'step ms':>8} {'tok/CPU-s':>9} {'MFU %':>6} {'params':>10} {'loss 1st':>8} "
+        f"{'loss end5':>9}"
+    )
+    print(header)
+    print("-" * len(header))
+    for run in runs:
+        jit = run["jit"] if run["model"] != "torch" else "-"
+        if run["model"] != "torch" and "jit_resolved" in run:
+            jit = f"{run['jit']}({'xla' if run['jit_resolved'] else 'no'})"
+        if "error" in run:
+            print(f"{run['model']:<10} {run['backend']:<10} {jit:<11} ERROR {run['error'][:120]}")
+            continue
+        mfu = 100 * run["model_gflops"] / peak_gflops if peak_gflops else None
+        print(
+            f"{run['model']:<10} {run['backend']:<10} {jit:<11} {run['tokens_per_s']:>9,.0f} "
+            f"{run['tokens_per_s_median_step']:>9,.0f} {run['step_ms_mean']:>8,.0f} "
+            f"{fmt(run['tokens_per_cpu_s']):>9} "
+            f"{fmt(mfu, '{:.1f}'):>6} {run['params']:>10,} {run['loss_first']:>8.3f} "
+            f"{run['loss_last5_mean']:>9.3f}"
+        )
+    print(
+        "tokens/s: all timed steps; tok/s med: from the median step; tok/CPU-s: tokens per "
+        "process CPU second;\nMFU: model FLOP/s over the measured matmul peak; loss end5: mean "
+        "training loss of the last 5 steps."
+    )
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--backend",
+        default="tensorflow",
+        choices=("tensorflow", "jax", "torch"),
+        help="Keras backend for ours and keras_hub (default tensorflow).",
+    )
+    parser.add_argument(
+        "--models",
+        default="ours,keras_hub,torch",
+        help="comma list of ours, keras_hub, torch (torch skipped if missing).",
+    )
+    parser.add_argument(
+        "--jit",
+        default="auto,true,false",
+        help="jit_compile settings for ours: comma list of auto, true, false. "
+        "An explicit setting equal to what auto resolved to is not rerun.",
+    )
+    parser.add_argument("--hub-jit", default="auto", help="jit_compile settings for keras_hub.")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes and few steps (smoke).")
+    parser.add_argument(
+        "--steps", type=int, default=None, help="timed steps (default 20; 3 quick)."
+    )
+    parser.add_argument(
+        "--warmup", type=int, default=None, help="untimed warm-up steps (default 3; 1 quick)."
+    )
+    for key in FULL_SIZES:
+        parser.add_argument(
+            f"--{key.replace('_', '-')}",
+            type=int,
+            default=None,
+            help=f"override {key} (default {FULL_SIZES[key]}).",
+        )
+    parser.add_argument(
+        "--untied",
+        action="store_true",
+        help="untie the output projection of ours and torch (keras_hub's Dense "
+        "head is always untied).",
+    )
+    parser.add_argument(
+        "--matmul-size",
+        type=int,
+        default=None,
+        help="matmul peak size n (n x n @ n x n; default 2048, 256 quick).",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="weight initialisation seed.")
+    parser.add_argument("--data-seed", type=int, default=1234, help="token data seed.")
+    parser.add_argument("--timeout", type=int, default=1800, help="seconds per subprocess.")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="compute threads for numpy/torch/TensorFlow (0: library defaults).",
+    )
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="subprocesses at once (default 1; >1 only for smoke runs, the "
+        "timings then interfere).",
+    )
+    parser.add_argument("--out", default=DEFAULT_OUT, help=f"JSON path (default {DEFAULT_OUT}).")
+    parser.add_argument("--worker", nargs=2, metavar=("SPEC", "RESULT"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        run_worker(*args.worker)
+        return 0
+
+    sizes = dict(QUICK_SIZES if args.quick else FULL_SIZES)
+    for key in sizes:
+        if getattr(args, key) is not None:
+            sizes[key] = getattr(args, key)
+    for key, value in sizes.items():
+        if value < 1:
+            raise SystemExit(f"--{key.replace('_', '-')}={value}: must be >= 1.")
+    if sizes["d_model"] % sizes["heads"]:
+        raise SystemExit(
+            f"--d-model={sizes['d_model']} must be a multiple of --heads={sizes['heads']}."
+        )
+    steps = args.steps if args.steps is not None else (3 if args.quick else 20)
+    warmup = args.warmup if args.warmup is not None else (1 if args.quick else 3)
+    if steps < 1 or warmup < 1:
+        raise SystemExit("--steps and --warmup must be >= 1 (warm-up absorbs compilation).")
+    models = parse_list(args.models, MODELS, "--models")
+    jits = parse_list(args.jit, JIT_CHOICES, "--jit")
+    hub_jits = parse_list(args.hub_jit, JIT_CHOICES, "--hub-jit")
+    has_torch = torch_available()
+    if "torch" in models and not has_torch:
+        print("torch is not installed: skipping the plain PyTorch model.")
+        models.remove("torch")
+    matmul_size = args.matmul_size or (256 if args.quick else 2048)
+
+    machine = {
+        "cpu_model": cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+    }
+    try:
+        machine["load_average_start"] = os.getloadavg()
+    except OSError:
+        pass
+    print(
+        f"CPU: {machine['cpu_model']} ({machine['cpu_count']} logical CPUs); "
+        f"Keras backend: {args.backend}"
+    )
+    print(
+        f"sizes: {sizes}; warm-up {warmup} + timed {steps} steps; "
+        f"{sizes['batch'] * sizes['length']} tokens/step"
+    )
+
+    fpt = flops_per_token(sizes)
+    base = {
+        "kind": "train",
+        "sizes": sizes,
+        "warmup": warmup,
+        "steps": steps,
+        "seed": args.seed,
+        "data_seed": args.data_seed,
+        "untied": args.untied,
+        "threads": args.threads,
+    }
+    peak_spec = {
+        "kind": "peak",
+        "backend": args.backend,
+        "matmul_size": matmul_size,
+        "matmul_repeats": 3 if args.quick else 5,
+        "with_torch": has_torch,
+        "threads": args.threads,
+    }
+    plan = []
+    for model in models:
+        if model == "torch":
+            plan.append(("torch", "torch", "-"))
+        else:
+            for jit in jits if model == "ours" else hub_jits:
+                plan.append((model, args.backend, jit))
+
+    def finish(result, model, backend, jit):
+        result.update(model=model, backend=backend, jit=jit)
+        if "error" in result:
+            print(f"  {model} (jit {jit}) failed: {result['error']}", flush=True)
+            return result
+        result["model_gflops"] = result["tokens_per_s"] * fpt / 1e9
+        print(
+            f"  {model} (backend {backend}, jit {jit}): {result['tokens_per_s']:,.0f} tokens/s "
+            f"(median step {result['tokens_per_s_median_step']:,.0f}), "
+            f"loss {result['loss_first']:.3f} -> {result['loss_last']:.3f}",
+            flush=True,
+        )
+        return result
+
+    runs = []
+    if args.jobs > 1:
+        # Smoke-test mode: all subprocesses at once; the timings then disturb each other.
+        print(f"--jobs {args.jobs}: runs overlap, so the timings below are not comparable.")
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(args.jobs) as pool:
+            peak_future = pool.submit(launch, peak_spec, args.backend, args.timeout)
+            futures = [
+                (pool.submit(launch, {**base, "model": m, "jit": j}, b, args.timeout), m, b, j)
+                for m, b, j in plan
+            ]
+            peak = peak_future.result()
+            runs = [finish(f.result(), m, b, j) for f, m, b, j in futures]
+    else:
+        peak = launch(peak_spec, args.backend, args.timeout)
+    if "error" in peak:
+        print(f"matmul peak failed: {peak['error']}")
+        peak_gflops = None
+    else:
+        peaks = {k: v for k, v in peak.items() if k.endswith("_gflops")}
+        peak_gflops = max(peaks.values())
+        print(
+            f"float32 matmul peak ({matmul_size}^2): "
+            + ", ".join(f"{k[:-7]} {v:,.1f}" for k, v in peaks.items())
+            + f" GFLOP/s -> MFU denominator {peak_gflops:,.1f} GFLOP/s",
+            flush=True,
+        )
+
+    if args.jobs <= 1:
+        resolved_auto = {}
+        for model, backend, jit in plan:
+            if jit in ("true", "false") and resolved_auto.get(model) == (jit == "true"):
+                print(f"  {model} jit={jit}: same as jit=auto on this backend, not rerun.")
+                continue
+            print(f"running {model} (backend {backend}, jit {jit}) ...", flush=True)
+            result = finish(
+                launch({**base, "model": model, "jit": jit}, backend, args.timeout),
+                model,
+                backend,
+                jit,
+            )
+            if jit == "auto" and "error" not in result:
+                resolved_auto[model] = result["jit_resolved"]
+            runs.append(result)
+    for result in runs:
+        if peak_gflops and "error" not in result:
+            result["mfu"] = result["model_gflops"] / peak_gflops
+
+    def best(model, key="tokens_per_s"):
+        ok = [r[key] for r in runs if r["model"] == model and "error" not in r]
+        return max(ok) if ok else None
+
+    ratios = {}
+    ours_runs = [r for r in runs if r["model"] == "ours" and "error" not in r]
+    for other in ("keras_hub", "torch"):
+        ref = best(other)
+        if ref is None:
+            continue
+        for key in ("tokens_per_s", "tokens_per_s_median_step"):
+            ref_key = best(other, key)
+            suffix = "" if key == "tokens_per_s" else "_median_step"
+            if ours_runs:
+                ratios[f"ours_best/{other}{suffix}"] = best("ours", key) / ref_key
+            for r in ours_runs:
+                ratios[f"ours[jit={r['jit']}]/{other}{suffix}"] = r[key] / ref_key
+
+    print()
+    print_table(runs, peak_gflops)
+    print()
+    for name, value in ratios.items():
+        if "median" not in name:
+            print(f"{name}: {value:.2f}x")
+    try:
+        machine["load_average_end"] = os.getloadavg()
+    except OSError:
+        pass
+
+    report = {
+        "command": " ".join(
+            ["python", "benchmarks/lm_throughput.py", *(argv if argv is not None else sys.argv[1:])]
+        ),
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "machine": machine,
+        "backend": args.backend,
+        "sizes": sizes,
+        "warmup": warmup,
+        "steps": steps,
+        "tokens_per_step": sizes["batch"] * sizes["length"],
+        "flops_per_token": fpt,
+        "optimizer": {
+            "name": "AdamW",
+            "learning_rate": LEARNING_RATE,
+            "weight_decay": WEIGHT_DECAY,
+            "betas": BETAS,
+            "epsilon": EPSILON,
+        },
+        "threads": args.threads,
+        "jobs": args.jobs,
+        "peak": peak,
+        "peak_gflops": peak_gflops,
+        "runs": runs,
+        "ratios": ratios,
+    }
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    with open(args.out, "w") as f:
+        json.dump(report, f, indent=2)
+    print(f"\nwrote {args.out}")
+    return 0 if all("error" not in r for r in runs) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
