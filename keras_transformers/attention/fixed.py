@@ -1,0 +1,175 @@
+"""Sparse Transformer fixed attention (Child et al., 2019, "Generating Long Sequences with
+Sparse Transformers").
+
+The sequence is cut into blocks of ``ℓ``; the last ``c`` positions of every block act as
+*summary* cells that carry its content to all later positions:
+
+``A(1)_i = {j : ⌊j/ℓ⌋ = ⌊i/ℓ⌋}`` (the own block),
+``A(2)_i = {j : j mod ℓ ∈ {ℓ - c, ..., ℓ - 1}}`` (all summary cells),
+
+both with ``j <= i`` when causal (the paper's autoregressive form); without ``causal`` both
+patterns are used as written (every summary cell, on both sides). The paper used
+``c ∈ {8, 16, 32}`` for ``ℓ ∈ {128, 256}``. Each query then attends with
+``a(x_i, S_i) = softmax((x_i W^q)(x_j W^k)ᵀ_{j ∈ S_i} / sqrt(dh)) (x_j W^v)_{j ∈ S_i}`` where ``S_i``
+depends on ``mode``, the survey's three ways to use the two patterns:
+
+* ``"interleave"``: ``attn(X) = Attend(X, A(n mod 2))``: the layer's ``layer_index`` n picks
+  ``A(1)`` (even) or ``A(2)`` (odd); stack layers with alternating ``layer_index``.
+* ``"merged"`` (default): one softmax over ``A(1) ∪ A(2)`` (the own block's summary cells
+  counted once).
+* ``"multihead"``: the first ``ceil(h/2)`` heads use ``A(1)``, the others ``A(2)``.
+
+Computed in blocks, never ``L x L``: ``A(1)`` as block-diagonal scores ``(B, h, L/ℓ, ℓ, ℓ)`` and
+``A(2)`` by gathering the ``c·L/ℓ`` summary keys once (scores ``(B, h, L, c·L/ℓ)``); both feed
+one joint softmax per query.
+
+Shapes: ``q (B, L, h, dh)``, ``k, v (B, L, h_kv, dh)`` -> ``(B, L, h, dh)``.
+Cost: ``O(L·(ℓ + c·L/ℓ))`` time and memory; for a fixed ``ℓ`` the summary part grows as
+``c·L²/ℓ``.
+
+Example:
+    >>> import numpy as np, keras_transformers as kt
+    >>> mha = kt.attention.MultiHeadAttention(
+    ...     num_heads=2, key_dim=8, causal=True,
+    ...     attention={"name": "fixed", "stride": 4, "summary_size": 1})
+    >>> mha(np.zeros((1, 16, 16), "float32")).shape
+    (1, 16, 16)
+"""
+
+import numpy as np
+from keras import ops
+
+from keras_transformers.attention.base import AttentionCore
+from keras_transformers.attention.registry import register
+from keras_transformers.ops import sparse_patterns as sp
+
+
+def fixed_parts(q, k, v, length, lp, stride, summary_size, causal, mode, layer_index):
+    """The :class:`SparsePart` list of the fixed pattern on heads-first ``(B, h, Lp, ·)``."""
+    n = lp // stride
+    c = summary_size
+    num_heads = q.shape[1]
+
+    def own_block(heads, dedupe):
+        def pattern(qpos, kpos):
+            allowed = np.ones(np.broadcast_shapes(qpos.shape, kpos.shape), bool)
+            return np.logical_and(allowed, kpos <= qpos) if causal else allowed
+
+        return sp.band_part(
+            q, k, v, length, lp, stride, before=0, after=0, pattern_fn=pattern, heads=heads
+        )
+
+    def summary(heads, dedupe):
+        def cells(x):  # (B, h, Lp, c') -> (B, h, 1, n·c, c'): the last c of every block
+            blocks = sp.to_blocks(x, stride)[:, :, :, stride - c :]  # (B, h, n, c, c')
+            return ops.reshape(blocks, (-1, x.shape[1], 1, n * c, x.shape[3]))
+
+        qs = ops.reshape(q, (-1, q.shape[1], 1, lp, q.shape[3]))  # (B, h, 1, Lp, dh)
+        kpos = np.arange(n)[:, None] * stride + np.arange(stride - c, stride)[None, :]
+        kpos = kpos.reshape(1, n * c)  # (1, n·c)
+        qpos = np.arange(lp).reshape(1, lp)  # (1, Lp)
+        pattern = np.ones((1, lp, n * c), bool)
+        if causal:
+            pattern &= kpos[:, None, :] <= qpos[:, :, None]
+        if dedupe:  # the own block is in A(1)
+            pattern &= (kpos[:, None, :] // stride) != (qpos[:, :, None] // stride)
+        return sp.SparsePart(
+            qs,
+            cells(k),
+            cells(v),
+            qpos,
+            kpos,
+            sp.with_heads(pattern, heads),
+            layout=sp.row_layout(lp),
+        )
+
+    return sp.factorized_parts(own_block, summary, mode, layer_index, num_heads)
+
+
+@register("fixed")
+class FixedAttention(AttentionCore):
+    """Sparse Transformer fixed pattern (own block + the summary cells of every block).
+
+    Args:
+        stride: block length ``ℓ >= 1``.
+        summary_size: summary cells per block ``c``, ``1 <= c <= ℓ``.
+        mode: ``"merged"``, ``"interleave"`` or ``"multihead"`` (see the module docstring).
+        layer_index: the layer's index ``n`` for ``mode="interleave"`` (even: ``A(1)``,
+            odd: ``A(2)``).
+    """
+
+    supports_position_bias = True
+    supports_attention_mask = False
+    supports_cross_attention = False
+    supports_cache = False
+    supports_causal = True
+    example_config = {"stride": 4, "summary_size": 1, "mode": "merged"}
+
+    def __init__(self, stride=128, summary_size=8, mode="merged", layer_index=0, **kwargs):
+        super().__init__(**kwargs)
+        self.stride = sp.check_int("stride", stride, 1)
+        self.summary_size = sp.check_int("summary_size", summary_size, 1)
+        if self.summary_size > self.stride:
+            raise ValueError(
+                f"summary_size={summary_size}: must be <= stride={self.stride} (the summary "
+                "cells are the last summary_size positions of each block)."
+            )
+        self.mode, self.layer_index = sp.check_mode(mode, layer_index)
+
+    def build(self, query_shape, key_shape=None):
+        if self.mode == "multihead" and query_shape[2] is not None and query_shape[2] < 2:
+            sp.factorized_parts(None, None, self.mode, self.layer_index, int(query_shape[2]))
+        super().build(query_shape, key_shape)
+
+    def _padded_length(self, length):
+        return sp.ceil_div(length, self.stride) * self.stride
+
+    def _parts(self, q, k, v, length, lp, causal):
+        return fixed_parts(
+            q, k, v, length, lp, self.stride, self.summary_size, causal, self.mode, self.layer_index
+        )
+
+    def call(
+        self,
+        query,
+        key,
+        value,
+        padding_mask=None,
+        attention_mask=None,
+        causal=False,
+        position=None,
+        query_offset=0,
+        weights_dropout=None,
+        training=None,
+        return_attention_scores=False,
+        global_mask=None,
+    ):
+        return sp.run_sparse_core(
+            self,
+            query,
+            key,
+            value,
+            self._parts,
+            self._padded_length,
+            padding_mask,
+            attention_mask,
+            causal,
+            position,
+            query_offset,
+            weights_dropout,
+            training,
+            return_attention_scores,
+        )
+
+    def static_pattern(self, length, causal=False, num_heads=1):
+        """Numpy bool ``(h, L, L)``: which keys each query may attend (no padding)."""
+        return sp.dense_pattern(self._parts, length, self._padded_length, causal, num_heads)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "stride": self.stride,
+            "summary_size": self.summary_size,
+            "mode": self.mode,
+            "layer_index": self.layer_index,
+        }

@@ -1,0 +1,132 @@
+"""Image Transformer 1D local attention (Parmar et al., 2018, "Image Transformer").
+
+The (raster-flattened) sequence is cut into non-overlapping query blocks of ``l_q = block_size``
+positions. Every query of block ``i`` attends to the keys of its own block and of the
+``memory_blocks`` blocks before it (``l_m = memory_blocks · l_q`` memory positions). With
+``causal=True`` the keys after the query are masked, so a query sees only already generated
+positions (the paper's decoder). Without ``causal`` the memory is symmetric: block ``i`` also looks
+``memory_blocks`` blocks ahead (our choice for encoders; the paper only uses the causal form).
+
+``S_i = {j : ⌊i/l_q⌋ - M <= ⌊j/l_q⌋ <= ⌊i/l_q⌋ (+ M when not causal)}`` (``∩ {j <= i}`` if causal),
+``a(x_i, S_i) = softmax((x_i W^q)(x_j W^k)ᵀ_{j ∈ S_i} / sqrt(dh)) (x_j W^v)_{j ∈ S_i}``.
+
+Computed per block: ``(l_q, (M + 1)·l_q)`` scores (``(2M + 1)·l_q`` keys when not causal); a length
+that is not a multiple of ``l_q`` is padded and the padding masked / removed.
+
+Shapes: ``q (B, L, h, dh)``, ``k, v (B, L, h_kv, dh)`` -> ``(B, L, h, dh)``; blocked scores
+``(B, h, L/l_q, l_q, (M+1)·l_q)``.
+Cost: ``O(L·(M+1)·l_q)`` time and memory, linear in ``L`` (keys per query ``<= l_q + l_m``).
+
+Example:
+    >>> import numpy as np, keras_transformers as kt
+    >>> mha = kt.attention.MultiHeadAttention(
+    ...     num_heads=2, key_dim=8, causal=True,
+    ...     attention={"name": "local", "block_size": 4, "memory_blocks": 1})
+    >>> mha(np.zeros((1, 10, 16), "float32")).shape
+    (1, 10, 16)
+"""
+
+import numpy as np
+
+from keras_transformers.attention.base import AttentionCore
+from keras_transformers.attention.registry import register
+from keras_transformers.ops import sparse_patterns as sp
+
+
+def local_part(q, k, v, length, padded_length, block_size, memory_blocks, causal, heads=None):
+    """Query block ``i`` with key blocks ``i - M .. i`` (``.. i + M`` when not causal)."""
+    n = padded_length // block_size
+    reach = min(memory_blocks, n - 1)
+
+    def pattern(qpos, kpos):
+        allowed = np.ones(np.broadcast_shapes(qpos.shape, kpos.shape), bool)
+        return np.logical_and(allowed, kpos <= qpos) if causal else allowed
+
+    return sp.band_part(
+        q,
+        k,
+        v,
+        length,
+        padded_length,
+        block_size,
+        before=reach,
+        after=0 if causal else reach,
+        pattern_fn=pattern,
+        heads=heads,
+    )
+
+
+@register("local")
+class LocalAttention(AttentionCore):
+    """1D local (block) attention of the Image Transformer.
+
+    Args:
+        block_size: query block length ``l_q >= 1``.
+        memory_blocks: ``M >= 0`` blocks of memory before the query block (and after it when
+            not causal).
+    """
+
+    supports_position_bias = True
+    supports_attention_mask = False
+    supports_cross_attention = False
+    supports_cache = False
+    supports_causal = True
+    example_config = {"block_size": 4, "memory_blocks": 1}
+
+    def __init__(self, block_size=128, memory_blocks=1, **kwargs):
+        super().__init__(**kwargs)
+        self.block_size = sp.check_int("block_size", block_size, 1)
+        self.memory_blocks = sp.check_int("memory_blocks", memory_blocks, 0)
+
+    def _block(self, length):
+        return max(1, min(self.block_size, int(length)))
+
+    def _padded_length(self, length):
+        block = self._block(length)
+        return sp.ceil_div(length, block) * block
+
+    def _parts(self, q, k, v, length, lp, causal):
+        return [local_part(q, k, v, length, lp, self._block(length), self.memory_blocks, causal)]
+
+    def call(
+        self,
+        query,
+        key,
+        value,
+        padding_mask=None,
+        attention_mask=None,
+        causal=False,
+        position=None,
+        query_offset=0,
+        weights_dropout=None,
+        training=None,
+        return_attention_scores=False,
+        global_mask=None,
+    ):
+        return sp.run_sparse_core(
+            self,
+            query,
+            key,
+            value,
+            self._parts,
+            self._padded_length,
+            padding_mask,
+            attention_mask,
+            causal,
+            position,
+            query_offset,
+            weights_dropout,
+            training,
+            return_attention_scores,
+        )
+
+    def static_pattern(self, length, causal=False, num_heads=1):
+        """Numpy bool ``(h, L, L)``: which keys each query may attend (no padding)."""
+        return sp.dense_pattern(self._parts, length, self._padded_length, causal, num_heads)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "block_size": self.block_size,
+            "memory_blocks": self.memory_blocks,
+        }

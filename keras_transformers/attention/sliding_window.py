@@ -1,0 +1,209 @@
+"""Sliding-window (banded) attention, the local core of Longformer (Beltagy et al., 2020).
+
+Each token attends to the keys within distance ``w`` of it: ``S_i = {j : |i - j| <= w}``
+(``2w + 1`` keys), or with ``causal=True`` the ``w`` keys before it and itself,
+``S_i = {j : i - w <= j <= i}`` (the causal pattern is the non-causal band intersected with
+``j <= i``):
+
+``a(x_i, S_i) = softmax((x_i W^q)(x_j W^k)ᵀ_{j ∈ S_i} / sqrt(dh)) (x_j W^v)_{j ∈ S_i}``.
+
+Computed in blocks, never as an ``L x L`` matrix: the sequence is padded to a multiple of the
+block size ``b`` (default ``b = w``), query block ``i`` gathers key blocks ``i - 1, i, i + 1``
+(``i - 1, i`` when causal) and a static band mask inside the ``(b, 3b)`` score block keeps the
+``|i - j| <= w`` pairs. Padded keys are masked and the padded queries dropped.
+
+Shapes: ``q (B, L, h, dh)``, ``k, v (B, L, h_kv, dh)`` -> ``(B, L, h, dh)``; blocked scores
+``(B, h, L/w, w, 3w)``.
+Cost: ``O(L·w·dh)`` time and ``O(L·w)`` memory (``3w`` scores per query).
+
+The building blocks are importable: :func:`sliding_window_attention` works on heads-first
+``(B, h, L, dh)`` tensors and :func:`sliding_window_part` returns the band as a
+:class:`~keras_transformers.ops.sparse_patterns.SparsePart` that can be combined with other parts
+(global tokens, random blocks) in one joint softmax.
+
+Example:
+    >>> import numpy as np, keras_transformers as kt
+    >>> mha = kt.attention.MultiHeadAttention(
+    ...     num_heads=2, key_dim=8, attention={"name": "sliding_window", "window": 4})
+    >>> mha(np.zeros((1, 10, 16), "float32")).shape
+    (1, 10, 16)
+"""
+
+import numpy as np
+from keras import ops
+
+from keras_transformers.attention.base import AttentionCore
+from keras_transformers.attention.registry import register
+from keras_transformers.ops import sparse_patterns as sp
+
+
+def band_pattern(window, causal):
+    """``f(qpos, kpos) -> bool``: ``|k - q| <= window`` (and ``k <= q`` when causal)."""
+
+    def pattern(qpos, kpos):
+        dist = kpos - qpos
+        allowed = np.abs(dist) <= window
+        if causal:
+            allowed = np.logical_and(allowed, dist <= 0)
+        return allowed
+
+    return pattern
+
+
+def window_block_size(window, length, block_size=None):
+    """The block size used for ``length``: ``block_size or window``, capped at ``length``."""
+    return max(1, min(int(block_size or window), int(length)))
+
+
+def sliding_window_part(q, k, v, length, padded_length, window, causal, block_size, heads=None):
+    """The band ``|i - j| <= window`` as a blocked :class:`SparsePart`.
+
+    Args:
+        q, k, v: heads-first ``(B, h, Lp, ·)``, ``Lp`` a multiple of ``block_size``.
+        length: unpadded length ``L``.
+        window: ``w``.
+        causal: keep only ``j <= i``.
+        block_size: ``b`` (usually ``w``); each query block gathers ``ceil(w / b)`` blocks on
+            each side (only before it when causal).
+        heads: optional numpy bool ``(h,)``: heads that use this part.
+    """
+    n = padded_length // block_size
+    reach = min(sp.ceil_div(window, block_size), n - 1)
+    return sp.band_part(
+        q,
+        k,
+        v,
+        length,
+        padded_length,
+        block_size,
+        before=reach,
+        after=0 if causal else reach,
+        pattern_fn=band_pattern(window, causal),
+        heads=heads,
+    )
+
+
+def sliding_window_attention(
+    q,
+    k,
+    v,
+    window,
+    causal=False,
+    key_mask=None,
+    position=None,
+    dropout=None,
+    block_size=None,
+    return_weights=False,
+):
+    """Blocked sliding-window attention on heads-first tensors.
+
+    Args:
+        q: ``(B, h, L, dh)``; k ``(B, h, L, dh)``; v ``(B, h, L, dv)`` (static ``L``).
+        window: ``w``; query ``i`` sees ``|i - j| <= w`` (``i - w <= j <= i`` when causal).
+        key_mask: bool ``(B, L)`` key padding mask (True = keep) or None.
+        position: score-side positional encoding or None.
+        dropout: callable applied to the attention weights, or None.
+        block_size: ``b``, default ``w``.
+        return_weights: also return the dense ``(B, h, L, L)`` weights (debug only: ``O(L²)``).
+
+    Returns:
+        ``(B, h, L, dv)`` (and the weights).
+    """
+    length = sp.static_length(q, 2, "sliding_window")
+    block = window_block_size(window, length, block_size)
+    lp = sp.ceil_div(length, block) * block
+    q, k, v = (sp.pad_axis(x, lp) for x in (q, k, v))
+    dv = v.shape[-1]
+    if return_weights:
+        eye = ops.broadcast_to(
+            ops.eye(lp, dtype=v.dtype)[None, None], (ops.shape(v)[0], v.shape[1], lp, lp)
+        )
+        v = ops.concatenate([v, eye], axis=-1)
+    key_valid = None
+    if key_mask is not None:
+        key_valid = sp.pad_axis(ops.cast(key_mask, "bool"), lp, axis=1, value=False)
+    part = sliding_window_part(q, k, v, length, lp, window, causal, block)
+    out = sp.sparse_attention(
+        [part],
+        length,
+        key_valid,
+        position,
+        causal,
+        dropout,
+        value_channels=dv if return_weights else None,
+    )
+    if return_weights:
+        return out[:, :, :length, :dv], out[:, :, :length, dv : dv + length]
+    return out[:, :, :length]
+
+
+@register("sliding_window")
+class SlidingWindowAttention(AttentionCore):
+    """Each token attends to the tokens within ``window`` positions of it.
+
+    Args:
+        window: ``w >= 1``; keys ``|i - j| <= w`` (causal: ``i - w <= j <= i``).
+        block_size: computation block ``b`` (default ``w``); any value gives the same result,
+            ``b = w`` gives the least work (``3w`` scores per query).
+    """
+
+    supports_position_bias = True
+    supports_attention_mask = False
+    supports_cross_attention = False
+    supports_cache = False
+    supports_causal = True
+    example_config = {"window": 3}
+
+    def __init__(self, window=128, block_size=None, **kwargs):
+        super().__init__(**kwargs)
+        self.window = sp.check_int("window", window, 1)
+        self.block_size = sp.check_int("block_size", block_size, 1, allow_none=True)
+
+    def _block(self, length):
+        return window_block_size(self.window, length, self.block_size)
+
+    def _padded_length(self, length):
+        block = self._block(length)
+        return sp.ceil_div(length, block) * block
+
+    def _parts(self, q, k, v, length, lp, causal):
+        return [sliding_window_part(q, k, v, length, lp, self.window, causal, self._block(length))]
+
+    def call(
+        self,
+        query,
+        key,
+        value,
+        padding_mask=None,
+        attention_mask=None,
+        causal=False,
+        position=None,
+        query_offset=0,
+        weights_dropout=None,
+        training=None,
+        return_attention_scores=False,
+        global_mask=None,
+    ):
+        return sp.run_sparse_core(
+            self,
+            query,
+            key,
+            value,
+            self._parts,
+            self._padded_length,
+            padding_mask,
+            attention_mask,
+            causal,
+            position,
+            query_offset,
+            weights_dropout,
+            training,
+            return_attention_scores,
+        )
+
+    def static_pattern(self, length, causal=False, num_heads=1):
+        """Numpy bool ``(h, L, L)``: which keys each query may attend (no padding)."""
+        return sp.dense_pattern(self._parts, length, self._padded_length, causal, num_heads)
+
+    def get_config(self):
+        return {**super().get_config(), "window": self.window, "block_size": self.block_size}
