@@ -1,7 +1,19 @@
-"""Transformer blocks: encoder, decoder, feed-forward."""
+"""Transformer blocks: encoder, decoder, feed-forward, reversible (Reformer) blocks."""
 
 from keras_transformers.blocks.decoder import TransformerDecoderBlock
 from keras_transformers.blocks.encoder import TransformerEncoderBlock
 from keras_transformers.blocks.feedforward import FeedForward
+from keras_transformers.blocks.reversible import (
+    ChunkedFeedForward,
+    ReversibleBlock,
+    ReversibleStack,
+)
 
-__all__ = ["FeedForward", "TransformerDecoderBlock", "TransformerEncoderBlock"]
+__all__ = [
+    "ChunkedFeedForward",
+    "FeedForward",
+    "ReversibleBlock",
+    "ReversibleStack",
+    "TransformerDecoderBlock",
+    "TransformerEncoderBlock",
+]

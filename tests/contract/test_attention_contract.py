@@ -113,7 +113,8 @@ def test_debug_scores_are_a_distribution(name):
         return
     weights = to_numpy(weights)
     assert weights.shape == (B, H, L, L)
-    assert (weights >= 0).all()
+    if not getattr(type(kt.attention.get(name)), "signed_attention_weights", False):
+        assert (weights >= 0).all()  # RFA's random-feature weights may be slightly negative
     np.testing.assert_allclose(weights.sum(-1), 1.0, atol=1e-4)
     np.testing.assert_allclose(to_numpy(out), to_numpy(layer(inputs())), atol=1e-5)
 

@@ -1,0 +1,157 @@
+"""Linear attention with the ``elu + 1`` feature map (Katharopoulos et al., 2020, "Transformers are
+RNNs: fast autoregressive transformers with linear attention").
+
+Softmax similarity ``exp(q·k)`` is replaced by a kernel ``φ(q)·φ(k)`` with the positive feature map
+``φ(x) = elu(x) + 1``. Because the kernel factorises, attention is computed right to left,
+``φ(Q) (φ(K)ᵀ V)``, in time and memory linear in the length; the causal form keeps a running
+state ``S_i = Σ_{j<=i} φ(k_j) v_jᵀ``, computed here with chunked prefix sums (quadratic only inside
+chunks of ``chunk_size`` positions).
+
+``out_i = φ(q_i)ᵀ Σ_j φ(k_j) v_jᵀ / φ(q_i)ᵀ Σ_j φ(k_j)``   (``j <= i`` when causal)
+
+This module also holds :class:`KernelAttentionCore`, the shared base of the kernelised cores
+(``linear``, ``rfa``, ``performer``): they differ only in their feature maps.
+
+Shapes: ``q (B, Lq, h, dh)``, ``k (B, Lk, h_kv, dh)``, ``v (B, Lk, h_kv, dv)`` ->
+``(B, Lq, h, dv)``; features ``(B, h, L, r)`` with ``r = dh`` here.
+Cost: ``O(L·r·dv)`` time and memory (causal: ``O(L·c·r + L/c·r·dv)`` with ``c = chunk_size``).
+
+Kernelised cores never form per-pair scores, so score-side position biases (ALiBi, T5, Shaw) and
+arbitrary ``(B, Lq, Lk)`` masks are not supported; RoPE works (it transforms q and k only).
+``return_attention_scores=True`` builds the equivalent dense ``(B, h, Lq, Lk)`` weights
+(debug path, ``O(L²)``). Attention-weight dropout does not apply (there are no weights to drop).
+
+Example:
+    >>> import numpy as np, keras_transformers as kt
+    >>> mha = kt.attention.MultiHeadAttention(num_heads=2, key_dim=8, attention="linear",
+    ...                                       causal=True)
+    >>> tuple(mha(np.random.rand(1, 32, 16).astype("float32")).shape)
+    (1, 32, 16)
+"""
+
+import numbers
+
+from keras import ops
+
+from keras_transformers.attention.base import AttentionCore
+from keras_transformers.attention.registry import register
+from keras_transformers.ops.attention import heads_first, heads_last, repeat_kv_heads
+from keras_transformers.ops.feature_maps import elu_plus_one
+from keras_transformers.ops.linear_attention import (
+    causal_kernel_attention,
+    dense_kernel_weights,
+    kernel_attention,
+)
+
+
+def check_int(name, value, minimum=1):
+    """Validate an integer constructor argument and return it as ``int``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or int(value) != value:
+        raise ValueError(f"{name}={value!r}: must be an integer >= {minimum}.")
+    if int(value) < minimum:
+        raise ValueError(f"{name}={value!r}: must be >= {minimum}.")
+    return int(value)
+
+
+class KernelAttentionCore(AttentionCore):
+    """Shared base of kernelised attention cores (subclasses define :meth:`feature_maps`).
+
+    Args:
+        chunk_size: chunk length ``c`` of the causal prefix-sum form.
+    """
+
+    supports_position_bias = False
+    supports_attention_mask = False
+    supports_cross_attention = True
+    supports_causal = True
+    supports_cache = False
+
+    def __init__(self, chunk_size=64, **kwargs):
+        super().__init__(**kwargs)
+        self.chunk_size = check_int("chunk_size", chunk_size)
+
+    # -- subclass hooks ---------------------------------------------------------------------
+    def feature_maps(self, query, key, key_mask=None, causal=False, training=None):
+        """``query (B, h, Lq, dh)``, ``key (B, h, Lk, dh)`` -> ``(φ(q), φ(k))`` ``(B, h, L, r)``."""
+        raise NotImplementedError
+
+    def gates(self, key, causal=False):
+        """Optional ``(B, h, L)`` forget gates of the causal recurrence (None = ungated)."""
+        return None
+
+    # -- shared call ------------------------------------------------------------------------
+    def _check_call(self, query, key, attention_mask, causal, query_offset):
+        name = self.registry_name
+        if attention_mask is not None:
+            raise ValueError(
+                f"attention={name!r} does not accept an arbitrary attention_mask (B, Lq, Lk): it "
+                "never forms per-pair scores. Use padding_mask (B, Lk) and causal=True."
+            )
+        if not (isinstance(query_offset, int) and query_offset == 0):
+            raise ValueError(f"attention={name!r} does not support a KV cache (query_offset).")
+        if causal and query.shape[1] != key.shape[1]:
+            raise ValueError(
+                f"attention={name!r} with causal=True needs as many keys as queries; got "
+                f"Lq={query.shape[1]}, Lk={key.shape[1]}."
+            )
+
+    def call(
+        self,
+        query,
+        key,
+        value,
+        padding_mask=None,
+        attention_mask=None,
+        causal=False,
+        position=None,
+        query_offset=0,
+        weights_dropout=None,
+        training=None,
+        return_attention_scores=False,
+        global_mask=None,
+    ):
+        self._check_call(query, key, attention_mask, causal, query_offset)
+        self.check_position(position)
+        num_heads = query.shape[2]
+        q = heads_first(query)  # (B, h, Lq, dh)
+        k = heads_first(repeat_kv_heads(key, num_heads))  # (B, h, Lk, dh)
+        v = heads_first(repeat_kv_heads(value, num_heads))  # (B, h, Lk, dv)
+        key_mask = None
+        if padding_mask is not None:
+            key_mask = ops.cast(padding_mask, "bool")[:, None, :]  # (B, 1, Lk)
+        phi_q, phi_k = self.feature_maps(
+            q, k, key_mask=key_mask, causal=causal, training=training
+        )  # (B, h, L, r)
+        gates = self.gates(k, causal=causal)  # (B, h, L) or None
+        if return_attention_scores:
+            weights = dense_kernel_weights(phi_q, phi_k, key_mask, causal, gates)  # (B,h,Lq,Lk)
+            out = ops.matmul(weights, ops.cast(v, "float32"))  # (B, h, Lq, dv)
+        elif causal:
+            out = causal_kernel_attention(phi_q, phi_k, v, self.chunk_size, key_mask, gates)
+        else:
+            out = kernel_attention(phi_q, phi_k, v, key_mask)  # (B, h, Lq, dv)
+        out = ops.cast(heads_last(out), query.dtype)  # (B, Lq, h, dv)
+        if return_attention_scores:
+            return out, ops.cast(weights, query.dtype)
+        return out
+
+    def get_config(self):
+        return {**super().get_config(), "chunk_size": self.chunk_size}
+
+
+@register("linear")
+class LinearAttention(KernelAttentionCore):
+    """Linear attention, ``φ(x) = elu(x) + 1`` (Katharopoulos et al., 2020).
+
+    Args:
+        chunk_size: chunk length ``c`` of the causal prefix-sum form (default 64).
+    """
+
+    example_config = {"chunk_size": 8}
+    benchmark_config = {"chunk_size": 64}
+    quick_benchmark_config = {"chunk_size": 16}
+
+    def feature_maps(self, query, key, key_mask=None, causal=False, training=None):
+        q = elu_plus_one(ops.cast(query, "float32"))  # (B, h, Lq, dh)
+        k = elu_plus_one(ops.cast(key, "float32"))  # (B, h, Lk, dh)
+        return q, k
