@@ -34,8 +34,8 @@ Example:
 import numpy as np
 from keras import ops
 
-from keras_transformers.attention.base import AttentionCore
 from keras_transformers.attention.registry import register
+from keras_transformers.attention.sparse_core import SparsePatternCore
 from keras_transformers.ops import sparse_patterns as sp
 
 _NAMED = ("identity", "shift", "random")
@@ -52,7 +52,7 @@ def _check_permutation(permutation, n, name="permutation"):
 
 
 @register("blockwise")
-class BlockwiseAttention(AttentionCore):
+class BlockwiseAttention(SparsePatternCore):
     """Each query block attends exactly one key block, chosen by a permutation.
 
     Args:
@@ -67,11 +67,6 @@ class BlockwiseAttention(AttentionCore):
         seed: seed of the random permutation / shift (reproducible).
     """
 
-    supports_position_bias = True
-    supports_attention_mask = False
-    supports_cross_attention = False
-    supports_cache = False
-    supports_causal = True
     example_config = {"num_blocks": 4, "permutation": "shift", "shift": 1}
 
     def __init__(
@@ -144,42 +139,6 @@ class BlockwiseAttention(AttentionCore):
         if causal:
             pattern = kpos[:, None, :] <= qpos[:, :, None]
         return [sp.SparsePart(qb, kb, vb, qpos, kpos, pattern, layout=sp.row_layout(lp))]
-
-    def call(
-        self,
-        query,
-        key,
-        value,
-        padding_mask=None,
-        attention_mask=None,
-        causal=False,
-        position=None,
-        query_offset=0,
-        weights_dropout=None,
-        training=None,
-        return_attention_scores=False,
-        global_mask=None,
-    ):
-        return sp.run_sparse_core(
-            self,
-            query,
-            key,
-            value,
-            self._parts,
-            self._padded_length,
-            padding_mask,
-            attention_mask,
-            causal,
-            position,
-            query_offset,
-            weights_dropout,
-            training,
-            return_attention_scores,
-        )
-
-    def static_pattern(self, length, causal=False, num_heads=1):
-        """Numpy bool ``(h, L, L)``: which keys each query may attend (no padding)."""
-        return sp.dense_pattern(self._parts, length, self._padded_length, causal, num_heads)
 
     def get_config(self):
         return {

@@ -28,8 +28,8 @@ Example:
 
 import numpy as np
 
-from keras_transformers.attention.base import AttentionCore
 from keras_transformers.attention.registry import register
+from keras_transformers.attention.sparse_core import SparsePatternCore
 from keras_transformers.ops import sparse_patterns as sp
 
 
@@ -57,7 +57,7 @@ def local_part(q, k, v, length, padded_length, block_size, memory_blocks, causal
 
 
 @register("local")
-class LocalAttention(AttentionCore):
+class LocalAttention(SparsePatternCore):
     """1D local (block) attention of the Image Transformer.
 
     Args:
@@ -66,11 +66,6 @@ class LocalAttention(AttentionCore):
             not causal).
     """
 
-    supports_position_bias = True
-    supports_attention_mask = False
-    supports_cross_attention = False
-    supports_cache = False
-    supports_causal = True
     example_config = {"block_size": 4, "memory_blocks": 1}
 
     def __init__(self, block_size=128, memory_blocks=1, **kwargs):
@@ -87,42 +82,6 @@ class LocalAttention(AttentionCore):
 
     def _parts(self, q, k, v, length, lp, causal):
         return [local_part(q, k, v, length, lp, self._block(length), self.memory_blocks, causal)]
-
-    def call(
-        self,
-        query,
-        key,
-        value,
-        padding_mask=None,
-        attention_mask=None,
-        causal=False,
-        position=None,
-        query_offset=0,
-        weights_dropout=None,
-        training=None,
-        return_attention_scores=False,
-        global_mask=None,
-    ):
-        return sp.run_sparse_core(
-            self,
-            query,
-            key,
-            value,
-            self._parts,
-            self._padded_length,
-            padding_mask,
-            attention_mask,
-            causal,
-            position,
-            query_offset,
-            weights_dropout,
-            training,
-            return_attention_scores,
-        )
-
-    def static_pattern(self, length, causal=False, num_heads=1):
-        """Numpy bool ``(h, L, L)``: which keys each query may attend (no padding)."""
-        return sp.dense_pattern(self._parts, length, self._padded_length, causal, num_heads)
 
     def get_config(self):
         return {

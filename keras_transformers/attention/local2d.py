@@ -36,8 +36,8 @@ import math
 import numpy as np
 from keras import ops
 
-from keras_transformers.attention.base import AttentionCore
 from keras_transformers.attention.registry import register
+from keras_transformers.attention.sparse_core import SparsePatternCore
 from keras_transformers.ops import sparse_patterns as sp
 
 
@@ -99,7 +99,7 @@ def local2d_positions(length, height, width, hq, wq, hm, wm, causal):
 
 
 @register("local2d")
-class Local2DAttention(AttentionCore):
+class Local2DAttention(SparsePatternCore):
     """2D local attention over a raster-flattened image grid.
 
     Args:
@@ -110,11 +110,6 @@ class Local2DAttention(AttentionCore):
         memory_width: ``w_m >= 0`` memory columns left and right of the block.
     """
 
-    supports_position_bias = True
-    supports_attention_mask = False
-    supports_cross_attention = False
-    supports_cache = False
-    supports_causal = True
     example_config = {"query_height": 2, "query_width": 2, "memory_height": 1, "memory_width": 1}
 
     def __init__(
@@ -170,42 +165,6 @@ class Local2DAttention(AttentionCore):
         kb = sp.gather_positions(k, kpos)  # (B, h, G, m, dh)
         vb = sp.gather_positions(v, kpos)  # (B, h, G, m, dv)
         return [sp.SparsePart(qb, kb, vb, qpos, kpos, pattern, layout=layout)]
-
-    def call(
-        self,
-        query,
-        key,
-        value,
-        padding_mask=None,
-        attention_mask=None,
-        causal=False,
-        position=None,
-        query_offset=0,
-        weights_dropout=None,
-        training=None,
-        return_attention_scores=False,
-        global_mask=None,
-    ):
-        return sp.run_sparse_core(
-            self,
-            query,
-            key,
-            value,
-            self._parts,
-            self._padded_length,
-            padding_mask,
-            attention_mask,
-            causal,
-            position,
-            query_offset,
-            weights_dropout,
-            training,
-            return_attention_scores,
-        )
-
-    def static_pattern(self, length, causal=False, num_heads=1):
-        """Numpy bool ``(h, L, L)``: which keys each query may attend (no padding)."""
-        return sp.dense_pattern(self._parts, length, self._padded_length, causal, num_heads)
 
     def get_config(self):
         return {

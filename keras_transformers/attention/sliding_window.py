@@ -32,8 +32,8 @@ Example:
 import numpy as np
 from keras import ops
 
-from keras_transformers.attention.base import AttentionCore
 from keras_transformers.attention.registry import register
+from keras_transformers.attention.sparse_core import SparsePatternCore
 from keras_transformers.ops import sparse_patterns as sp
 
 
@@ -138,7 +138,7 @@ def sliding_window_attention(
 
 
 @register("sliding_window")
-class SlidingWindowAttention(AttentionCore):
+class SlidingWindowAttention(SparsePatternCore):
     """Each token attends to the tokens within ``window`` positions of it.
 
     Args:
@@ -147,11 +147,6 @@ class SlidingWindowAttention(AttentionCore):
             ``b = w`` gives the least work (``3w`` scores per query).
     """
 
-    supports_position_bias = True
-    supports_attention_mask = False
-    supports_cross_attention = False
-    supports_cache = False
-    supports_causal = True
     example_config = {"window": 3}
 
     def __init__(self, window=128, block_size=None, **kwargs):
@@ -168,42 +163,6 @@ class SlidingWindowAttention(AttentionCore):
 
     def _parts(self, q, k, v, length, lp, causal):
         return [sliding_window_part(q, k, v, length, lp, self.window, causal, self._block(length))]
-
-    def call(
-        self,
-        query,
-        key,
-        value,
-        padding_mask=None,
-        attention_mask=None,
-        causal=False,
-        position=None,
-        query_offset=0,
-        weights_dropout=None,
-        training=None,
-        return_attention_scores=False,
-        global_mask=None,
-    ):
-        return sp.run_sparse_core(
-            self,
-            query,
-            key,
-            value,
-            self._parts,
-            self._padded_length,
-            padding_mask,
-            attention_mask,
-            causal,
-            position,
-            query_offset,
-            weights_dropout,
-            training,
-            return_attention_scores,
-        )
-
-    def static_pattern(self, length, causal=False, num_heads=1):
-        """Numpy bool ``(h, L, L)``: which keys each query may attend (no padding)."""
-        return sp.dense_pattern(self._parts, length, self._padded_length, causal, num_heads)
 
     def get_config(self):
         return {**super().get_config(), "window": self.window, "block_size": self.block_size}

@@ -38,9 +38,9 @@ Example:
 
 import numpy as np
 
-from keras_transformers.attention.base import AttentionCore
 from keras_transformers.attention.registry import register
 from keras_transformers.attention.sliding_window import band_pattern
+from keras_transformers.attention.sparse_core import SparsePatternCore
 from keras_transformers.ops import sparse_patterns as sp
 
 
@@ -82,7 +82,7 @@ def strided_parts(q, k, v, length, lp, stride, causal, mode, layer_index):
 
 
 @register("strided")
-class StridedAttention(AttentionCore):
+class StridedAttention(SparsePatternCore):
     """Sparse Transformer strided pattern (local band + every ``ℓ``-th position).
 
     Args:
@@ -92,11 +92,6 @@ class StridedAttention(AttentionCore):
             odd: ``A(2)``).
     """
 
-    supports_position_bias = True
-    supports_attention_mask = False
-    supports_cross_attention = False
-    supports_cache = False
-    supports_causal = True
     example_config = {"stride": 4, "mode": "merged"}
 
     def __init__(self, stride=128, mode="merged", layer_index=0, **kwargs):
@@ -120,42 +115,6 @@ class StridedAttention(AttentionCore):
         return strided_parts(
             q, k, v, length, lp, self._stride(length), causal, self.mode, self.layer_index
         )
-
-    def call(
-        self,
-        query,
-        key,
-        value,
-        padding_mask=None,
-        attention_mask=None,
-        causal=False,
-        position=None,
-        query_offset=0,
-        weights_dropout=None,
-        training=None,
-        return_attention_scores=False,
-        global_mask=None,
-    ):
-        return sp.run_sparse_core(
-            self,
-            query,
-            key,
-            value,
-            self._parts,
-            self._padded_length,
-            padding_mask,
-            attention_mask,
-            causal,
-            position,
-            query_offset,
-            weights_dropout,
-            training,
-            return_attention_scores,
-        )
-
-    def static_pattern(self, length, causal=False, num_heads=1):
-        """Numpy bool ``(h, L, L)``: which keys each query may attend (no padding)."""
-        return sp.dense_pattern(self._parts, length, self._padded_length, causal, num_heads)
 
     def get_config(self):
         return {
