@@ -1,5 +1,7 @@
 """Independent numpy references for the tests (import as ``from reference import ...``)."""
 
+import math
+
 import numpy as np
 
 
@@ -22,3 +24,14 @@ def numpy_attention(q, k, v, mask=None, bias=None):
     denom = e.sum(-1, keepdims=True)
     weights = np.divide(e, denom, out=np.zeros_like(e), where=denom > 0)
     return weights @ v, weights
+
+
+def factorized_head_masks(a1, a2, mode, layer_index, heads):
+    """(h, L, L) per-head masks of the Sparse Transformer's three ways to combine patterns A1, A2:
+    merged (union), interleave (layer parity picks one), multihead (first ceil(h/2) heads A1)."""
+    if mode == "merged":
+        return np.broadcast_to(a1 | a2, (heads,) + a1.shape)
+    if mode == "interleave":
+        return np.broadcast_to(a1 if layer_index % 2 == 0 else a2, (heads,) + a1.shape)
+    first = np.arange(heads) < math.ceil(heads / 2)
+    return np.where(first[:, None, None], a1[None], a2[None])

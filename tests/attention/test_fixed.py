@@ -1,10 +1,9 @@
 """Tests of the `fixed` core (Sparse Transformer fixed pattern, three combination modes)."""
 
-import math
-
 import keras
 import numpy as np
 import pytest
+from reference import factorized_head_masks as head_masks
 from reference import numpy_attention
 
 import keras_transformers as kt
@@ -28,15 +27,6 @@ def fixed_sets(length, stride, c, causal):
         past = i[None, :] <= i[:, None]
         a1, a2 = a1 & past, a2 & past
     return a1, a2
-
-
-def head_masks(a1, a2, mode, layer_index, heads):
-    if mode == "merged":
-        return np.broadcast_to(a1 | a2, (heads,) + a1.shape)
-    if mode == "interleave":
-        return np.broadcast_to(a1 if layer_index % 2 == 0 else a2, (heads,) + a1.shape)
-    first = np.arange(heads) < math.ceil(heads / 2)
-    return np.where(first[:, None, None], a1[None], a2[None])
 
 
 def qkv(length, heads=3, dim=4, batch=2):
