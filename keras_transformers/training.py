@@ -651,7 +651,7 @@ def epoch_stream(arrays, batch_size, steps, seed, first_epoch, last_epoch):
     return tuple(take(array) for array in arrays)
 
 
-def _fit(model, args, x, y, validation_data, sample_weight=None):
+def _fit(model, args, x, y, validation_data, sample_weight=None, extra_callbacks=()):
     num_train = len(y)
     steps = steps_per_epoch(args, num_train)
     print(
@@ -676,7 +676,9 @@ def _fit(model, args, x, y, validation_data, sample_weight=None):
         shuffle=False,
         epochs=args.epochs,
         validation_data=validation_data,
-        callbacks=make_callbacks(args.logdir) + run_callbacks(args, stream[0]),
+        callbacks=make_callbacks(args.logdir)
+        + run_callbacks(args, stream[0])
+        + list(extra_callbacks),
         verbose=args.verbose,
     )
 
@@ -698,6 +700,39 @@ def run_callbacks(args, x):
 # ---------------------------------------------------------------------------------------------
 # Language model
 # ---------------------------------------------------------------------------------------------
+
+
+def token_labels(tokenizer, ids):
+    """One printable label per token id (for the axes of attention heatmaps)."""
+    special = {PAD_ID: "<pad>", BOS_ID: "<bos>", EOS_ID: "<eos>"}
+    labels = []
+    for token in (int(t) for t in ids):
+        text = special.get(token) or repr(tokenizer.decode([token]))[1:-1]
+        labels.append(text[:8] or " ")
+    return labels
+
+
+def attention_logger(args, tokenizer, x_val, max_tokens=32):
+    """Attention heatmaps of the first validation example, with token labels when short."""
+    sample = x_val[:1]  # (1, L)
+    labels = token_labels(tokenizer, sample[0]) if sample.shape[1] <= max_tokens else None
+    return callbacks.AttentionMapLogger(sample, args.logdir, token_labels=labels)
+
+
+def lm_loggers(args, tokenizer, x_val):
+    """Attention maps and a greedy text sample each epoch (TensorBoard Images and Text)."""
+    loggers = [attention_logger(args, tokenizer, x_val)]
+    if args.sample_length > 0:
+        loggers.append(
+            callbacks.TextSampleLogger(
+                [args.prompt],
+                tokenizer.encode,
+                tokenizer.decode,
+                args.logdir,
+                num_tokens=min(args.sample_length, 64),
+            )
+        )
+    return loggers
 
 
 def greedy_sample(model, tokenizer, prompt, num_tokens, seq_len):
@@ -770,7 +805,14 @@ def train_lm(args):
             loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True, ignore_class=0),
             metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
         )
-        history = _fit(model, args, x, y, validation)
+        history = _fit(
+            model,
+            args,
+            x,
+            y,
+            validation,
+            extra_callbacks=lm_loggers(args, tokenizer, validation[0]),
+        )
     sample = None
     if args.sample_length > 0:
         sample = greedy_sample(model, tokenizer, args.prompt, args.sample_length, args.seq_len)
@@ -854,7 +896,8 @@ def train_classifier(args):
             loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
             metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
         )
-        history = _fit(model, args, x_train, y_train, (x_val, y_val))
+        loggers = [attention_logger(args, tokenizer, x_val)]
+        history = _fit(model, args, x_train, y_train, (x_val, y_val), extra_callbacks=loggers)
     results = model.evaluate(x_val, y_val, batch_size=args.batch_size, verbose=0, return_dict=True)
     majority = float(np.max(np.bincount(y_val, minlength=len(class_names))) / len(y_val))
     print(
