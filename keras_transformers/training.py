@@ -346,9 +346,17 @@ def build_parser(example, prog=None):
     if example == "lm":
         extra.add_argument(
             "--tokenizer",
-            choices=("byte", "char"),
+            choices=("byte", "char", "codepoint", "wordpiece", "bpe"),
             default="byte",
-            help="byte (260 ids, no fitting) or char (fitted on the text) (default: %(default)s)",
+            help="byte (260 ids, no fitting), char (fitted on the text), codepoint (keras-hub), "
+            "or wordpiece / bpe sub-words trained on the text with keras-hub's vocabulary tools "
+            "(default: %(default)s)",
+        )
+        extra.add_argument(
+            "--vocab-size",
+            type=_positive_int,
+            default=1000,
+            help="vocabulary size of wordpiece / bpe (default: %(default)s)",
         )
         extra.add_argument(
             "--max-chars",
@@ -374,15 +382,17 @@ def build_parser(example, prog=None):
     elif example == "classifier":
         extra.add_argument(
             "--tokenizer",
-            choices=("word", "byte"),
+            choices=("word", "byte", "wordpiece", "bpe"),
             default="word",
-            help="word (vocabulary fitted on the training texts) or byte (default: %(default)s)",
+            help="word (vocabulary fitted on the training texts), byte, or wordpiece / bpe "
+            "sub-words trained with keras-hub's vocabulary tools (default: %(default)s)",
         )
         extra.add_argument(
             "--vocab-size",
             type=_positive_int,
             default=2000,
-            help="word vocabulary size, reserved ids included (default: %(default)s)",
+            help="vocabulary size of word / wordpiece / bpe, reserved ids included "
+            "(default: %(default)s)",
         )
         extra.add_argument(
             "--num-examples",
@@ -768,10 +778,9 @@ def train_lm(args):
         else:
             text = data.builtin_text(max_chars=args.max_chars, seed=args.seed)
             source = "built-in text (standard-library docstrings)"
-        if args.tokenizer == "byte":
-            tokenizer = data.ByteTokenizer()
-        else:
-            tokenizer = data.CharTokenizer.fit(text)
+        tokenizer = data.train_tokenizer(
+            args.tokenizer, text.split("\n"), vocabulary_size=args.vocab_size
+        )
         tokenizer.save(os.path.join(logdir, "tokenizer.json"))
         ids = tokenizer.encode(text)  # (T,)
         print(
@@ -855,12 +864,10 @@ def train_classifier(args):
             val_fraction=args.val_fraction,
             seed=args.seed,
         )
-    if args.tokenizer == "word":
-        tokenizer = data.WordTokenizer.fit(list(train_texts), max_vocab=args.vocab_size)
-        seq_len = args.seq_len or 64
-    else:
-        tokenizer = data.ByteTokenizer()
-        seq_len = args.seq_len or 192
+    tokenizer = data.train_tokenizer(
+        args.tokenizer, list(train_texts), vocabulary_size=args.vocab_size
+    )
+    seq_len = args.seq_len or (192 if args.tokenizer == "byte" else 64)
     args.seq_len = seq_len
     tokenizer.save(os.path.join(logdir, "tokenizer.json"))
     with open(os.path.join(logdir, "classes.json"), "w", encoding="utf-8") as handle:

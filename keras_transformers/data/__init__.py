@@ -1,7 +1,10 @@
 """Data layer: real built-in text, file loaders, tokenizers and generated tasks.
 
-Pure Python + numpy (no TensorFlow needed): every function returns numpy arrays
-that ``model.fit()`` accepts on the TensorFlow, JAX and PyTorch Keras backends.
+The loaders and task generators are pure Python + numpy and return arrays that ``model.fit()``
+accepts on the TensorFlow, JAX and PyTorch Keras backends; ``lm_dataset`` /
+``classification_dataset`` / ``seq2seq_dataset`` wrap them into ``tf.data`` or
+``keras.utils.PyDataset`` pipelines. Tokenizers: the package's numpy byte/char/word ones and
+keras-hub's byte, code point, WordPiece and SentencePiece-BPE ones (``hub_tokenizers``).
 Token ids 0-3 are reserved everywhere: ``0=<pad> 1=<bos> 2=<eos> 3=<unk>``.
 """
 
@@ -12,6 +15,16 @@ from .classification import (
     load_class_folders,
     load_classification_file,
 )
+from .hub_tokenizers import (
+    MASK_ID,
+    TOKENIZER_KINDS,
+    WORDPIECE_RESERVED,
+    BPETokenizer,
+    CodepointTokenizer,
+    HubByteTokenizer,
+    WordPieceTokenizer,
+    train_tokenizer,
+)
 from .lra import (
     LISTOPS_VOCAB,
     associative_recall,
@@ -19,6 +32,7 @@ from .lra import (
     document_retrieval,
     listops,
 )
+from .pipelines import classification_dataset, lm_dataset, make_pipeline, seq2seq_dataset
 from .seq2seq import encode_pairs, load_tsv_pairs
 from .tasks import (
     ArithmeticTask,
@@ -44,6 +58,18 @@ from .tokenizers import (
 )
 
 __all__ = [
+    "BPETokenizer",
+    "CodepointTokenizer",
+    "HubByteTokenizer",
+    "MASK_ID",
+    "TOKENIZER_KINDS",
+    "WORDPIECE_RESERVED",
+    "WordPieceTokenizer",
+    "classification_dataset",
+    "lm_dataset",
+    "make_pipeline",
+    "seq2seq_dataset",
+    "train_tokenizer",
     "LISTOPS_VOCAB",
     "associative_recall",
     "byte_text_classification",

@@ -53,6 +53,13 @@ class Tokenizer:
     ``get_config``.
     """
 
+    #: every subclass by class name, so ``Tokenizer.load`` can rebuild any saved tokenizer
+    _classes: dict[str, type] = {}
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        Tokenizer._classes[cls.__name__] = cls
+
     pad_id = PAD_ID
     bos_id = BOS_ID
     eos_id = EOS_ID
@@ -122,7 +129,7 @@ class Tokenizer:
             raise ValueError(
                 f"{path} is not a saved tokenizer: expected JSON with 'class_name' and 'config'"
             ) from None
-        classes = {c.__name__: c for c in (ByteTokenizer, CharTokenizer, WordTokenizer)}
+        classes = Tokenizer._classes
         if class_name not in classes:
             raise ValueError(
                 f"{path} holds unknown tokenizer class {class_name!r}; known: {sorted(classes)}"

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import keras_transformers as kt
 from keras_transformers import cli, training
 
 REPO = Path(__file__).resolve().parents[2]
@@ -43,8 +44,28 @@ TINY = [
 # JSONL with text/label, TSV pairs): the built-in corpora have their own tests in tests/data and
 # parsing the standard library would only slow this test down.
 EXTRA = {
-    "lm": ["--seq-len", "16", "--data", "{root}/corpus", "--sample-length", "4"],
-    "classifier": ["--seq-len", "12", "--data", "{root}/labelled.jsonl"],
+    "lm": [
+        "--seq-len",
+        "16",
+        "--data",
+        "{root}/corpus",
+        "--sample-length",
+        "4",
+        "--tokenizer",
+        "bpe",
+        "--vocab-size",
+        "40",
+    ],
+    "classifier": [
+        "--seq-len",
+        "12",
+        "--data",
+        "{root}/labelled.jsonl",
+        "--tokenizer",
+        "wordpiece",
+        "--vocab-size",
+        "60",
+    ],
     "seq2seq": ["--seq-len", "10", "--data", "{root}/pairs.tsv", "--eval-examples", "4"],
 }
 TIMEOUT_S = 240
@@ -153,9 +174,30 @@ def test_example_runs_and_logs_loss_to_tensorboard(runs, name):
     assert "first epoch" in run["stdout"]
 
 
+def _tensor_tags(event_dir):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    accumulator = EventAccumulator(str(event_dir), size_guidance={"tensors": 0})
+    accumulator.Reload()
+    return accumulator.Tags()["tensors"]
+
+
 def test_example_specific_reports(runs):
     assert "Greedy sample" in runs["lm"]["stdout"]
-    assert (runs["lm"]["logdir"] / "tokenizer.json").is_file()
+    # The keras-hub tokenizer trained on the corpus is saved next to the model and reloads.
+    tokenizer = kt.data.load_tokenizer(runs["lm"]["logdir"] / "tokenizer.json")
+    assert isinstance(tokenizer, kt.data.BPETokenizer)
+    assert isinstance(
+        kt.data.load_tokenizer(runs["classifier"]["logdir"] / "tokenizer.json"),
+        kt.data.WordPieceTokenizer,
+    )
+    # Attention maps (Images) and text samples (Text) of the LM; maps of the classifier.
+    lm_tags = _tensor_tags(runs["lm"]["logdir"] / "train")
+    assert "samples" in lm_tags
+    assert "attention/decoder_block_0/self_attention/head_0" in lm_tags
+    assert any(
+        t.startswith("attention/") for t in _tensor_tags(runs["classifier"]["logdir"] / "train")
+    )
     assert "Validation accuracy:" in runs["classifier"]["stdout"]
     assert "Exact-match accuracy of greedy decoding" in runs["seq2seq"]["stdout"]
 
