@@ -3,6 +3,7 @@
 from keras_transformers.blocks.decoder import TransformerDecoderBlock
 from keras_transformers.blocks.encoder import TransformerEncoderBlock
 from keras_transformers.blocks.feedforward import FeedForward
+from keras_transformers.blocks.gated import GatingLayer, GTrXLBlock
 from keras_transformers.blocks.reversible import (
     ChunkedFeedForward,
     ReversibleBlock,
@@ -12,6 +13,8 @@ from keras_transformers.blocks.reversible import (
 __all__ = [
     "ChunkedFeedForward",
     "FeedForward",
+    "GatingLayer",
+    "GTrXLBlock",
     "ReversibleBlock",
     "ReversibleStack",
     "TransformerDecoderBlock",
