@@ -9,6 +9,7 @@ from keras_transformers.blocks.reversible import (
     ReversibleBlock,
     ReversibleStack,
 )
+from keras_transformers.blocks.universal import UniversalTransformerBlock
 
 __all__ = [
     "ChunkedFeedForward",
@@ -19,4 +20,5 @@ __all__ = [
     "ReversibleStack",
     "TransformerDecoderBlock",
     "TransformerEncoderBlock",
+    "UniversalTransformerBlock",
 ]

@@ -1,0 +1,185 @@
+"""Universal Transformer (Dehghani et al., 2019) classifier and language model builders.
+
+``token_ids (B, L) -> embedding -> UniversalTransformerBlock (one weight-tied block applied up to
+max_steps times, ACT halting per position) -> [LN] -> head``. The coordinate embedding (position +
+time step) is added inside the block at every step, so ``position=None`` is the paper's setting;
+any embedding-side (``"learned"``) or score-side (``"rope"``, ``"alibi"``, ...) position can be added.
+
+The ACT ponder cost ``tau·mean(N + R)`` is part of ``model.losses`` and is added to the compiled
+loss by ``fit``. ``model.get_layer("universal_block").average_ponder_steps`` holds the mean number
+of steps of the latest batch.
+
+Example:
+    >>> from keras_transformers.models.universal import build_universal_transformer_classifier
+    >>> model = build_universal_transformer_classifier(100, 3, 16, d_model=16, num_heads=2)
+    >>> model.output_shape
+    (None, 3)
+"""
+
+import keras
+from keras_hub.layers import ReversibleEmbedding
+
+from keras_transformers import attention as attention_registry
+from keras_transformers import positional
+from keras_transformers.blocks.universal import UniversalTransformerBlock
+from keras_transformers.models.encoder_classifier import needs_static_length
+from keras_transformers.models.layers import (
+    PaddingMask,
+    SequencePooling,
+    embedding_position_layer,
+    resolve_position,
+)
+
+
+def _check(d_model, num_heads):
+    if d_model % num_heads:
+        raise ValueError(f"d_model={d_model} must be divisible by num_heads={num_heads}.")
+
+
+def _universal_block(d_model, num_heads, ff_dim, score_pos, attention, causal, **kwargs):
+    return UniversalTransformerBlock(
+        num_heads,
+        d_model // num_heads,
+        ff_dim,
+        attention=attention_registry.fresh(attention),
+        position=None if score_pos is None else positional.fresh(score_pos),
+        causal=causal,
+        name="universal_block",
+        **kwargs,
+    )
+
+
+def build_universal_transformer_classifier(
+    vocab_size,
+    num_classes,
+    max_length,
+    d_model=128,
+    num_heads=4,
+    max_steps=4,
+    ff_dim=None,
+    attention="full",
+    position=None,
+    act=True,
+    halting_epsilon=0.01,
+    ponder_cost_weight=0.01,
+    dropout=0.1,
+    pooling="mean",
+    activation="relu",
+    norm_first=False,
+    name="universal_transformer_classifier",
+):
+    """Build a Functional Universal Transformer encoder classifier.
+
+    Args:
+        vocab_size: token vocabulary (id 0 = padding, masked out of attention, pooling and the
+            ponder cost).
+        num_classes: output classes; the model returns logits ``(B, num_classes)``.
+        max_length: input length ``L``.
+        d_model, num_heads, ff_dim: sizes of the shared block (``ff_dim`` defaults to
+            ``4·d_model``).
+        max_steps: recurrence depth ``T`` (ACT step limit).
+        attention: any name in ``kt.attention.available()``, a config dict or an instance.
+        position: None (the block's coordinate embedding only) or any positional name.
+        act, halting_epsilon, ponder_cost_weight: ACT halting (see
+            :class:`~keras_transformers.blocks.universal.UniversalTransformerBlock`).
+        norm_first: pre-norm; ``False`` (default) is the paper's post-norm.
+        pooling: ``"mean"``, ``"max"`` or ``"cls"``.
+
+    Returns:
+        ``keras.Model``: ``token_ids (B, L) int -> logits (B, num_classes)``.
+    """
+    _check(d_model, num_heads)
+    ff_dim = ff_dim or 4 * d_model
+    embed_pos, score_pos = resolve_position(position)
+    token_ids = keras.Input(shape=(max_length,), dtype="int32", name="token_ids")
+    padding_mask = PaddingMask(name="padding_mask")(token_ids)
+    x = keras.layers.Embedding(vocab_size, d_model, name="token_embedding")(token_ids)
+    pos_layer = embedding_position_layer(embed_pos, max_length, "position_embedding")
+    if pos_layer is not None:
+        x = pos_layer(x)
+    x = keras.layers.Dropout(dropout, name="embedding_dropout")(x)
+    x = _universal_block(
+        d_model,
+        num_heads,
+        ff_dim,
+        score_pos,
+        attention,
+        causal=False,
+        max_steps=max_steps,
+        act=act,
+        halting_epsilon=halting_epsilon,
+        ponder_cost_weight=ponder_cost_weight,
+        norm_first=norm_first,
+        dropout=dropout,
+        activation=activation,
+    )(x, padding_mask=padding_mask)
+    if norm_first:
+        x = keras.layers.LayerNormalization(epsilon=1e-5, name="final_norm")(x)
+    pooled = SequencePooling(pooling, name="pooling")(x, padding_mask=padding_mask)
+    pooled = keras.layers.Dropout(dropout, name="head_dropout")(pooled)
+    logits = keras.layers.Dense(num_classes, dtype="float32", name="logits")(pooled)
+    return keras.Model(token_ids, logits, name=name)
+
+
+def build_universal_transformer_lm(
+    vocab_size,
+    max_length,
+    d_model=128,
+    num_heads=4,
+    max_steps=4,
+    ff_dim=None,
+    attention="full",
+    position=None,
+    act=True,
+    halting_epsilon=0.01,
+    ponder_cost_weight=0.01,
+    dropout=0.0,
+    activation="relu",
+    norm_first=False,
+    tie_embeddings=True,
+    name="universal_transformer_lm",
+):
+    """Build a Functional decoder-only (causal) Universal Transformer language model.
+
+    The shared block uses causal self-attention; ACT halting is per position and reads only the
+    position's own state, so the model stays causal. Arguments as in
+    :func:`build_universal_transformer_classifier`, plus ``tie_embeddings`` (output projection
+    = token embedding).
+
+    Returns:
+        ``keras.Model``: ``token_ids (B, L) int -> logits (B, L, V) float32``.
+    """
+    _check(d_model, num_heads)
+    ff_dim = ff_dim or 4 * d_model
+    embed_pos, score_pos = resolve_position(position)
+    length = max_length if needs_static_length(attention) else None
+    token_ids = keras.Input(shape=(length,), dtype="int32", name="token_ids")
+    embedding = ReversibleEmbedding(
+        vocab_size, d_model, tie_weights=tie_embeddings, name="token_embedding"
+    )
+    x = embedding(token_ids)  # (B, L, d)
+    pos_layer = embedding_position_layer(embed_pos, max_length, "position_embedding")
+    if pos_layer is not None:
+        x = pos_layer(x)
+    if dropout:
+        x = keras.layers.Dropout(dropout, name="embedding_dropout")(x)
+    x = _universal_block(
+        d_model,
+        num_heads,
+        ff_dim,
+        score_pos,
+        attention,
+        causal=True,
+        max_steps=max_steps,
+        act=act,
+        halting_epsilon=halting_epsilon,
+        ponder_cost_weight=ponder_cost_weight,
+        norm_first=norm_first,
+        dropout=dropout,
+        activation=activation,
+    )(x)
+    if norm_first:
+        x = keras.layers.LayerNormalization(epsilon=1e-5, name="final_norm")(x)
+    logits = embedding(x, reverse=True)  # (B, L, V)
+    logits = keras.layers.Activation("linear", dtype="float32", name="logits")(logits)
+    return keras.Model(token_ids, logits, name=name)
