@@ -25,6 +25,7 @@ from .hub_tokenizers import (
     WordPieceTokenizer,
     train_tokenizer,
 )
+from .images import load_digits, load_image_folder
 from .lra import (
     LISTOPS_VOCAB,
     associative_recall,
@@ -58,6 +59,8 @@ from .tokenizers import (
 )
 
 __all__ = [
+    "load_digits",
+    "load_image_folder",
     "BPETokenizer",
     "CodepointTokenizer",
     "HubByteTokenizer",

@@ -15,13 +15,41 @@ from keras_transformers.models.encoder_classifier import (
     build_text_encoder,
 )
 from keras_transformers.models.layers import PaddingMask, SequencePooling
+from keras_transformers.models.perceiver import (
+    LastPositions,
+    LearnedArray,
+    PerceiverCrossAttention,
+    PrefixCausalMask,
+    build_perceiver,
+    build_perceiver_ar,
+    build_perceiver_io,
+)
 from keras_transformers.models.seq2seq import build_seq2seq
 from keras_transformers.models.universal import (
     build_universal_transformer_classifier,
     build_universal_transformer_lm,
 )
+from keras_transformers.models.vit import (
+    ClassToken,
+    PatchEmbedding,
+    SinusoidalPosition2D,
+    build_vit,
+    sinusoid_2d_table,
+)
 
 __all__ = [
+    "ClassToken",
+    "LastPositions",
+    "LearnedArray",
+    "PatchEmbedding",
+    "PerceiverCrossAttention",
+    "PrefixCausalMask",
+    "SinusoidalPosition2D",
+    "build_perceiver",
+    "build_perceiver_ar",
+    "build_perceiver_io",
+    "build_vit",
+    "sinusoid_2d_table",
     "EarlyExitPredictor",
     "ExitAccuracy",
     "ExitStack",
