@@ -2,7 +2,9 @@
 
 A trainable vector per absolute position, ``P = E_pos[start:start+L]`` with
 ``E_pos ∈ R^{L_max × d}``, added to the token embeddings. Positions ``>= max_length`` do not
-exist: a longer input raises a clear error (learned positions cannot extrapolate).
+exist: a longer input raises a ``ValueError`` naming ``max_length`` (learned positions cannot
+extrapolate) instead of a backend slice error. In a TensorFlow graph traced with an unknown length
+(``evaluate`` after several lengths) the same text arrives as an in-graph assertion error.
 
 Shapes: ``x (B, L, d) -> x + E_pos[:L] (B, L, d)``. Cost ``O(L·d)``; ``L_max·d`` parameters.
 
@@ -47,19 +49,43 @@ class LearnedPositionEmbedding(PositionalEncoding):
         )
         self.built = True
 
+    def _too_long_message(self, length=None):
+        given = "more" if length is None else str(length)
+        return (
+            f"max_length={self.max_length}: the input reaches {given} positions (start_index + "
+            "sequence length), more than the learned position table holds. "
+            "A learned table cannot extrapolate past the length it was built (and trained) for; "
+            "build the model with a larger max_length, or use a position encoding that "
+            "extrapolates: position='rope', 'alibi' or 't5' (or 'sinusoidal')."
+        )
+
     def call(self, inputs, start_index=0):
-        length = inputs.shape[1]
-        if length is not None and isinstance(start_index, int):
-            if start_index + length > self.max_length:
-                raise ValueError(
-                    f"Sequence length {start_index + length} exceeds max_length="
-                    f"{self.max_length} of the learned position table; learned positions cannot "
-                    "extrapolate. Use position='rope', 'alibi', 't5' or 'sinusoidal' to run longer."
-                )
-        length = ops.shape(inputs)[1]
+        static_length = inputs.shape[1]
+        if static_length is not None and isinstance(start_index, int):
+            if start_index + static_length > self.max_length:
+                raise ValueError(self._too_long_message(start_index + static_length))
+            length = static_length
+        elif keras.backend.backend() == "tensorflow":
+            # A TensorFlow graph traced with an unknown length (e.g. ``evaluate`` retraced for a
+            # new length): the check has to run inside the graph. JAX traces and PyTorch calls
+            # always see static lengths, so they take the ValueError branch above.
+            length = self._graph_length_check(inputs, start_index)
+        else:
+            length = ops.shape(inputs)[1]
         table = ops.convert_to_tensor(self.table)  # (L_max, d)
         table = ops.slice(table, (start_index, 0), (length, table.shape[1]))
         return inputs + ops.cast(table, inputs.dtype)[None]
+
+    def _graph_length_check(self, inputs, start_index):
+        import tensorflow as tf
+
+        length = tf.shape(inputs)[1]
+        end = length + tf.cast(start_index, "int32")
+        check = tf.debugging.assert_less_equal(
+            end, self.max_length, message="ValueError: " + self._too_long_message()
+        )
+        with tf.control_dependencies([check]):
+            return tf.identity(length)  # the slice below waits for the check
 
     def compute_output_shape(self, input_shape):
         return input_shape
