@@ -15,6 +15,11 @@ from keras_transformers.models.encoder_classifier import (
     build_text_encoder,
 )
 from keras_transformers.models.layers import PaddingMask, SequencePooling
+from keras_transformers.models.memorizing import (
+    MemorizingDecoderBlock,
+    build_memorizing_lm,
+    segment_batches,
+)
 from keras_transformers.models.perceiver import (
     LastPositions,
     LearnedArray,
@@ -38,6 +43,9 @@ from keras_transformers.models.vit import (
 )
 
 __all__ = [
+    "MemorizingDecoderBlock",
+    "build_memorizing_lm",
+    "segment_batches",
     "ClassToken",
     "LastPositions",
     "LearnedArray",

@@ -1,0 +1,28 @@
+"""Memory for longer context: segment recurrence, compressive memory, kNN memory."""
+
+from keras_transformers.memory.knn import KNNMemory, top_k_search
+from keras_transformers.memory.knn_lm import (
+    KNNLM,
+    build_knn_datastore,
+    build_knn_lm,
+    knn_lm_log_probs,
+)
+from keras_transformers.memory.memorizing import (
+    KNNAugmentedAttention,
+    KNNMemoryReset,
+    clear_memories,
+    knn_memories,
+)
+
+__all__ = [
+    "KNNLM",
+    "KNNAugmentedAttention",
+    "KNNMemory",
+    "KNNMemoryReset",
+    "build_knn_datastore",
+    "build_knn_lm",
+    "clear_memories",
+    "knn_lm_log_probs",
+    "knn_memories",
+    "top_k_search",
+]

@@ -1,0 +1,303 @@
+"""kNN-LM: a language model interpolated with a nearest-neighbour datastore (Khandelwal et al., 2020,
+"Generalization through Memorization: Nearest Neighbor Language Models", ICLR).
+
+A trained LM maps each context ``x`` to an embedding ``f(x)`` (here the hidden state that feeds the
+output projection). The datastore holds one pair ``(f(c_i), w_i)`` per training token: the context
+embedding and the token that followed it. At test time the ``k`` nearest keys of ``f(x)`` vote for
+their next tokens with weights that decay with distance, and that distribution is mixed with the
+LM's own:
+
+``p_kNN(y|x) ∝ Σ_{(k_i, w_i) ∈ N(x)} 1[y = w_i] · exp(−d(k_i, f(x)) / T)``,
+``p(y|x) = λ · p_kNN(y|x) + (1 − λ) · p_LM(y|x)``,
+
+with ``d`` the squared L2 distance (as in the paper's FAISS search; ``distance="l2"`` for the plain
+norm), temperature ``T`` (1 in the paper), ``λ`` tuned on validation data (0.25 in-domain on
+WikiText-103). ``λ = 0`` gives exactly ``p_LM``; ``p_kNN`` is zero outside the retrieved tokens.
+The LM is not retrained; the datastore is built once (:func:`build_knn_datastore`).
+
+Shapes (``S`` datastore size, ``d`` key size, ``V`` vocabulary, ``k`` neighbours): datastore keys
+``(S, d)`` and next tokens ``(S,)``; queries ``f(x)`` ``(B, L, d)``; LM logits ``(B, L, V)``;
+interpolated log-probabilities ``(B, L, V)``.
+
+Cost per query: exact search ``O(S·d)`` (scanned in chunks of ``chunk_size`` keys, never a full
+``(B·L, S)`` matrix for ``S > chunk_size``) plus ``O(k·V)`` for the per-token aggregation. The
+paper uses an approximate FAISS index over 103M keys; this exact ``keras.ops`` search is meant for
+datastores up to a few million keys.
+
+Example:
+    >>> import numpy as np
+    >>> from keras_transformers.memory.knn_lm import KNNLM
+    >>> knn = KNNLM(vocab_size=5, key_dim=3, datastore_size=10, top_k=2, interpolation=0.5)
+    >>> knn.add(np.eye(3, dtype="float32"), np.array([1, 2, 3]))
+    >>> logp = knn(np.ones((1, 2, 3), "float32"), np.zeros((1, 2, 5), "float32"))
+    >>> np.exp(np.asarray(logp)).sum(-1).round(5)
+    array([[1., 1.]], dtype=float32)
+"""
+
+import keras
+import numpy as np
+from keras import ops
+
+from keras_transformers.memory.knn import _check_positive_int, top_k_search
+
+DISTANCES = ("squared_l2", "l2")
+
+
+@keras.saving.register_keras_serializable(package="keras_transformers")
+class KNNLM(keras.layers.Layer):
+    """Datastore of (context embedding, next token) pairs and the kNN-LM interpolation.
+
+    Call ``layer(hidden (B, L, d), logits (B, L, V))`` (or ``layer([hidden, logits])``) to get the
+    interpolated log-probabilities ``(B, L, V)``; :meth:`knn_probs` gives ``p_kNN`` alone.
+
+    Args:
+        vocab_size: ``V``.
+        key_dim: ``d`` of the context embeddings.
+        datastore_size: capacity ``S`` (non-trainable variables, saved with the model).
+        top_k: neighbours ``k`` (the paper: 1024).
+        interpolation: ``λ`` in [0, 1].
+        temperature: ``T > 0`` dividing the distances.
+        distance: ``"squared_l2"`` or ``"l2"``.
+        chunk_size: datastore keys scored at once.
+    """
+
+    def __init__(
+        self,
+        vocab_size,
+        key_dim,
+        datastore_size,
+        top_k=8,
+        interpolation=0.25,
+        temperature=1.0,
+        distance="squared_l2",
+        chunk_size=8192,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.vocab_size = _check_positive_int("vocab_size", vocab_size)
+        self.key_dim = _check_positive_int("key_dim", key_dim)
+        self.datastore_size = _check_positive_int("datastore_size", datastore_size)
+        self.top_k = _check_positive_int("top_k", top_k)
+        self.chunk_size = _check_positive_int("chunk_size", chunk_size)
+        if not 0.0 <= float(interpolation) <= 1.0:
+            raise ValueError(f"interpolation={interpolation!r}: must be in [0, 1].")
+        if not float(temperature) > 0.0:
+            raise ValueError(f"temperature={temperature!r}: must be > 0.")
+        if distance not in DISTANCES:
+            raise ValueError(f"distance={distance!r}: allowed values are {', '.join(DISTANCES)}.")
+        self.interpolation = float(interpolation)
+        self.temperature = float(temperature)
+        self.distance = distance
+
+    def build(self, input_shape=None):
+        if self.built:
+            return
+        s = self.datastore_size
+        self.keys = self.add_weight(
+            name="keys", shape=(s, self.key_dim), initializer="zeros", trainable=False,
+            dtype="float32",
+        )  # fmt: skip
+        self.next_tokens = self.add_weight(
+            name="next_tokens", shape=(s,), initializer="zeros", trainable=False, dtype="int32"
+        )
+        self.valid = self.add_weight(
+            name="valid", shape=(s,), initializer="zeros", trainable=False, dtype="int32"
+        )
+        self.pointer = self.add_weight(
+            name="pointer", shape=(), initializer="zeros", trainable=False, dtype="int32"
+        )
+        self.built = True
+
+    # ----------------------------------------------------------------------------- datastore
+    def clear(self):
+        """Empty the datastore."""
+        self.build()
+        for var in (self.keys, self.next_tokens, self.valid, self.pointer):
+            var.assign(ops.zeros(var.shape, var.dtype))
+
+    def add(self, keys, next_tokens):
+        """Append pairs (eagerly, from numpy); the oldest are overwritten beyond ``S``.
+
+        Args:
+            keys: ``(n, d)`` context embeddings; next_tokens ``(n,)`` ints in ``[0, V)``.
+        """
+        self.build()
+        keys = np.asarray(keys, dtype="float32").reshape(-1, self.key_dim)
+        next_tokens = np.asarray(next_tokens).reshape(-1)
+        if len(keys) != len(next_tokens):
+            raise ValueError(
+                f"keys has {len(keys)} rows but next_tokens has {len(next_tokens)}: one token "
+                "per key."
+            )
+        if len(next_tokens) and (next_tokens.min() < 0 or next_tokens.max() >= self.vocab_size):
+            raise ValueError(f"next_tokens must lie in [0, vocab_size={self.vocab_size}).")
+        s = self.datastore_size
+        total = len(keys)
+        start = (int(ops.convert_to_numpy(self.pointer)) + max(total - s, 0)) % s
+        if total > s:  # written one by one, only the newest S would survive
+            keys, next_tokens = keys[-s:], next_tokens[-s:]
+        slots = (start + np.arange(len(keys))) % s
+        store_k = np.array(ops.convert_to_numpy(self.keys))
+        store_t = np.array(ops.convert_to_numpy(self.next_tokens))
+        store_v = np.array(ops.convert_to_numpy(self.valid))
+        store_k[slots] = keys
+        store_t[slots] = next_tokens
+        store_v[slots] = 1
+        self.keys.assign(store_k)
+        self.next_tokens.assign(store_t.astype("int32"))
+        self.valid.assign(store_v.astype("int32"))
+        self.pointer.assign(np.int32((start + len(keys)) % s))
+
+    def size(self):
+        """Number of stored pairs."""
+        return int(np.asarray(ops.convert_to_numpy(self.valid)).sum())
+
+    # ----------------------------------------------------------------------------- inference
+    def neighbours(self, hidden):
+        """``hidden (B, L, d) -> (distances (B, L, k), next_tokens (B, L, k), found (B, L, k))``."""
+        self.build()
+        shape = hidden.shape
+        q = ops.reshape(ops.cast(hidden, "float32"), (-1, self.key_dim))  # (B·L, d)
+        scores, index, found = top_k_search(
+            q,
+            ops.convert_to_tensor(self.keys),
+            self.top_k,
+            valid=ops.convert_to_tensor(self.valid),
+            chunk_size=self.chunk_size,
+            metric="squared_l2",
+        )  # (B·L, k)
+        dist = -scores
+        if self.distance == "l2":
+            dist = ops.sqrt(ops.maximum(dist, 0.0))
+        tokens = ops.take(ops.convert_to_tensor(self.next_tokens), index)  # (B·L, k)
+        out_shape = tuple(-1 if s is None else s for s in shape[:-1]) + (self.top_k,)
+        return (
+            ops.reshape(dist, out_shape),
+            ops.reshape(tokens, out_shape),
+            ops.reshape(found, out_shape),
+        )
+
+    def knn_probs(self, hidden):
+        """``p_kNN (B, L, V)``: softmax of ``−d/T`` over the found neighbours, summed per token.
+
+        A query with no neighbour at all (empty datastore) gets all zeros.
+        """
+        dist, tokens, found = self.neighbours(hidden)
+        # softmax over neighbours in float32, masked for missing ones
+        logits = ops.where(found, -dist / self.temperature, -1e30)
+        logits = logits - ops.max(logits, axis=-1, keepdims=True)
+        weights = ops.where(found, ops.exp(logits), 0.0)
+        weights = weights / ops.maximum(ops.sum(weights, axis=-1, keepdims=True), 1e-30)
+        onehot = ops.one_hot(tokens, self.vocab_size, dtype="float32")  # (B, L, k, V)
+        return ops.sum(weights[..., None] * onehot, axis=-2)  # (B, L, V)
+
+    def call(self, hidden, logits=None):
+        if logits is None:  # called as layer([hidden, logits])
+            hidden, logits = hidden
+        log_p_lm = ops.log_softmax(ops.cast(logits, "float32"), axis=-1)
+        lam = self.interpolation
+        if lam == 0.0:
+            return log_p_lm
+        p_knn = self.knn_probs(hidden)
+        if lam == 1.0:
+            return ops.log(ops.maximum(p_knn, 1e-30))
+        p = lam * p_knn + (1.0 - lam) * ops.exp(log_p_lm)
+        # where p_kNN = 0 keep the exact log(1 − λ) + log p_LM (no underflow for tiny p_LM)
+        return ops.where(p_knn > 0.0, ops.log(ops.maximum(p, 1e-30)), np.log1p(-lam) + log_p_lm)
+
+    def compute_output_shape(self, hidden_shape, logits_shape=None):
+        if logits_shape is None:
+            hidden_shape, logits_shape = hidden_shape
+        return tuple(logits_shape)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "vocab_size": self.vocab_size,
+            "key_dim": self.key_dim,
+            "datastore_size": self.datastore_size,
+            "top_k": self.top_k,
+            "interpolation": self.interpolation,
+            "temperature": self.temperature,
+            "distance": self.distance,
+            "chunk_size": self.chunk_size,
+        }
+
+
+def _hidden_and_logits_model(model, hidden_layer):
+    try:
+        hidden = model.get_layer(hidden_layer).output
+    except ValueError as err:
+        names = ", ".join(layer.name for layer in model.layers)
+        raise ValueError(
+            f"hidden_layer={hidden_layer!r}: no such layer in the model; layers: {names}."
+        ) from err
+    return keras.Model(model.inputs, [hidden, model.outputs[0]])
+
+
+def build_knn_datastore(
+    model,
+    tokens,
+    segment_length,
+    hidden_layer="final_norm",
+    batch_size=8,
+    datastore_size=None,
+    **knn_kwargs,
+):
+    """Run a trained LM over a token stream and store (context embedding, next token) pairs.
+
+    The stream is cut into non-overlapping windows of ``segment_length`` tokens; every position
+    ``t`` of a window gives the key ``hidden[t]`` (the output of ``hidden_layer``, by default the
+    final layer norm that feeds the output projection) and the value ``tokens[t + 1]``.
+
+    Args:
+        model: Functional LM ``token_ids (B, L) -> logits (B, L, V)``.
+        tokens: 1-D int token stream.
+        segment_length: the model's input length.
+        hidden_layer: name of the layer whose output is ``f(x)``.
+        datastore_size: capacity ``S`` (defaults to the number of pairs).
+        **knn_kwargs: ``top_k``, ``interpolation``, ``temperature``, ``distance``, ...
+
+    Returns:
+        a filled :class:`KNNLM`.
+    """
+    tokens = np.asarray(tokens, dtype="int32").reshape(-1)
+    segment_length = _check_positive_int("segment_length", segment_length)
+    n = (len(tokens) - 1) // segment_length
+    if n < 1:
+        raise ValueError(
+            f"tokens has length {len(tokens)}: needs at least segment_length + 1 = "
+            f"{segment_length + 1} tokens."
+        )
+    x = tokens[: n * segment_length].reshape(n, segment_length)
+    y = tokens[1 : n * segment_length + 1].reshape(n, segment_length)
+    probe = _hidden_and_logits_model(model, hidden_layer)
+    hidden, logits = probe.predict(x, batch_size=batch_size, verbose=0)
+    keys = np.asarray(hidden, dtype="float32").reshape(-1, hidden.shape[-1])
+    knn = KNNLM(
+        vocab_size=logits.shape[-1],
+        key_dim=keys.shape[-1],
+        datastore_size=datastore_size or len(keys),
+        **knn_kwargs,
+    )
+    knn.add(keys, y.reshape(-1))
+    return knn
+
+
+def build_knn_lm(model, knn, hidden_layer="final_norm", name="knn_lm"):
+    """Wrap an LM and a :class:`KNNLM` into one Functional model ``token_ids -> log p (B, L, V)``.
+
+    The result saves/loads as ``.keras`` with the datastore inside. Train nothing with it: it is an
+    inference model (evaluate with a loss on log-probabilities, e.g.
+    ``SparseCategoricalCrossentropy(from_logits=True)``: log-probabilities are valid logits).
+    """
+    probe = _hidden_and_logits_model(model, hidden_layer)
+    hidden, logits = probe(model.inputs[0])
+    return keras.Model(model.inputs[0], knn(hidden, logits), name=name)
+
+
+def knn_lm_log_probs(model, knn, token_ids, hidden_layer="final_norm", batch_size=8):
+    """Interpolated ``log p(y|x)`` ``(N, L, V)`` of an LM with a datastore, as numpy."""
+    probe = _hidden_and_logits_model(model, hidden_layer)
+    hidden, logits = probe.predict(np.asarray(token_ids), batch_size=batch_size, verbose=0)
+    return ops.convert_to_numpy(knn(hidden, logits))

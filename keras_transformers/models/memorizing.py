@@ -1,0 +1,288 @@
+"""Memorizing Transformer language model (Wu, Rabe, Hutchins & Szegedy, ICLR 2022).
+
+A decoder-only LM over fixed-length segments whose one kNN-augmented layer, near the top, attends
+over the current segment and over a non-differentiable memory of the keys/values of all earlier
+segments of the same stream (see :mod:`keras_transformers.memory.memorizing`). The batch size is
+fixed (one memory per batch row); feed consecutive segments with :func:`segment_batches` and
+``shuffle=False``, and clear the memory each epoch with ``KNNMemoryReset``.
+
+``token_ids (B, L) -> embeddings (+ positions) -> N blocks (block ``memory_layer_index`` is a
+MemorizingDecoderBlock) -> LN -> logits (B, L, V)``.
+
+Example:
+    >>> import numpy as np
+    >>> from keras_transformers.models.memorizing import build_memorizing_lm, segment_batches
+    >>> model = build_memorizing_lm(vocab_size=50, segment_length=8, batch_size=2,
+    ...                             memory_size=32, top_k=4, d_model=16, num_heads=2)
+    >>> x, y = segment_batches(np.arange(100) % 50, batch_size=2, segment_length=8)
+    >>> model.predict(x, batch_size=2, verbose=0).shape
+    (12, 8, 50)
+"""
+
+import keras
+import numpy as np
+from keras_hub.layers import ReversibleEmbedding
+
+from keras_transformers import attention as attention_registry
+from keras_transformers import positional
+from keras_transformers.blocks import TransformerDecoderBlock
+from keras_transformers.blocks.feedforward import FeedForward
+from keras_transformers.memory.knn import _check_positive_int
+from keras_transformers.memory.memorizing import KNNAugmentedAttention
+from keras_transformers.models.encoder_classifier import check_model_sizes
+from keras_transformers.models.layers import embedding_position_layer, resolve_position
+
+
+@keras.saving.register_keras_serializable(package="keras_transformers")
+class MemorizingDecoderBlock(keras.layers.Layer):
+    """Pre-/post-norm decoder block whose self-attention is :class:`KNNAugmentedAttention`.
+
+    ``x = x + KNNAttn(LN(x)); x = x + FFN(LN(x))`` (pre-norm). Shapes ``(B, L, d) -> (B, L, d)``.
+
+    Args:
+        num_heads, key_dim, ff_dim: sizes.
+        memory_size, batch_size, top_k, normalize, gate_bias_initializer, chunk_size: passed to
+            the kNN-augmented attention.
+        norm_first, dropout, attention_dropout, activation, layer_norm_epsilon: as in
+            ``TransformerDecoderBlock``.
+    """
+
+    def __init__(
+        self,
+        num_heads,
+        key_dim,
+        ff_dim,
+        memory_size,
+        batch_size,
+        top_k=32,
+        normalize=True,
+        gate_bias_initializer=0.0,
+        chunk_size=4096,
+        norm_first=True,
+        dropout=0.0,
+        attention_dropout=0.0,
+        activation="gelu",
+        layer_norm_epsilon=1e-5,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.num_heads = int(num_heads)
+        self.key_dim = int(key_dim)
+        self.ff_dim = _check_positive_int("ff_dim", ff_dim)
+        self.memory_size = int(memory_size)
+        self.batch_size = int(batch_size)
+        self.top_k = int(top_k)
+        self.normalize = bool(normalize)
+        self.gate_bias_initializer = float(gate_bias_initializer)
+        self.chunk_size = int(chunk_size)
+        self.norm_first = bool(norm_first)
+        self.dropout = float(dropout)
+        self.attention_dropout = float(attention_dropout)
+        self.activation = activation
+        self.layer_norm_epsilon = float(layer_norm_epsilon)
+        policy = self.dtype_policy
+        self.attention = KNNAugmentedAttention(
+            num_heads,
+            key_dim,
+            memory_size,
+            batch_size,
+            top_k=top_k,
+            normalize=normalize,
+            gate_bias_initializer=gate_bias_initializer,
+            chunk_size=chunk_size,
+            dropout=attention_dropout,
+            dtype=policy,
+            name="knn_attention",
+        )
+        self.attention_norm = keras.layers.LayerNormalization(
+            epsilon=layer_norm_epsilon, dtype=policy, name="attention_norm"
+        )
+        self.feedforward = FeedForward(
+            ff_dim, activation=activation, dropout=dropout, dtype=policy, name="feedforward"
+        )
+        self.feedforward_norm = keras.layers.LayerNormalization(
+            epsilon=layer_norm_epsilon, dtype=policy, name="feedforward_norm"
+        )
+        self.residual_dropout = keras.layers.Dropout(dropout, dtype=policy)
+
+    def build(self, input_shape):
+        for layer in (self.attention_norm, self.attention, self.feedforward_norm, self.feedforward):
+            layer.build(input_shape)
+        self.built = True
+
+    def call(self, x, padding_mask=None, training=None):
+        def sub(x, norm, fn):
+            h = norm(x) if self.norm_first else x
+            x = x + self.residual_dropout(fn(h), training=training)
+            return x if self.norm_first else norm(x)
+
+        x = sub(
+            x,
+            self.attention_norm,
+            lambda h: self.attention(h, padding_mask=padding_mask, training=training),
+        )
+        return sub(x, self.feedforward_norm, lambda h: self.feedforward(h, training=training))
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "num_heads": self.num_heads,
+            "key_dim": self.key_dim,
+            "ff_dim": self.ff_dim,
+            "memory_size": self.memory_size,
+            "batch_size": self.batch_size,
+            "top_k": self.top_k,
+            "normalize": self.normalize,
+            "gate_bias_initializer": self.gate_bias_initializer,
+            "chunk_size": self.chunk_size,
+            "norm_first": self.norm_first,
+            "dropout": self.dropout,
+            "attention_dropout": self.attention_dropout,
+            "activation": self.activation,
+            "layer_norm_epsilon": self.layer_norm_epsilon,
+        }
+
+
+def default_memory_layer_index(num_layers):
+    """The paper's placement, near the top: layer 9 of 12 (index 8); the top layer for N <= 3."""
+    return max(0, num_layers - 1 - num_layers // 4)
+
+
+def build_memorizing_lm(
+    vocab_size,
+    segment_length,
+    batch_size,
+    memory_size=1024,
+    top_k=32,
+    d_model=128,
+    num_heads=4,
+    num_layers=2,
+    ff_dim=None,
+    memory_layer_index=None,
+    position="learned",
+    attention="full",
+    normalize=True,
+    gate_bias_initializer=0.0,
+    chunk_size=4096,
+    dropout=0.0,
+    activation="gelu",
+    norm_first=True,
+    tie_embeddings=True,
+    name="memorizing_lm",
+):
+    """Build a Functional Memorizing Transformer LM.
+
+    Args:
+        vocab_size: ``V``.
+        segment_length: ``L``, the fixed length of every segment fed to the model.
+        batch_size: ``B``, fixed: each batch row owns one memory.
+        memory_size: capacity ``m`` of the memory (tokens per row; the paper uses up to 262K).
+        top_k: neighbours retrieved per query and head (the paper: 32).
+        d_model, num_heads, num_layers, ff_dim: sizes.
+        memory_layer_index: which block (0-based) is the kNN-augmented one; default
+            :func:`default_memory_layer_index` (near the top).
+        position: positional encoding of the other blocks (embedding- or score-side name); the
+            kNN layer itself uses none (the memory has no positions).
+        attention: attention core of the other blocks.
+        normalize, gate_bias_initializer, chunk_size: see :class:`KNNAugmentedAttention`.
+
+    Returns:
+        ``keras.Model``: ``token_ids (B, L) int -> logits (B, L, V) float32``.
+    """
+    check_model_sizes(d_model, num_heads, num_layers)
+    vocab_size = _check_positive_int("vocab_size", vocab_size)
+    segment_length = _check_positive_int("segment_length", segment_length)
+    batch_size = _check_positive_int("batch_size", batch_size)
+    if memory_layer_index is None:
+        memory_layer_index = default_memory_layer_index(num_layers)
+    if not isinstance(memory_layer_index, int) or not 0 <= memory_layer_index < num_layers:
+        raise ValueError(
+            f"memory_layer_index={memory_layer_index!r}: must be an integer in "
+            f"[0, num_layers={num_layers})."
+        )
+    ff_dim = ff_dim or 4 * d_model
+    embed_pos, score_pos = resolve_position(position)
+    token_ids = keras.Input(
+        shape=(segment_length,), batch_size=batch_size, dtype="int32", name="token_ids"
+    )
+    embedding = ReversibleEmbedding(
+        vocab_size, d_model, tie_weights=tie_embeddings, name="token_embedding"
+    )
+    x = embedding(token_ids)  # (B, L, d)
+    pos_layer = embedding_position_layer(embed_pos, segment_length, "position_embedding")
+    if pos_layer is not None:
+        x = pos_layer(x)
+    if dropout:
+        x = keras.layers.Dropout(dropout, name="embedding_dropout")(x)
+    for i in range(num_layers):
+        if i == memory_layer_index:
+            block = MemorizingDecoderBlock(
+                num_heads,
+                d_model // num_heads,
+                ff_dim,
+                memory_size,
+                batch_size,
+                top_k=top_k,
+                normalize=normalize,
+                gate_bias_initializer=gate_bias_initializer,
+                chunk_size=chunk_size,
+                norm_first=norm_first,
+                dropout=dropout,
+                activation=activation,
+                name=f"memorizing_block_{i}",
+            )
+        else:
+            block = TransformerDecoderBlock(
+                num_heads,
+                d_model // num_heads,
+                ff_dim,
+                attention=attention_registry.fresh(attention),
+                position=None if score_pos is None else positional.fresh(score_pos),
+                cross_attention=False,
+                norm_first=norm_first,
+                dropout=dropout,
+                activation=activation,
+                name=f"decoder_block_{i}",
+            )
+        x = block(x)
+    if norm_first:
+        x = keras.layers.LayerNormalization(epsilon=1e-5, name="final_norm")(x)
+    logits = embedding(x, reverse=True)  # (B, L, V)
+    logits = keras.layers.Activation("linear", dtype="float32", name="logits")(logits)
+    return keras.Model(token_ids, logits, name=name)
+
+
+def segment_batches(tokens, batch_size, segment_length):
+    """Cut a token stream into ``batch_size`` parallel streams of consecutive segments.
+
+    The stream is split into ``batch_size`` contiguous parts; batch ``n`` (rows ``n·B ..
+    n·B + B − 1`` of the result) holds segment ``n`` of every part, so that row ``b`` of
+    consecutive batches continues the same text, which the per-row memory needs. Feed with
+    ``fit(x, y, batch_size=batch_size, shuffle=False)``.
+
+    Args:
+        tokens: 1-D int sequence.
+
+    Returns:
+        ``(x, y)``, each ``(num_segments·B, L)`` int32, ``y`` = ``x`` shifted by one token.
+    """
+    tokens = np.asarray(tokens, dtype="int32").reshape(-1)
+    batch_size = _check_positive_int("batch_size", batch_size)
+    segment_length = _check_positive_int("segment_length", segment_length)
+    per_row = (len(tokens) - 1) // batch_size
+    num_segments = per_row // segment_length
+    if num_segments < 1:
+        raise ValueError(
+            f"tokens has length {len(tokens)}: needs at least batch_size·segment_length + 1 = "
+            f"{batch_size * segment_length + 1} tokens."
+        )
+    span = num_segments * segment_length
+    rows = np.stack([tokens[b * per_row : b * per_row + span + 1] for b in range(batch_size)])
+    x = rows[:, :-1].reshape(batch_size, num_segments, segment_length)
+    y = rows[:, 1:].reshape(batch_size, num_segments, segment_length)
+    x = x.transpose(1, 0, 2).reshape(-1, segment_length)
+    y = y.transpose(1, 0, 2).reshape(-1, segment_length)
+    return x, y
