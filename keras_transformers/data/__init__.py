@@ -35,6 +35,7 @@ from .lra import (
 )
 from .pipelines import classification_dataset, lm_dataset, make_pipeline, seq2seq_dataset
 from .seq2seq import encode_pairs, load_tsv_pairs
+from .streams import make_segment_streams, stream_position
 from .tasks import (
     ArithmeticTask,
     arithmetic_task,
@@ -59,6 +60,8 @@ from .tokenizers import (
 )
 
 __all__ = [
+    "make_segment_streams",
+    "stream_position",
     "load_digits",
     "load_image_folder",
     "BPETokenizer",

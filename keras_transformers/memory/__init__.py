@@ -1,5 +1,10 @@
 """Memory for longer context: segment recurrence, compressive memory, kNN memory."""
 
+from keras_transformers.memory.compressive import (
+    COMPRESSIONS,
+    CompressiveTransformerBlock,
+    MemoryCompressor,
+)
 from keras_transformers.memory.knn import KNNMemory, top_k_search
 from keras_transformers.memory.knn_lm import (
     KNNLM,
@@ -13,8 +18,23 @@ from keras_transformers.memory.memorizing import (
     clear_memories,
     knn_memories,
 )
+from keras_transformers.memory.segment import (
+    MemoryReset,
+    SegmentDocuments,
+    TransformerXLBlock,
+    memory_layers,
+    reset_memory,
+)
 
 __all__ = [
+    "COMPRESSIONS",
+    "CompressiveTransformerBlock",
+    "MemoryCompressor",
+    "MemoryReset",
+    "SegmentDocuments",
+    "TransformerXLBlock",
+    "memory_layers",
+    "reset_memory",
     "KNNLM",
     "KNNAugmentedAttention",
     "KNNMemory",

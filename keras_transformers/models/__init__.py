@@ -30,6 +30,7 @@ from keras_transformers.models.perceiver import (
     build_perceiver_io,
 )
 from keras_transformers.models.seq2seq import build_seq2seq
+from keras_transformers.models.transformer_xl import build_transformer_xl_lm
 from keras_transformers.models.universal import (
     build_universal_transformer_classifier,
     build_universal_transformer_lm,
@@ -43,6 +44,7 @@ from keras_transformers.models.vit import (
 )
 
 __all__ = [
+    "build_transformer_xl_lm",
     "MemorizingDecoderBlock",
     "build_memorizing_lm",
     "segment_batches",

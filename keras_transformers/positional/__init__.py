@@ -9,6 +9,7 @@ from keras_transformers.positional.rope import RotaryEmbedding
 from keras_transformers.positional.shaw import ShawRelativePosition
 from keras_transformers.positional.sinusoidal import SinusoidalPositionEmbedding, sinusoid_table
 from keras_transformers.positional.t5 import T5RelativeBias, relative_position_bucket
+from keras_transformers.positional.xl import XLRelativePosition
 
 __all__ = [
     "REGISTRY",
@@ -19,6 +20,7 @@ __all__ = [
     "ShawRelativePosition",
     "SinusoidalPositionEmbedding",
     "T5RelativeBias",
+    "XLRelativePosition",
     "alibi_slopes",
     "available",
     "fresh",
