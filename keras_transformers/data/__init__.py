@@ -15,6 +15,7 @@ from .classification import (
     load_class_folders,
     load_classification_file,
 )
+from .gridworld import GridWorld, TrajectoryDataset, generate_dataset, make_windows, returns_to_go
 from .hub_tokenizers import (
     MASK_ID,
     TOKENIZER_KINDS,
@@ -60,6 +61,11 @@ from .tokenizers import (
 )
 
 __all__ = [
+    "GridWorld",
+    "TrajectoryDataset",
+    "generate_dataset",
+    "make_windows",
+    "returns_to_go",
     "make_segment_streams",
     "stream_position",
     "load_digits",

@@ -8,6 +8,21 @@ from keras_transformers.models.adaptive_depth import (
     build_early_exit_classifier,
     build_early_exit_lm,
 )
+from keras_transformers.models.bert import (
+    MaskedLMHead,
+    VocabularyIds,
+    build_bert_pretrainer,
+    encoder_from_pretrainer,
+    load_pretrained_encoder,
+    mask_token_id_for,
+    mask_tokens,
+)
+from keras_transformers.models.decision_transformer import (
+    InterleaveTokens,
+    SelectModality,
+    build_decision_transformer,
+    evaluate_returns,
+)
 from keras_transformers.models.decoder_lm import build_decoder_lm
 from keras_transformers.models.encoder_classifier import (
     build_encoder_classifier,
@@ -44,6 +59,17 @@ from keras_transformers.models.vit import (
 )
 
 __all__ = [
+    "InterleaveTokens",
+    "MaskedLMHead",
+    "SelectModality",
+    "VocabularyIds",
+    "build_bert_pretrainer",
+    "build_decision_transformer",
+    "encoder_from_pretrainer",
+    "evaluate_returns",
+    "load_pretrained_encoder",
+    "mask_token_id_for",
+    "mask_tokens",
     "build_transformer_xl_lm",
     "MemorizingDecoderBlock",
     "build_memorizing_lm",
