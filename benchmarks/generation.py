@@ -7,6 +7,11 @@ the script times the generation of ``--new-tokens`` tokens and reports ms/token,
 column shows that the per-token cost does not grow with the context. It also times full
 recomputation (no cache) for reference.
 
+A second table times the caches of the other cores at the same prompt lengths (``--cores``):
+``sliding_window`` (a ring buffer of ``w + 1`` keys, ``--window``) and ``linear`` (the recurrent
+state ``(B, h, r, dv + 1)``) should stay flat as the context grows, whereas full attention reads
+an ``L_max``-long cache every token. The per-layer cache shape is reported next to each row.
+
     python benchmarks/generation.py                  # d=256, 4 layers, prompts 32..480
     python benchmarks/generation.py --quick          # tiny, for a smoke test
 
@@ -40,6 +45,12 @@ def parse_args(argv=None):
     p.add_argument("--new-tokens", type=int, default=32)
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument(
+        "--cores",
+        default="full,sliding_window,linear",
+        help="attention cores of the per-core table (default: %(default)s)",
+    )
+    p.add_argument("--window", type=int, default=64, help="sliding_window w (default 64)")
     p.add_argument("--quick", action="store_true", help="tiny sizes (smoke test)")
     p.add_argument(
         "--out", default=os.path.join(os.path.dirname(__file__), "results", "generation.json")
@@ -48,6 +59,7 @@ def parse_args(argv=None):
     if args.quick:
         args.vocab, args.d_model, args.heads, args.layers, args.ff_dim = 64, 32, 2, 2, 64
         args.max_length, args.prompts, args.new_tokens, args.repeats = 48, "8,24", 8, 1
+        args.window = 4
     return args
 
 
@@ -126,6 +138,74 @@ def timed(fn, repeats):
     return float(np.median(times))
 
 
+def core_spec(name, args):
+    if name == "sliding_window":
+        return {"name": "sliding_window", "window": args.window}
+    return name
+
+
+def core_table(args, rng):
+    """Per-core cached greedy decoding at each prompt length.
+
+    ``ms_per_token`` divides the whole ``generate`` call (pre-fill included) by the new tokens,
+    like the first table. ``decode_ms_per_token`` removes the pre-fill:
+    ``(T(L0 + n) - T(L0 + 1)) / (n - 1)``, the marginal cost of one more token at that context.
+    """
+    rows = []
+    lengths = [int(x) for x in args.prompts.split(",")]
+    n = args.new_tokens
+    for name in [c for c in args.cores.split(",") if c]:
+        keras.utils.set_random_seed(0)
+        model = kt.models.build_decoder_lm(
+            args.vocab,
+            args.max_length,
+            d_model=args.d_model,
+            num_heads=args.heads,
+            num_layers=args.layers,
+            ff_dim=args.ff_dim,
+            attention=core_spec(name, args),
+            position="rope",
+        )
+        generator = kt.generation.Generator(model, use_cache=True)
+        shape = tuple(generator.empty_cache(args.batch, args.max_length)[0].shape)
+        for length in lengths:
+            prompt = rng.integers(4, args.vocab, size=(args.batch, length)).astype("int32")
+            t_n = timed(lambda p=prompt, k=length + n, g=generator: g.generate(p, k), args.repeats)
+            t_1 = timed(lambda p=prompt, k=length + 1, g=generator: g.generate(p, k), args.repeats)
+            rows.append(
+                {
+                    "attention": name,
+                    "prompt_length": length,
+                    "ms_per_token": 1000 * t_n / n,
+                    "decode_ms_per_token": 1000 * max(t_n - t_1, 0.0) / max(n - 1, 1),
+                    "prefill_ms": 1000 * t_1,
+                    "cache_shape_per_layer": list(shape),
+                }
+            )
+            r = rows[-1]
+            print(
+                f"{name:>15s} prompt {length:5d}: {r['decode_ms_per_token']:7.2f} ms/token "
+                f"decoding, {r['ms_per_token']:7.2f} ms/token with pre-fill "
+                f"(cache per layer {shape})",
+                flush=True,
+            )
+    cores = list(dict.fromkeys(r["attention"] for r in rows))
+    table = ["| attention | cache per layer | " + " | ".join(f"L0={k}" for k in lengths) + " |"]
+    table.append("|---|---|" + "---|" * len(lengths))
+    for core in cores:
+        mine = [r for r in rows if r["attention"] == core]
+        cells = " | ".join(
+            f"{r['decode_ms_per_token']:.2f} ({r['ms_per_token']:.2f})" for r in mine
+        )
+        table.append(f"| {core} | {tuple(mine[0]['cache_shape_per_layer'])} | {cells} |")
+    print(
+        "\nms/token of cached greedy decoding (rope), pre-fill excluded (included):\n"
+        + "\n".join(table)
+        + "\n"
+    )
+    return rows
+
+
 def main(argv=None):
     args = parse_args(argv)
     keras.utils.set_random_seed(0)
@@ -171,6 +251,7 @@ def main(argv=None):
         f"\nfull recomputation of a {prompt.shape[1]}-token context: {1000 * recompute:.2f} ms "
         "per token (what the cache avoids)"
     )
+    core_rows = core_table(args, rng)
     header = "| prompt length | ours ms/token | keras-hub ms/token | ours vs keras-hub |"
     lines = [header, "|---|---|---|---|"] + [
         f"| {r['prompt_length']} | {r['ours_ms_per_token']:.2f} | "
@@ -181,7 +262,12 @@ def main(argv=None):
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out, "w") as f:
         json.dump(
-            {"config": vars(args), "rows": rows, "recompute_ms_per_token": 1000 * recompute},
+            {
+                "config": vars(args),
+                "rows": rows,
+                "core_rows": core_rows,
+                "recompute_ms_per_token": 1000 * recompute,
+            },
             f,
             indent=2,
         )

@@ -16,6 +16,10 @@ Shapes: ``q (B, Lq, h, dh)``, ``k (B, Lk, h_kv, dh)``, ``v (B, Lk, h_kv, dv)`` -
 ``(B, Lq, h, dv)``; features ``(B, h, L, r)`` with ``r = dh`` here.
 Cost: ``O(L·r·dv)`` time and memory (causal: ``O(L·c·r + L/c·r·dv)`` with ``c = chunk_size``).
 
+Incremental decoding (``MultiHeadAttention(..., causal=True)`` with ``cache=``): the cache is the
+recurrent state ``[S | z]`` ``(B, h, r, dv + 1)`` with ``S = Σ_j φ(k_j) v_jᵀ`` and
+``z = Σ_j φ(k_j)``, so the cache size and the per-token cost do not grow with the length.
+
 Kernelised cores never form per-pair scores, so score-side position biases (ALiBi, T5, Shaw) and
 arbitrary ``(B, Lq, Lk)`` masks are not supported; RoPE works (it transforms q and k only).
 ``return_attention_scores=True`` builds the equivalent dense ``(B, h, Lq, Lk)`` weights
@@ -41,6 +45,8 @@ from keras_transformers.ops.linear_attention import (
     causal_kernel_attention,
     dense_kernel_weights,
     kernel_attention,
+    kernel_attention_step,
+    kernel_state,
 )
 
 
@@ -135,6 +141,61 @@ class KernelAttentionCore(AttentionCore):
             return out, ops.cast(weights, query.dtype)
         return out
 
+    # -- incremental decoding (ungated cores; subclasses set supports_cache = True) -----------
+    def state_features(self, key_dim):
+        """Feature count ``r`` of the recurrent state for head size ``key_dim``."""
+        return int(getattr(self, "num_features", key_dim))
+
+    def init_cache(
+        self,
+        batch_size,
+        max_length=None,
+        num_heads=1,
+        num_key_value_heads=None,
+        key_dim=1,
+        value_dim=None,
+        dtype=None,
+    ):
+        """Zero recurrent state ``[S | z]``: float32 ``(B, h, r, dv + 1)`` (any ``max_length``)."""
+        value_dim = value_dim or key_dim
+        r = self.state_features(key_dim)
+        return ops.zeros((batch_size, num_heads, r, value_dim + 1), dtype="float32")
+
+    def decode_step(
+        self,
+        query,
+        key,
+        value,
+        cache,
+        cache_index,
+        padding_mask=None,
+        causal=True,
+        position=None,
+        training=None,
+    ):
+        """Continue the recurrence with ``l`` new positions; returns ``(out (B, l, h, dv), state)``."""
+        name = self.registry_name
+        if not self.supports_cache:
+            raise ValueError(f"attention={name!r} does not support a KV cache.")
+        if not causal:
+            raise ValueError(f"attention={name!r} decodes with a cache only when causal.")
+        self.check_position(position)
+        num_heads = query.shape[2]
+        q = heads_first(query)  # (B, h, l, dh)
+        k = heads_first(repeat_kv_heads(key, num_heads))  # (B, h, l, dh)
+        v = heads_first(repeat_kv_heads(value, num_heads))  # (B, h, l, dv)
+        key_mask = None
+        if padding_mask is not None:
+            key_mask = ops.cast(padding_mask, "bool")[:, None, :]  # (B, 1, l)
+        phi_q, phi_k = self.feature_maps(q, k, key_mask=key_mask, causal=True, training=training)
+        if isinstance(cache_index, int) and cache_index == 0:
+            # pre-fill: the chunked prefix-sum form, then the state it ends with
+            out = causal_kernel_attention(phi_q, phi_k, v, self.chunk_size, key_mask)
+            state = cache + kernel_state(phi_k, v, key_mask)
+        else:
+            out, state = kernel_attention_step(phi_q, phi_k, v, cache, key_mask)
+        return ops.cast(heads_last(out), query.dtype), state  # (B, l, h, dv)
+
     def get_config(self):
         return {**super().get_config(), "chunk_size": self.chunk_size}
 
@@ -147,6 +208,7 @@ class LinearAttention(KernelAttentionCore):
         chunk_size: chunk length ``c`` of the causal prefix-sum form (default 64).
     """
 
+    supports_cache = True
     example_config = {"chunk_size": 8}
     benchmark_config = {"chunk_size": 64}
     quick_benchmark_config = {"chunk_size": 16}

@@ -237,6 +237,28 @@ class MultiHeadAttention(keras.layers.Layer):
                 positions,
                 positions if (value is None) else ops.arange(ops.shape(k)[1], dtype="int32"),
             )
+        if cache is not None and self._core_caches():
+            if return_attention_scores:
+                raise ValueError(
+                    f"attention={self.attention_core.registry_name!r}: return_attention_scores is "
+                    "not available while decoding with a cache."
+                )
+            out, cache = self.attention_core.decode_step(
+                q,
+                k,
+                v,
+                cache,
+                cache_index,
+                padding_mask=padding_mask,
+                causal=self.causal,
+                position=self.position,
+                training=training,
+            )  # (B, Lq, h, dv), the core's updated cache
+            out = ops.reshape(out, ops.shape(out)[:2] + (self.num_heads * self.value_dim,))
+            out = self._project(out, self.output_kernel, self.output_bias)  # (B, Lq, d_out)
+            if query_mask is not None:
+                out = out * ops.cast(query_mask, out.dtype)[..., None]
+            return out, cache
         if cache is not None:
             new_kv = ops.stack([k, ops.cast(v, k.dtype)], axis=1)  # (B, 2, Lq, h_kv, dh)
             cache = ops.slice_update(
@@ -312,6 +334,42 @@ class MultiHeadAttention(keras.layers.Layer):
         if cache is not None:
             outputs += (cache,)
         return outputs[0] if len(outputs) == 1 else outputs
+
+    # ------------------------------------------------------------------ cache
+    def _core_caches(self):
+        """True when the core keeps its own decoding state (``init_cache``/``decode_step``)."""
+        return callable(getattr(self.attention_core, "init_cache", None))
+
+    def init_cache(self, batch_size, max_length, dtype=None):
+        """An empty decoding cache for ``cache=`` (self-attention, causal decoding).
+
+        Full attention: keys and values of every position, ``(B, 2, L_max, h_kv, dh)``.
+        Cores with their own state define ``init_cache``/``decode_step`` and choose the format (a
+        sliding window keeps a ring buffer ``(B, 2, w + 1, h_kv, dh)``, kernelised cores the
+        recurrent state ``(B, h, r, dv + 1)``).
+        """
+        dtype = dtype or self.compute_dtype
+        if not self.attention_core.supports_cache:
+            raise ValueError(
+                f"attention={self.attention_core.registry_name!r} does not support a KV cache."
+            )
+        if self._core_caches():
+            return self.attention_core.init_cache(
+                batch_size,
+                max_length,
+                num_heads=self.num_heads,
+                num_key_value_heads=self.num_key_value_heads,
+                key_dim=self.key_dim,
+                value_dim=self.value_dim,
+                dtype=dtype,
+            )
+        if self.value_dim != self.key_dim:
+            raise ValueError(
+                f"a KV cache needs value_dim == key_dim; got value_dim={self.value_dim}, "
+                f"key_dim={self.key_dim}."
+            )
+        shape = (batch_size, 2, max_length, self.num_key_value_heads, self.key_dim)
+        return ops.zeros(shape, dtype=dtype)
 
     def compute_mask(self, query, *args, query_mask=None, mask=None, **kwargs):
         return query_mask if query_mask is not None else mask

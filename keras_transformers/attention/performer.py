@@ -18,6 +18,10 @@ Redraw schedule: the projection ``W`` is a non-trainable weight (saved with the 
 ``n``-th training call, counted by a non-trainable ``step`` weight; inference calls always use the
 stored ``W``, so predictions are deterministic.
 
+Decoding with a cache keeps the recurrent state ``[S | z]`` ``(B, h, m, dv + 1)`` (see
+``linear``); it uses the stored ``W`` and the data-independent key stabiliser of the causal form,
+so cached and uncached decoding see exactly the same features.
+
 Shapes: ``q (B, Lq, h, dh)``, ``k, v (B, Lk, h_kv, dh)`` -> ``(B, Lq, h, dv)``;
 ``W (m, dh)``; features ``(B, h, L, m)``.
 Cost: ``O(L·m·dh)`` time and memory (causal: plus ``O(L·c·m + L/c·m·dv)``, ``c = chunk_size``).
@@ -146,6 +150,7 @@ class PerformerAttention(RandomFeatureCore):
         chunk_size: chunk length of the causal prefix-sum form (default 64).
     """
 
+    supports_cache = True
     example_config = {"num_features": 32, "chunk_size": 8}
     benchmark_config = {"num_features": 128}
     quick_benchmark_config = {"num_features": 16, "chunk_size": 16}

@@ -16,6 +16,12 @@ Shapes: ``q (B, L, h, dh)``, ``k, v (B, L, h_kv, dh)`` -> ``(B, L, h, dh)``; blo
 ``(B, h, L/w, w, 3w)``.
 Cost: ``O(L·w·dh)`` time and ``O(L·w)`` memory (``3w`` scores per query).
 
+Incremental decoding (``MultiHeadAttention(..., causal=True)`` with ``cache=``): the cache is a
+ring buffer of the last ``w + 1`` keys and values, ``(B, 2, w + 1, h_kv, dh)``; position ``p``
+lives in slot ``p mod (w + 1)``, so the cache and the per-token cost are ``O(w)`` whatever the
+length, and the key positions needed by ALiBi/T5/Shaw biases are recovered from the slot index
+(RoPE keys are stored already rotated).
+
 The building blocks are importable: :func:`sliding_window_attention` works on heads-first
 ``(B, h, L, dh)`` tensors and :func:`sliding_window_part` returns the band as a
 :class:`~keras_transformers.ops.sparse_patterns.SparsePart` that can be combined with other parts
@@ -35,6 +41,7 @@ from keras import ops
 from keras_transformers.attention.registry import register
 from keras_transformers.attention.sparse_core import SparsePatternCore
 from keras_transformers.ops import sparse_patterns as sp
+from keras_transformers.ops.attention import attend, heads_first, heads_last, repeat_kv_heads
 
 
 def band_pattern(window, causal):
@@ -163,6 +170,92 @@ class SlidingWindowAttention(SparsePatternCore):
 
     def _parts(self, q, k, v, length, lp, causal):
         return [sliding_window_part(q, k, v, length, lp, self.window, causal, self._block(length))]
+
+    # -- incremental decoding ---------------------------------------------------------------
+    supports_cache = True
+
+    def init_cache(
+        self,
+        batch_size,
+        max_length,
+        num_heads=None,
+        num_key_value_heads=1,
+        key_dim=1,
+        value_dim=None,
+        dtype="float32",
+    ):
+        """Empty ring buffer ``(B, 2, min(w + 1, L_max), h_kv, dh)``."""
+        if value_dim is not None and value_dim != key_dim:
+            raise ValueError(
+                f"value_dim={value_dim}: the sliding-window cache needs value_dim == key_dim "
+                f"({key_dim})."
+            )
+        slots = max(1, min(self.window + 1, int(max_length)))
+        return ops.zeros((batch_size, 2, slots, num_key_value_heads, key_dim), dtype=dtype)
+
+    @staticmethod
+    def _write_ring(cache, key, value, start):
+        """Write ``key, value (B, l, h_kv, dh)`` at positions ``start..start+l-1`` into the ring."""
+        slots = cache.shape[2]
+        length = key.shape[1]
+        new = ops.cast(ops.stack([key, ops.cast(value, key.dtype)], axis=1), cache.dtype)
+        slot = ops.arange(slots, dtype="int32")  # (W,)
+        # first new index that lands in each slot, then the last one (every W steps after it)
+        first = (slot - ops.cast(start, "int32") % slots + slots) % slots  # (W,)
+        written = first <= length - 1
+        last = first + slots * (ops.maximum(length - 1 - first, 0) // slots)
+        last = ops.minimum(last, length - 1)
+        gathered = ops.take(new, last, axis=2)  # (B, 2, W, h_kv, dh)
+        return ops.where(written[None, None, :, None, None], gathered, cache)
+
+    def decode_step(
+        self,
+        query,
+        key,
+        value,
+        cache,
+        cache_index,
+        padding_mask=None,
+        causal=True,
+        position=None,
+        training=None,
+    ):
+        """Attend ``query (B, l, h, dh)`` at positions ``cache_index..`` over the ring and the new
+        keys; returns ``(output (B, l, h, dv), updated ring)``."""
+        if not causal:
+            raise ValueError("attention='sliding_window' decodes with a cache only when causal.")
+        if padding_mask is not None:
+            raise ValueError(
+                "attention='sliding_window' with a cache does not take a padding_mask; right-pad "
+                "prompts instead (kt.generation.Generator does)."
+            )
+        if isinstance(cache_index, int) and cache_index == 0:
+            # pre-fill: the blocked O(L·w) path on the prompt, then keep its last w + 1 keys
+            out = self.call(query, key, value, causal=True, position=position, training=training)
+            return out, self._write_ring(cache, key, value, 0)
+        slots, length = cache.shape[2], query.shape[1]
+        start = ops.cast(cache_index, "int32")
+        slot = ops.arange(slots, dtype="int32")
+        # position held by each slot: the latest p < start with p = slot (mod W); < 0 = empty
+        old_pos = (start - 1) - ((start - 1 - slot + slots) % slots)  # (W,)
+        new_pos = start + ops.arange(length, dtype="int32")  # (l,)
+        key_pos = ops.concatenate([old_pos, new_pos])  # (W + l,)
+        rel = key_pos[None, :] - new_pos[:, None]  # (l, W + l)
+        mask = ops.logical_and(
+            ops.logical_and(rel <= 0, rel >= -self.window), (key_pos >= 0)[None, :]
+        )  # (l, W + l)
+        num_heads = query.shape[2]
+        keys = ops.concatenate([ops.cast(cache[:, 0], key.dtype), key], axis=1)
+        values = ops.concatenate([ops.cast(cache[:, 1], value.dtype), value], axis=1)
+        q = heads_first(query)  # (B, h, l, dh)
+        k = heads_first(repeat_kv_heads(keys, num_heads))  # (B, h, W + l, dh)
+        v = heads_first(repeat_kv_heads(values, num_heads))  # (B, h, W + l, dv)
+        uses_bias = position is not None and (position.has_score_bias or position.has_value_term)
+        bias = position.score_bias(rel, q, k, True) if uses_bias else None
+        out, weights = attend(q, k, v, mask=mask[None, None], bias=bias)  # (B, h, l, dv)
+        if uses_bias and position.has_value_term:
+            out = out + ops.cast(position.value_term(weights, rel), out.dtype)
+        return heads_last(out), self._write_ring(cache, key, value, start)
 
     def get_config(self):
         return {**super().get_config(), "window": self.window, "block_size": self.block_size}

@@ -5,8 +5,10 @@ post-norm puts each LN after its residual sum (Vaswani et al., 2017). The self-a
 the output at position ``i`` never depends on tokens after ``i``.
 
 Shapes: ``x (B, Lt, d)``, ``encoder_outputs (B, Ls, d)`` -> ``(B, Lt, d)``. With
-``cache (B, 2, L_max, h_kv, dh)`` and ``cache_index`` the self-attention decodes incrementally
-and the block returns ``(x, cache)``.
+``cache`` (the self-attention's ``init_cache(B, L_max)``: ``(B, 2, L_max, h_kv, dh)`` for full
+attention, a ring buffer for ``sliding_window``, a recurrent state for ``linear``/``performer``)
+and ``cache_index`` the self-attention decodes incrementally and the block returns
+``(x, cache)``.
 
 Example:
     >>> import numpy as np, keras_transformers as kt

@@ -1,9 +1,12 @@
-"""Autoregressive generation with a KV cache for decoder LMs built by ``build_decoder_lm``.
+"""Autoregressive generation with per-layer caches for decoder LMs built by ``build_decoder_lm``.
 
 The prompt is run once through every block (pre-fill), each block's self-attention writing its
-keys and values into a cache ``(B, N, 2, L_max, h_kv, dh)``; after that each new token costs one
-single-position pass that reads the cache, so the per-token time does not grow with a full
-recomputation of the context. Token choice reuses ``keras_hub.samplers`` (greedy, top-k, top-p,
+cache; after that each new token costs one single-position pass that reads the cache, so the
+per-token time does not grow with a full recomputation of the context. The cache format is the
+attention core's: full attention keeps all keys/values ``(B, 2, L_max, h_kv, dh)`` (per-token cost
+``O(L)``), ``sliding_window`` a ring buffer of the last ``w + 1`` ``(B, 2, w + 1, h_kv, dh)`` and
+``linear``/``performer`` the recurrent state ``(B, h, r, dv + 1)`` (per-token cost independent of
+the length). Token choice reuses ``keras_hub.samplers`` (greedy, top-k, top-p,
 beam, ...).
 
 Example:
@@ -25,16 +28,23 @@ from keras_transformers.blocks import TransformerDecoderBlock
 
 
 class Generator:
-    """KV-cached sampling loop around a decoder LM.
+    """Cached sampling loop around a decoder LM.
 
     Args:
         model: a model from :func:`keras_transformers.models.build_decoder_lm` (its layers are
             found by name: ``token_embedding``, ``position_embedding``, ``decoder_block_*``,
             ``final_norm``).
         jit: compile the pre-fill and the decoding loop (``tf.function``/``jax.jit``).
+        use_cache: ``True``: decode incrementally with each layer's cache (an error if a core has
+            none); ``False``: recompute the whole (padded) sequence for every token; ``None``
+            (default): cache when every attention core supports it.
+
+    Per-layer caches (``MultiHeadAttention.init_cache``): full attention keeps every key and
+    value, ``(B, 2, L_max, h_kv, dh)``; ``sliding_window`` a ring buffer of the last ``w + 1``,
+    ``(B, 2, w + 1, h_kv, dh)``; ``linear``/``performer`` the recurrent state ``(B, h, r, dv + 1)``.
     """
 
-    def __init__(self, model, jit=True):
+    def __init__(self, model, jit=True, use_cache=None):
         self.model = model
         names = {layer.name: layer for layer in model.layers}
         if "token_embedding" not in names:
@@ -48,13 +58,17 @@ class Generator:
         self.blocks = [
             layer for layer in model.layers if isinstance(layer, TransformerDecoderBlock)
         ]
-        for block in self.blocks:
-            core = block.self_attention.attention_core
-            if not core.supports_cache:
-                raise ValueError(
-                    f"attention={core.registry_name!r} has no KV-cache decoding; generate with "
-                    "kt.callbacks.greedy_continue (full recomputation) instead."
-                )
+        unsupported = [
+            block.self_attention.attention_core.registry_name
+            for block in self.blocks
+            if not block.self_attention.attention_core.supports_cache
+        ]
+        if use_cache and unsupported:
+            raise ValueError(
+                f"attention={unsupported[0]!r} has no KV-cache decoding; use use_cache=False "
+                "(full recomputation for every token) instead."
+            )
+        self.use_cache = not unsupported if use_cache is None else bool(use_cache)
         self.fixed_length = model.inputs[0].shape[1]
         self.jit = jit
         self._compiled = {}
@@ -72,17 +86,11 @@ class Generator:
         return ops.cast(self.embedding(x, reverse=True), "float32")  # (B, l, V)
 
     def empty_cache(self, batch_size, max_length):
-        """Zero cache ``(B, N, 2, L_max, h_kv, dh)``."""
-        attn = self.blocks[0].self_attention
-        shape = (
-            batch_size,
-            len(self.blocks),
-            2,
-            max_length,
-            attn.num_key_value_heads,
-            attn.key_dim,
+        """One empty cache per decoder block (a tuple; formats depend on the attention core)."""
+        return tuple(
+            block.self_attention.init_cache(batch_size, max_length, dtype=self.model.compute_dtype)
+            for block in self.blocks
         )
-        return ops.zeros(shape, dtype=self.model.compute_dtype)
 
     def call_with_cache(self, token_ids, cache, cache_index):
         """Run ``token_ids (B, l)`` at positions ``cache_index..cache_index+l``.
@@ -91,10 +99,10 @@ class Generator:
         """
         x = self._embed(token_ids, cache_index)
         layer_caches = []
-        for i, block in enumerate(self.blocks):
-            x, layer_cache = block(x, cache=cache[:, i], cache_index=cache_index)
+        for block, layer_cache in zip(self.blocks, cache):
+            x, layer_cache = block(x, cache=layer_cache, cache_index=cache_index)
             layer_caches.append(layer_cache)
-        return self._head(x), x, ops.stack(layer_caches, axis=1)
+        return self._head(x), x, tuple(layer_caches)
 
     # ------------------------------------------------------------------ generation
     def _compile(self, fn):
@@ -111,8 +119,32 @@ class Generator:
             return jax.jit(fn, static_argnums=())
         return fn
 
+    def _recompute_next(self, max_length):
+        """``next`` of the samplers without a cache: the full (padded) model every step."""
+        width = self.fixed_length or max_length
+
+        def next_fn(tokens, cache, index):
+            batch = ops.shape(tokens)[0]
+            if width > max_length:
+                tokens = ops.pad(tokens, ((0, 0), (0, width - max_length)))
+            logits = ops.cast(self.model(tokens, training=False), "float32")  # (B, L, V)
+            row = ops.slice(logits, (0, index - 1, 0), (batch, 1, ops.shape(logits)[2]))[:, 0]
+            return row, row, cache
+
+        return next_fn
+
     def _run(self, prompt, mask, start, sampler, stop_token_ids):
         batch, max_length = ops.shape(prompt)[0], ops.shape(prompt)[1]
+        if not self.use_cache:
+            return sampler(
+                self._recompute_next(prompt.shape[1]),
+                prompt,
+                cache=(),
+                index=start,
+                mask=mask,
+                stop_token_ids=stop_token_ids,
+                model=self.model,
+            )
         cache = self.empty_cache(batch, max_length)
         # Pre-fill positions [0, start - 1); the loop feeds token start - 1 itself.
         if start > 1:
@@ -169,12 +201,15 @@ class Generator:
         padded = np.full((prompt.shape[0], max_length), pad_id, np.int32)
         padded[:, : prompt.shape[1]] = prompt
         mask = np.arange(max_length)[None, :] < lengths[:, None]
+        # a name gets one compiled loop per shape; an instance its own (its seed state is reused)
+        which = sampler if isinstance(sampler, str) else id(sampler)
         sampler = keras_hub.samplers.get(sampler)
         start = int(lengths.min())
-        key = (type(sampler).__name__, start, padded.shape)
+        stops = None if stop_token_ids is None else tuple(stop_token_ids)
+        key = (which, stops, start, padded.shape)
         if key not in self._compiled:
-            self._compiled[key] = self._compile(
-                lambda p, m: self._run(p, m, start, sampler, stop_token_ids)
-            )
-        out = self._compiled[key](ops.convert_to_tensor(padded), ops.convert_to_tensor(mask))
+            fn = self._compile(lambda p, m: self._run(p, m, start, sampler, stop_token_ids))
+            self._compiled[key] = (fn, sampler)  # keeps the sampler (and its id) alive
+        fn = self._compiled[key][0]
+        out = fn(ops.convert_to_tensor(padded), ops.convert_to_tensor(mask))
         return ops.convert_to_numpy(out).astype(np.int32)

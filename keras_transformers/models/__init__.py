@@ -23,7 +23,7 @@ from keras_transformers.models.decision_transformer import (
     build_decision_transformer,
     evaluate_returns,
 )
-from keras_transformers.models.decoder_lm import build_decoder_lm
+from keras_transformers.models.decoder_lm import DecoderLM, build_decoder_lm
 from keras_transformers.models.encoder_classifier import (
     build_encoder_classifier,
     build_retrieval_classifier,
@@ -59,6 +59,7 @@ from keras_transformers.models.vit import (
 )
 
 __all__ = [
+    "DecoderLM",
     "InterleaveTokens",
     "MaskedLMHead",
     "SelectModality",

@@ -2,6 +2,10 @@
 
 ``token_ids (B, L) -> embeddings (+ positions) -> N x causal block -> LN -> logits (B, L, V)``
 with the output projection tied to the token embedding by default.
+
+The builder returns a :class:`DecoderLM`, a Functional ``keras.Model`` with a ``generate`` method
+(cached decoding with ``keras_hub.samplers``); it trains, saves and loads like any Functional
+model.
 """
 
 import keras
@@ -12,6 +16,66 @@ from keras_transformers import positional
 from keras_transformers.blocks import TransformerDecoderBlock
 from keras_transformers.models.encoder_classifier import check_model_sizes, needs_static_length
 from keras_transformers.models.layers import embedding_position_layer, resolve_position
+
+
+@keras.saving.register_keras_serializable(package="keras_transformers")
+class DecoderLM(keras.Model):
+    """Functional decoder LM with :meth:`generate`.
+
+    Created by :func:`build_decoder_lm` from ``inputs``/``outputs`` like ``keras.Model``; its
+    config is the Functional config, so ``.keras`` files load without ``custom_objects``.
+
+    Example:
+        >>> import numpy as np, keras_transformers as kt
+        >>> lm = kt.models.build_decoder_lm(vocab_size=40, max_length=16, d_model=16,
+        ...                                 num_heads=2, num_layers=1)
+        >>> lm.generate(np.array([[3, 4, 5]]), max_length=8, sampler="greedy").shape
+        (1, 8)
+    """
+
+    # Same signature as Functional.__init__, so Keras saves the Functional config.
+    def __init__(self, inputs, outputs, name=None, **kwargs):
+        super().__init__(inputs=inputs, outputs=outputs, name=name, **kwargs)
+
+    def generator(self, use_cache=None, jit=True):
+        """The :class:`kt.generation.Generator` of this model (created once per setting)."""
+        from keras_transformers.generation.generator import Generator
+
+        generators = self.__dict__.setdefault("_kt_generators", {})
+        key = (use_cache, bool(jit))
+        if key not in generators:
+            generators[key] = Generator(self, jit=jit, use_cache=use_cache)
+        return generators[key]
+
+    def generate(
+        self,
+        prompt,
+        max_length,
+        sampler="greedy",
+        stop_token_ids=None,
+        pad_id=0,
+        use_cache=None,
+        jit=True,
+    ):
+        """Continue ``prompt`` to ``max_length`` tokens with a ``keras_hub`` sampler.
+
+        Args:
+            prompt: ``(B, L0)`` int array or list of int lists (right-padded with ``pad_id``).
+            max_length: total output length, prompt included (at most the model's
+                ``max_length``).
+            sampler: ``"greedy"``, ``"top_k"``, ``"top_p"``, ``"random"``, ``"beam"`` or a
+                ``keras_hub.samplers.Sampler`` (e.g. ``TopKSampler(k=10, seed=0,
+                temperature=0.8)``).
+            stop_token_ids: stop once every row produced one of these ids.
+            use_cache: True/False/None (None: cache when every attention core can).
+            jit: compile the decoding loop.
+
+        Returns:
+            int32 numpy ``(B, max_length)``.
+        """
+        return self.generator(use_cache, jit).generate(
+            prompt, max_length, sampler=sampler, stop_token_ids=stop_token_ids, pad_id=pad_id
+        )
 
 
 def build_decoder_lm(
@@ -42,7 +106,8 @@ def build_decoder_lm(
         tie_embeddings: reuse the token embedding matrix as the output projection.
 
     Returns:
-        ``keras.Model``: ``token_ids (B, L) int -> logits (B, L, V) float32``. Train with
+        :class:`DecoderLM` (a Functional ``keras.Model`` with ``generate``):
+        ``token_ids (B, L) int -> logits (B, L, V) float32``. Train with
         ``SparseCategoricalCrossentropy(from_logits=True)`` on next-token targets.
     """
     check_model_sizes(d_model, num_heads, num_layers)
@@ -77,4 +142,4 @@ def build_decoder_lm(
         x = keras.layers.LayerNormalization(epsilon=1e-5, name="final_norm")(x)
     logits = embedding(x, reverse=True)  # (B, L, V)
     logits = keras.layers.Activation("linear", dtype="float32", name="logits")(logits)
-    return keras.Model(token_ids, logits, name=name)
+    return DecoderLM(token_ids, logits, name=name)

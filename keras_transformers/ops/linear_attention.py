@@ -165,6 +165,49 @@ def causal_kernel_attention(phi_q, phi_k, value, chunk_size=64, key_mask=None, g
     return merge_blocks(out, axis=2)[:, :, :length]
 
 
+def kernel_state(phi_k, value, key_mask=None):
+    """Recurrent state of ungated causal kernel attention after the keys ``phi_k``.
+
+    Args:
+        phi_k: ``(B, h, l, r)``; value ``(B, h, l, dv)``; key_mask bool ``(B, 1 or h, l)``.
+
+    Returns:
+        float32 ``(B, h, r, dv + 1)``: ``[S | z]`` with ``S = Σ φ(k_j) v_jᵀ``, ``z = Σ φ(k_j)``.
+    """
+    phi_k, value = _as_float32(phi_k, value)
+    phi_k = _masked_keys(phi_k, key_mask)
+    s = ops.einsum("bhlr,bhld->bhrd", phi_k, value)  # (B, h, r, dv)
+    z = ops.sum(phi_k, axis=2)  # (B, h, r)
+    return ops.concatenate([s, z[..., None]], axis=-1)
+
+
+def kernel_attention_step(phi_q, phi_k, value, state, key_mask=None):
+    """Causal kernel attention of ``l`` new positions that continue a recurrent state.
+
+    ``out_i = φ(q_i)ᵀ (S + Σ_{j<=i} φ(k_j) v_jᵀ) / φ(q_i)ᵀ (z + Σ_{j<=i} φ(k_j))`` over the new
+    positions ``j``; the cost is ``O(l²·r + l·r·dv)``, independent of the length decoded so far.
+
+    Args:
+        phi_q, phi_k: ``(B, h, l, r)``; value ``(B, h, l, dv)``.
+        state: ``(B, h, r, dv + 1)`` from :func:`kernel_state` (``[S | z]``).
+        key_mask: bool ``(B, 1 or h, l)`` or None (masked keys are not added).
+
+    Returns:
+        ``(out float32 (B, h, l, dv), new state (B, h, r, dv + 1))``.
+    """
+    phi_q, phi_k, value, state = _as_float32(phi_q, phi_k, value, state)
+    phi_k = _masked_keys(phi_k, key_mask)
+    dv = value.shape[-1]
+    length = phi_q.shape[2]
+    s, z = state[..., :dv], state[..., dv]  # (B, h, r, dv), (B, h, r)
+    tril = ops.tril(ops.ones((length, length), dtype="bool"))
+    scores = ops.where(tril, ops.einsum("bhtr,bhsr->bhts", phi_q, phi_k), 0.0)  # (B, h, l, l)
+    num = ops.matmul(scores, value) + ops.einsum("bhtr,bhrd->bhtd", phi_q, s)  # (B, h, l, dv)
+    den = ops.sum(scores, axis=-1) + ops.einsum("bhtr,bhr->bht", phi_q, z)  # (B, h, l)
+    out = _safe_divide(num, den[..., None])
+    return out, state + kernel_state(phi_k, value)
+
+
 def dense_kernel_weights(phi_q, phi_k, key_mask=None, causal=False, gates=None):
     """The equivalent dense ``(B, h, Lq, Lk)`` attention weights (debug path only, O(L²)).
 

@@ -149,3 +149,28 @@ def test_never_forms_an_l_by_l_tensor(causal):
     core = kt.attention.get("linear", chunk_size=32)
     biggest = largest_intermediate(lambda a, b, c: core(a, b, c, causal=causal), q, q, q)
     assert biggest < length * length // 8
+
+
+@pytest.mark.parametrize("name", ["linear", "performer"])
+def test_recurrent_state_cache_equals_uncached_layer(name):
+    """Pre-fill then 1-2 tokens at a time: same outputs as one causal pass (GQA, rope); the
+    state [S | z] keeps its shape (B, h, r, dv + 1)."""
+    attention = {"name": name, "chunk_size": 4}
+    if name == "performer":
+        attention.update(num_features=16, seed=0)
+    mha = kt.attention.MultiHeadAttention(
+        num_heads=4, key_dim=4, num_key_value_heads=2, causal=True, position="rope",
+        attention=attention,
+    )  # fmt: skip
+    x = np.random.default_rng(2).normal(size=(2, 11, 8)).astype("float32")
+    expected = to_numpy(mha(x))
+    cache = mha.init_cache(2, 11)
+    r = 16 if name == "performer" else 4
+    assert tuple(cache.shape) == (2, 4, r, 5)
+    outs, start = [], 0
+    for size in (6, 1, 2, 1, 1):
+        out, cache = mha(x[:, start : start + size], cache=cache, cache_index=start)
+        assert tuple(cache.shape) == (2, 4, r, 5)
+        outs.append(to_numpy(out))
+        start += size
+    np.testing.assert_allclose(np.concatenate(outs, axis=1), expected, rtol=1e-4, atol=1e-5)

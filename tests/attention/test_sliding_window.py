@@ -206,3 +206,29 @@ def test_validation_and_config():
         core(q, k, v, attention_mask=np.ones((2, 6, 6), bool))
     with pytest.raises(ValueError, match="self-attention"):
         core(q, k[:, :4], v[:, :4])
+
+
+@pytest.mark.parametrize("position", [None, "alibi", "t5"])
+def test_ring_buffer_cache_equals_uncached_layer(position):
+    """Pre-fill 5 tokens, then 1 and 2 at a time: same outputs as one causal pass; the cache
+    stays a ring of w + 1 slots (grouped KV heads, positions recovered from the slots)."""
+    window, length = 2, 12
+    mha = kt.attention.MultiHeadAttention(
+        num_heads=4,
+        key_dim=4,
+        num_key_value_heads=2,
+        causal=True,
+        position=position,
+        attention={"name": "sliding_window", "window": window},
+    )
+    x = np.random.default_rng(1).normal(size=(2, length, 8)).astype("float32")
+    expected = np_(mha(x))
+    cache = mha.init_cache(2, 1000)
+    assert tuple(cache.shape) == (2, 2, window + 1, 2, 4)
+    outs, start = [], 0
+    for size in (5, 1, 2, 1, 1, 2):
+        out, cache = mha(x[:, start : start + size], cache=cache, cache_index=start)
+        assert tuple(cache.shape) == (2, 2, window + 1, 2, 4)
+        outs.append(np_(out))
+        start += size
+    np.testing.assert_allclose(np.concatenate(outs, axis=1), expected, rtol=1e-5, atol=1e-5)
