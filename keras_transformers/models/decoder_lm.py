@@ -93,6 +93,11 @@ def build_decoder_lm(
     tie_embeddings=True,
     num_key_value_heads=None,
     name="decoder_lm",
+    memory_length=None,
+    batch_size=None,
+    compressed_memory_length=0,
+    compression_rate=2,
+    compression="conv",
 ):
     """Build a Functional causal language model.
 
@@ -104,12 +109,22 @@ def build_decoder_lm(
         attention: any name in ``kt.attention.available()``, a config dict or an instance.
         position: any positional name (embedding- or score-side) or None.
         tie_embeddings: reuse the token embedding matrix as the output projection.
+        memory_length: ``m`` > 0 builds a Transformer-XL (Dai et al., 2019) instead: each layer
+            remembers its last ``m`` hidden states across consecutive batches (segment-level
+            recurrence) and uses the ``xl`` relative encoding, so ``position`` must be ``"xl"``
+            or left at its default, and ``attention`` must be ``"full"``. ``max_length`` is then
+            the segment length. See :func:`~keras_transformers.models.build_transformer_xl_lm`.
+        batch_size: the fixed number of parallel streams (required with ``memory_length``).
+        compressed_memory_length, compression_rate, compression: with ``memory_length``, a
+            Compressive Transformer memory (Rae et al., 2020).
 
     Returns:
         :class:`DecoderLM` (a Functional ``keras.Model`` with ``generate``):
         ``token_ids (B, L) int -> logits (B, L, V) float32``. Train with
         ``SparseCategoricalCrossentropy(from_logits=True)`` on next-token targets.
     """
+    if memory_length:
+        return _build_memory_lm(**locals())
     check_model_sizes(d_model, num_heads, num_layers)
     ff_dim = ff_dim or 4 * d_model
     embed_pos, score_pos = resolve_position(position)
@@ -143,3 +158,46 @@ def build_decoder_lm(
     logits = embedding(x, reverse=True)  # (B, L, V)
     logits = keras.layers.Activation("linear", dtype="float32", name="logits")(logits)
     return DecoderLM(token_ids, logits, name=name)
+
+
+def _build_memory_lm(**args):
+    """``build_decoder_lm(..., memory_length=m)``: checks the arguments, builds Transformer-XL."""
+    from keras_transformers.models.transformer_xl import build_transformer_xl_lm
+
+    if args["batch_size"] is None:
+        raise ValueError(
+            f"memory_length={args['memory_length']} needs batch_size=B: the memory keeps one row "
+            "per stream, so the batch size is fixed."
+        )
+    if args["attention"] != "full":
+        raise ValueError(
+            f"attention={args['attention']!r}: with memory_length the Transformer-XL layers use "
+            "'full' attention over [memory; segment]."
+        )
+    if args["position"] not in ("xl", "learned", None):
+        raise ValueError(
+            f"position={args['position']!r}: with memory_length the model uses the Transformer-XL "
+            "relative encoding; pass position='xl' (or leave the default)."
+        )
+    if not args["norm_first"] or args["num_key_value_heads"] is not None:
+        raise ValueError(
+            "memory_length: Transformer-XL layers are pre-norm with one key/value head per query "
+            "head (norm_first=True, num_key_value_heads=None)."
+        )
+    return build_transformer_xl_lm(
+        args["vocab_size"],
+        segment_length=args["max_length"],
+        memory_length=args["memory_length"],
+        batch_size=args["batch_size"],
+        d_model=args["d_model"],
+        num_heads=args["num_heads"],
+        num_layers=args["num_layers"],
+        ff_dim=args["ff_dim"],
+        dropout=args["dropout"],
+        compressed_memory_length=args["compressed_memory_length"],
+        compression_rate=args["compression_rate"],
+        compression=args["compression"],
+        activation=args["activation"],
+        tie_embeddings=args["tie_embeddings"],
+        name=args["name"],
+    )

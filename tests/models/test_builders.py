@@ -48,3 +48,20 @@ def test_builder_validation_errors():
         kt.models.build_encoder_classifier(10, 2, 8, d_model=16, num_heads=2, pooling="first")
     with pytest.raises(ValueError, match="Unknown positional variant"):
         kt.models.build_decoder_lm(10, 8, d_model=16, num_heads=2, position="sinusoid")
+
+
+def test_decoder_lm_with_memory_length_is_a_transformer_xl():
+    model = kt.models.build_decoder_lm(50, 8, d_model=16, num_heads=2, num_layers=1,
+                                       memory_length=4, batch_size=2)  # fmt: skip
+    blocks = [layer for layer in model.layers if isinstance(layer, kt.memory.TransformerXLBlock)]
+    assert len(blocks) == 1
+    assert tuple(model.input_shape) == (2, 8)
+    x = np.random.default_rng(0).integers(1, 50, size=(2, 8)).astype("int32")
+    first = keras.ops.convert_to_numpy(model(x))
+    second = keras.ops.convert_to_numpy(model(x))  # the memory now holds the first segment
+    assert first.shape == (2, 8, 50)
+    assert not np.allclose(first, second)
+    with pytest.raises(ValueError, match="batch_size"):
+        kt.models.build_decoder_lm(50, 8, memory_length=4)
+    with pytest.raises(ValueError, match="attention='performer'"):
+        kt.models.build_decoder_lm(50, 8, memory_length=4, batch_size=2, attention="performer")
