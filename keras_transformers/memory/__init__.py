@@ -18,10 +18,10 @@ from keras_transformers.memory.memorizing import (
     clear_memories,
     knn_memories,
 )
-from keras_transformers.memory.segment import (
+from keras_transformers.memory.segment import SegmentDocuments, TransformerXLBlock
+from keras_transformers.memory.state import (
     MemoryReset,
-    SegmentDocuments,
-    TransformerXLBlock,
+    StatefulMemory,
     memory_layers,
     reset_memory,
 )
@@ -32,6 +32,7 @@ __all__ = [
     "MemoryCompressor",
     "MemoryReset",
     "SegmentDocuments",
+    "StatefulMemory",
     "TransformerXLBlock",
     "memory_layers",
     "reset_memory",

@@ -38,6 +38,8 @@ Example:
 import keras
 from keras import ops
 
+from keras_transformers.memory.state import StatefulMemory
+
 # Similarity given to empty (or masked) slots: far below any real score, still finite in float32.
 _EMPTY_SCORE = -1e30
 _VALID_THRESHOLD = -1e29
@@ -105,7 +107,7 @@ def top_k_search(queries, keys, top_k, valid=None, chunk_size=4096, metric="dot"
 
 
 @keras.saving.register_keras_serializable(package="keras_transformers")
-class KNNMemory(keras.layers.Layer):
+class KNNMemory(keras.layers.Layer, StatefulMemory):
     """FIFO store of per-row, per-head (key, value) pairs with exact chunked top-k retrieval.
 
     Args:
@@ -172,6 +174,7 @@ class KNNMemory(keras.layers.Layer):
             var.assign(ops.zeros(var.shape, var.dtype))
 
     reset = clear
+    reset_memory = clear  # the StatefulMemory interface (see keras_transformers.memory.state)
 
     def write(self, keys, values, mask=None):
         """Append ``L`` entries per row/head, overwriting the oldest once the memory is full.
@@ -185,8 +188,10 @@ class KNNMemory(keras.layers.Layer):
         self._check_batch(keys, "keys")
         length = keys.shape[1]
         m = self.memory_size
-        keys = ops.cast(ops.stop_gradient(keys), self.keys.dtype)
-        values = ops.cast(ops.stop_gradient(values), self.values.dtype)
+        # convert first: numpy input reaches write() directly (it is not a Layer.__call__), and the
+        # PyTorch backend's stop_gradient only accepts tensors
+        keys = ops.cast(ops.stop_gradient(ops.convert_to_tensor(keys)), self.keys.dtype)
+        values = ops.cast(ops.stop_gradient(ops.convert_to_tensor(values)), self.values.dtype)
         pointer = ops.convert_to_tensor(self.pointer)
         # Slot s receives position t = the last t < L with (pointer + t) mod m == s, if any.
         offset = ops.mod(ops.arange(m, dtype="int32") - pointer + m, m)  # (m,)
@@ -220,6 +225,7 @@ class KNNMemory(keras.layers.Layer):
         """
         self.build()
         self._check_batch(queries, "queries")
+        queries = ops.convert_to_tensor(queries)
         q = ops.stop_gradient(ops.transpose(queries, (0, 2, 1, 3)))  # (B, h, Lq, dh)
         mem_keys = ops.convert_to_tensor(self.keys)  # (B, h, m, dh)
         mem_values = ops.convert_to_tensor(self.values)
@@ -238,7 +244,7 @@ class KNNMemory(keras.layers.Layer):
         got_k = ops.transpose(ops.reshape(got_k, (b, h, lq, k, -1)), (0, 2, 1, 3, 4))
         got_v = ops.transpose(ops.reshape(got_v, (b, h, lq, k, -1)), (0, 2, 1, 3, 4))
         found = ops.transpose(found, (0, 2, 1, 3))  # (B, Lq, h, k)
-        dtype = queries.dtype
+        dtype = keras.backend.standardize_dtype(queries.dtype)
         out = (ops.cast(got_k, dtype), ops.cast(got_v, dtype), found)
         if return_scores:
             return out + (

@@ -23,8 +23,10 @@ Cost per segment: ``O(B·h·L²·dh)`` local + ``O(B·h·L·m·dh)`` exact searc
 
 Batches must be laid out so that row ``b`` of consecutive batches holds consecutive segments of one
 stream (see ``keras_transformers.models.memorizing.segment_batches``), with ``shuffle=False``; the
-batch size is fixed (one memory per row). Clear the memory between epochs/documents with
-:class:`KNNMemoryReset` or :func:`clear_memories`.
+batch size is fixed (one memory per row). Clear the memory between epochs/documents with the
+shared :class:`keras_transformers.memory.state.MemoryReset` callback or
+:func:`keras_transformers.memory.state.reset_memory` (old names: ``KNNMemoryReset``,
+``clear_memories``).
 
 Example:
     >>> import numpy as np
@@ -44,6 +46,7 @@ import keras
 from keras import ops
 
 from keras_transformers.memory.knn import KNNMemory, _check_positive_int
+from keras_transformers.memory.state import MemoryReset, memory_layers, reset_memory
 from keras_transformers.ops.attention import attend, masked_softmax
 
 
@@ -209,6 +212,7 @@ class KNNAugmentedAttention(keras.layers.Layer):
         return (*input_shape[:-1], self.output_dim or input_shape[-1])
 
     def reset_memory(self):
+        """Empty this layer's kNN memory (shortcut for ``self.memory.clear()``)."""
         self.memory.clear()
 
     def get_config(self):
@@ -231,45 +235,19 @@ class KNNAugmentedAttention(keras.layers.Layer):
 
 def knn_memories(model):
     """All :class:`KNNMemory` layers inside ``model`` (recursively)."""
-    return [
-        layer
-        for layer in model._flatten_layers(include_self=True, recursive=True)
-        if isinstance(layer, KNNMemory)
-    ]
+    return [layer for layer in memory_layers(model) if isinstance(layer, KNNMemory)]
 
 
-def clear_memories(model):
-    """Empty every kNN memory inside ``model``; returns how many were cleared."""
-    memories = knn_memories(model)
-    for memory in memories:
-        memory.clear()
-    return len(memories)
+# Former names of the shared reset mechanism of keras_transformers.memory.state, kept working:
+# ``clear_memories(model)`` resets every memory of the model (kNN and segment memories alike) and
+# returns how many layers it reset.
+clear_memories = reset_memory
 
 
-class KNNMemoryReset(keras.callbacks.Callback):
-    """Clear the model's kNN memories at the start of each epoch (and optionally of evaluation
-    and prediction), so an epoch starts the documents afresh.
-
-    Args:
-        on_epoch: clear at ``on_epoch_begin``.
-        on_test: clear at ``on_test_begin`` (validation then never sees training segments).
-        on_predict: clear at ``on_predict_begin``.
-    """
+class KNNMemoryReset(MemoryReset):
+    """Former name of :class:`keras_transformers.memory.state.MemoryReset`, with its old defaults:
+    reset at the start of each epoch only (pass ``on_test``/``on_predict`` to reset there too).
+    It resets every memory of the model, not only the kNN ones."""
 
     def __init__(self, on_epoch=True, on_test=False, on_predict=False):
-        super().__init__()
-        self.on_epoch = bool(on_epoch)
-        self.on_test = bool(on_test)
-        self.on_predict = bool(on_predict)
-
-    def on_epoch_begin(self, epoch, logs=None):
-        if self.on_epoch:
-            clear_memories(self.model)
-
-    def on_test_begin(self, logs=None):
-        if self.on_test:
-            clear_memories(self.model)
-
-    def on_predict_begin(self, logs=None):
-        if self.on_predict:
-            clear_memories(self.model)
+        super().__init__(on_epoch=on_epoch, on_test=on_test, on_predict=on_predict)

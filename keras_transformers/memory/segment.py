@@ -22,8 +22,9 @@ with ``fit(shuffle=False)``). It works inside ``fit()``/``evaluate()`` on Tensor
 threads non-trainable variables through its stateless train step) and PyTorch. Memory slots that
 hold nothing yet, or belong to an earlier document, are masked out: :class:`SegmentDocuments`
 numbers the documents (a new one starts at ``document_start_id``) and each block keeps the document
-id of every memory slot. :class:`MemoryReset` clears all memories at the start of every epoch and
-evaluation; :func:`reset_memory` does it by hand.
+id of every memory slot. The shared :class:`keras_transformers.memory.state.MemoryReset` callback
+clears all memories (of any kind) at the start of every epoch, evaluation and prediction;
+:func:`keras_transformers.memory.state.reset_memory` does it by hand (both are re-exported here).
 
 Shapes: ``x (B, L, d)``, ``documents (B, L)`` int -> ``(B, L, d)``; memory ``(B, m, d)``; scores
 ``(B, h, L, m+L)``.
@@ -41,6 +42,12 @@ import keras
 from keras import ops
 
 from keras_transformers.attention.full import FullAttention
+from keras_transformers.memory.state import (  # noqa: F401  (re-exported: former home)
+    MemoryReset,
+    StatefulMemory,
+    memory_layers,
+    reset_memory,
+)
 from keras_transformers.positional.xl import XLRelativePosition
 
 PACKAGE = "keras_transformers"
@@ -53,7 +60,7 @@ def _check_int(name, value, minimum):
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
-class SegmentDocuments(keras.layers.Layer):
+class SegmentDocuments(keras.layers.Layer, StatefulMemory):
     """Document id of every token of a segment, carried across segments.
 
     ``doc[b, i] = carry[b] + #{t <= i : token[b, t] == document_start_id}``; ``carry`` (the last
@@ -89,8 +96,11 @@ class SegmentDocuments(keras.layers.Layer):
         self.carry.assign(docs[:, -1])
         return docs
 
-    def reset_state(self):
+    def reset_memory(self):
+        """Start over at document 0."""
         self.carry.assign(ops.zeros(self.carry.shape, "int32"))
+
+    reset_state = reset_memory
 
     def compute_output_spec(self, token_ids):
         return keras.KerasTensor(token_ids.shape, dtype="int32")
@@ -104,7 +114,7 @@ class SegmentDocuments(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
-class TransformerXLBlock(keras.layers.Layer):
+class TransformerXLBlock(keras.layers.Layer, StatefulMemory):
     """Pre-norm decoder layer with a Transformer-XL segment memory.
 
     ``x = x + Attn(LN(x), LN([SG(mem); x])); x = x + FFN(LN(x))`` with the XL relative score; the
@@ -212,12 +222,16 @@ class TransformerXLBlock(keras.layers.Layer):
     def _build_extra(self, x_shape):
         """Hook for subclasses (compressed memory)."""
 
-    def reset_state(self):
+    def reset_memory(self):
         """Forget everything: zero the memory and mark every slot as empty."""
         for var in self._float_state():
             var.assign(ops.zeros(var.shape, var.dtype))
         for var in self._document_state():
             var.assign(ops.full(var.shape, -1, dtype="int32"))
+
+    def reset_state(self):
+        """Same as :meth:`reset_memory` (former name)."""
+        self.reset_memory()
 
     def _float_state(self):
         return [self.memory]
@@ -296,49 +310,3 @@ class TransformerXLBlock(keras.layers.Layer):
             "layer_norm_epsilon": self.layer_norm_epsilon,
             "position": self.position_config or None,
         }
-
-
-def memory_layers(model):
-    """Every layer of ``model`` (recursively) that holds segment-memory state."""
-    found = []
-    for layer in model._flatten_layers(include_self=True, recursive=True):
-        if hasattr(layer, "reset_state") and isinstance(
-            layer, (TransformerXLBlock, SegmentDocuments)
-        ):
-            found.append(layer)
-    return found
-
-
-def reset_memory(model):
-    """Clear the memories of every Transformer-XL / Compressive block of ``model``."""
-    for layer in memory_layers(model):
-        if layer.built:
-            layer.reset_state()
-
-
-class MemoryReset(keras.callbacks.Callback):
-    """Clears the segment memories at the start of every epoch, evaluation and prediction.
-
-    Args:
-        on_epoch: reset at ``on_epoch_begin`` (the streams start over).
-        on_test: reset at ``on_test_begin`` (evaluation streams are separate text).
-        on_predict: reset at ``on_predict_begin``.
-    """
-
-    def __init__(self, on_epoch=True, on_test=True, on_predict=True):
-        super().__init__()
-        self.on_epoch = on_epoch
-        self.on_test = on_test
-        self.on_predict = on_predict
-
-    def on_epoch_begin(self, epoch, logs=None):
-        if self.on_epoch:
-            reset_memory(self.model)
-
-    def on_test_begin(self, logs=None):
-        if self.on_test:
-            reset_memory(self.model)
-
-    def on_predict_begin(self, logs=None):
-        if self.on_predict:
-            reset_memory(self.model)

@@ -4,7 +4,8 @@ A decoder-only LM over fixed-length segments whose one kNN-augmented layer, near
 over the current segment and over a non-differentiable memory of the keys/values of all earlier
 segments of the same stream (see :mod:`keras_transformers.memory.memorizing`). The batch size is
 fixed (one memory per batch row); feed consecutive segments with :func:`segment_batches` and
-``shuffle=False``, and clear the memory each epoch with ``KNNMemoryReset``.
+``shuffle=False``, and clear the memory each epoch with the shared
+``keras_transformers.memory.state.MemoryReset`` callback (former name ``KNNMemoryReset``).
 
 ``token_ids (B, L) -> embeddings (+ positions) -> N blocks (block ``memory_layer_index`` is a
 MemorizingDecoderBlock) -> LN -> logits (B, L, V)``.

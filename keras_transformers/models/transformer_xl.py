@@ -8,7 +8,8 @@ callbacks=[MemoryReset()])``. No absolute positions: every block uses the XL rel
 
 Save/load: the memories are non-trainable variables, so a ``.keras`` file stores them with the
 weights and a loaded model continues from the saved memory; call
-:func:`keras_transformers.memory.segment.reset_memory` to start fresh.
+:func:`keras_transformers.memory.state.reset_memory` (or the ``MemoryReset`` callback of the
+same module) to start fresh.
 
 Example:
     >>> import numpy as np

@@ -46,6 +46,7 @@ def _data(seed=0, s=20):
     return keys, tokens, hidden, logits
 
 
+@pytest.mark.backends
 @pytest.mark.parametrize("distance", ["squared_l2", "l2"])
 def test_interpolated_probabilities_match_numpy_and_sum_to_one(distance):
     keys, tokens, hidden, logits = _data()
@@ -67,6 +68,7 @@ def test_interpolated_probabilities_match_numpy_and_sum_to_one(distance):
         assert (p_knn[idx][absent] == 0).all()
 
 
+@pytest.mark.backends
 def test_lambda_zero_is_exactly_the_lm_and_layer_list_call():
     keys, tokens, hidden, logits = _data(1)
     knn = KNNLM(V, DK, datastore_size=20, top_k=3, interpolation=0.0)
@@ -76,6 +78,7 @@ def test_lambda_zero_is_exactly_the_lm_and_layer_list_call():
     np.testing.assert_array_equal(ops.convert_to_numpy(knn([hidden, logits])), ref)
 
 
+@pytest.mark.backends
 def test_datastore_fifo_overflow_and_fewer_entries_than_k():
     keys, tokens, hidden, logits = _data(2, s=10)
     knn = KNNLM(V, DK, datastore_size=4, top_k=6, interpolation=0.5)
