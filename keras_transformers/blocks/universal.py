@@ -134,10 +134,12 @@ class UniversalTransformerBlock(keras.layers.Layer):
             the UT reference code).
         coordinate_embedding: add ``P^t`` (position + step sinusoids) before every step.
         max_wavelength: sinusoid base.
-        attention, position, norm_first, dropout, attention_dropout, activation,
-        num_key_value_heads, causal, layer_norm_epsilon: as in
-            :class:`~keras_transformers.blocks.TransformerEncoderBlock` (the shared transition
-            block; ``norm_first=False`` is the paper's post-norm, ``causal=True`` a decoder UT).
+        attention: attention core of the shared transition block (any registered name).
+        position: score-side positional encoding of the transition block, or None.
+        norm_first: ``False`` (default) is the paper's post-norm block.
+        causal: ``True`` makes a decoder UT (causal self-attention).
+        dropout, attention_dropout, activation, num_key_value_heads, layer_norm_epsilon: as in
+            :class:`~keras_transformers.blocks.TransformerEncoderBlock`.
     """
 
     def __init__(
