@@ -330,9 +330,11 @@ def build_bert_pretrainer(
 
     Returns:
         ``keras.Model``: ``{"token_ids": (B, L) int, "mask_positions": (B, P) int}`` -> logits
-        ``(B, P, V)`` float32. Train with ``SparseCategoricalCrossentropy(from_logits=True)``
-        on ``mask_ids`` with ``sample_weight=mask_weights`` (from :func:`mask_tokens`), so only
-        selected positions count. Its encoder layers keep the names of
+        ``(B, P, V)`` float32. Train with ``SparseCategoricalCrossentropy(from_logits=True,
+        reduction="mean_with_sample_weight")`` on ``mask_ids`` with
+        ``sample_weight=mask_weights`` (from :func:`mask_tokens`), so only selected positions
+        count and the loss is their mean. Give ``mask_tokens`` the same ``selection_rate`` (or
+        ``max_selections``) so that ``P`` matches. Its encoder layers keep the names of
         :func:`build_text_encoder` (``token_embedding``, ``position_embedding``,
         ``encoder_block_<i>``, ``final_norm``).
     """

@@ -39,6 +39,7 @@ def test_tiny_run_pretrains_finetunes_and_logs(tmp_path):
         "--max-chars", "20000", "--num-examples", "80", "--d-model", "16", "--heads", "2",
         "--layers", "1", "--seq-len", "16", "--vocab-size", "300", "--pretrain-epochs", "1",
         "--finetune-epochs", "1", "--steps-per-epoch", "2", "--batch-size", "8", "--no-jit",
+        "--mask-rate", "0.3", "--num-labelled", "24", "--freeze-embedding",
         "--verbose", "1", "--logdir", str(logdir),
     ]  # fmt: skip
     out = subprocess.run(
@@ -49,6 +50,8 @@ def test_tiny_run_pretrains_finetunes_and_logs(tmp_path):
     assert "Masked-token accuracy on held-out sequences:" in out.stdout
     assert "fine-tuned from the MLM checkpoint:" in out.stdout
     assert "loaded token_embedding, position_embedding, encoder_block_0" in out.stdout
+    assert "token embedding frozen" in out.stdout
+    assert "on 24 labelled examples" in out.stdout
     assert f"tensorboard --logdir {logdir}" in out.stdout
     assert (logdir / "pretrain" / "pretrainer.keras").exists()
     for phase in ("pretrain", "finetune", "scratch"):

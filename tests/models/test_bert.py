@@ -149,6 +149,23 @@ def test_loss_only_on_masked_positions():
     other = batch["mask_ids"].copy()
     other[weights == 0] = 5
     assert model.evaluate(x, other, sample_weight=weights, verbose=0) == pytest.approx(loss)
+    # the reduction the example uses: the mean over the selected tokens only
+    model.compile(
+        loss=keras.losses.SparseCategoricalCrossentropy(
+            from_logits=True, reduction="mean_with_sample_weight"
+        )
+    )
+    mean = model.evaluate(x, batch["mask_ids"], sample_weight=weights, verbose=0)
+    np.testing.assert_allclose(mean, (ce * weights).sum() / weights.sum(), rtol=1e-4)
+
+
+def test_selection_rate_sets_prediction_slots():
+    batch = mask_tokens(_corpus(8), V, MASK, selection_rate=0.3, seed=0)
+    model = build_bert_pretrainer(V, L, selection_rate=0.3, **SIZES)
+    assert batch["mask_positions"].shape[1] == default_max_selections(L, 0.3) == 5
+    assert model.input["mask_positions"].shape[1] == 5
+    logits = model({"token_ids": batch["token_ids"], "mask_positions": batch["mask_positions"]})
+    assert tuple(logits.shape) == (8, 5, V)
 
 
 def test_fit_and_round_trip_keep_the_tie(tmp_path):
