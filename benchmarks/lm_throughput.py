@@ -15,7 +15,9 @@ batches (batch ``B``):
   trained in a plain Python loop.
 
 Each model runs in its own subprocess (``KERAS_BACKEND`` from ``--backend`` for the Keras models),
-one after the other, so backends and thread pools do not interfere. Each run trains
+one after the other, so backends and thread pools do not interfere. With ``--interleave``, ours and
+keras_hub instead train in one subprocess, one step of each in turn, so that on a shared machine
+both see the same load (the fair ratio). Each run trains
 ``--warmup`` steps (tracing / XLA compilation happen there), then ``--steps`` timed steps, and
 reports training tokens/s = ``B·L·steps / time``. Before the models, a subprocess measures a
 float32 matmul peak (GFLOP/s) with numpy, with the Keras backend and with torch; model FLOPs
@@ -36,6 +38,7 @@ Usage::
     python benchmarks/lm_throughput.py                      # full size, TensorFlow backend
     python benchmarks/lm_throughput.py --backend jax --steps 30
     python benchmarks/lm_throughput.py --quick --out /tmp/lm.json   # tiny smoke run
+    python benchmarks/lm_throughput.py --interleave --steps 12      # ours/keras_hub ratio
 
 Prints a table and writes JSON (default ``benchmarks/results/lm_throughput.json``).
 """
@@ -197,12 +200,13 @@ def build_keras_hub_lm(sizes):
     return keras.Model(token_ids, logits, name="keras_hub_lm")
 
 
-def worker_keras(spec):
+def build_compiled(spec, model_name, jit_name):
+    """Build and compile ``ours`` or ``keras_hub`` (seeded) with the shared AdamW and loss."""
     import keras
 
-    sizes, warmup, steps = spec["sizes"], spec["warmup"], spec["steps"]
+    sizes = spec["sizes"]
     keras.utils.set_random_seed(spec["seed"])
-    if spec["model"] == "ours":
+    if model_name == "ours":
         import keras_transformers as kt
 
         model = kt.models.build_decoder_lm(
@@ -218,7 +222,7 @@ def worker_keras(spec):
         )
     else:
         model = build_keras_hub_lm(sizes)
-    jit = {"auto": "auto", "true": True, "false": False}[spec["jit"]]
+    jit = {"auto": "auto", "true": True, "false": False}[jit_name]
     optimizer = keras.optimizers.AdamW(
         learning_rate=LEARNING_RATE,
         weight_decay=WEIGHT_DECAY,
@@ -231,6 +235,52 @@ def worker_keras(spec):
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         jit_compile=jit,
     )
+    return model
+
+
+def worker_interleaved(spec):
+    """``ours`` and ``keras_hub`` in one process, one training step of each in turn.
+
+    Both models see the same load at the same time (the order alternates every step), which
+    makes their ratio far less noisy on a shared machine than separate runs. Steps use
+    ``train_on_batch`` (per-batch losses).
+    """
+    import keras
+
+    sizes, warmup, steps = spec["sizes"], spec["warmup"], spec["steps"]
+    names = ("ours", "keras_hub")
+    models = {n: build_compiled(spec, n, spec["jits"][n]) for n in names}
+    tokens = make_tokens(sizes, warmup + steps, spec["data_seed"])
+    batch = sizes["batch"]
+    times = {n: [] for n in names}
+    cpu = {n: [] for n in names}
+    losses = {n: [] for n in names}
+    for i in range(warmup + steps):
+        chunk = tokens[i * batch : (i + 1) * batch]
+        for n in names if i % 2 == 0 else names[::-1]:
+            start, start_cpu = time.perf_counter(), time.process_time()
+            loss = models[n].train_on_batch(chunk[:, :-1], chunk[:, 1:])
+            losses[n].append(float(loss))  # waits for the step
+            times[n].append(time.perf_counter() - start)
+            cpu[n].append(time.process_time() - start_cpu)
+    result = {}
+    for n in names:
+        r = summarise(times[n], cpu[n], losses[n], sizes, warmup)
+        r.update(
+            jit_resolved=bool(models[n].jit_compile),
+            params=int(models[n].count_params()),
+            timed_s=sum(times[n][warmup:]),
+            keras_version=keras.__version__,
+        )
+        result[n] = r
+    return result
+
+
+def worker_keras(spec):
+    import keras
+
+    sizes, warmup, steps = spec["sizes"], spec["warmup"], spec["steps"]
+    model = build_compiled(spec, spec["model"], spec["jit"])
     resolved_jit = bool(model.jit_compile)
     tokens = make_tokens(sizes, warmup + steps, spec["data_seed"])
     x, y = tokens[:, :-1], tokens[:, 1:]
@@ -376,6 +426,8 @@ def run_worker(spec_path, result_path):
     set_threads(spec.get("threads", 0), os.environ.get("KERAS_BACKEND", "tensorflow"))
     if kind == "peak":
         result = worker_peak(spec)
+    elif kind == "interleaved":
+        result = worker_interleaved(spec)
     elif spec["model"] == "torch":
         result = worker_torch(spec)
     else:
@@ -499,6 +551,12 @@ def main(argv=None):
         "An explicit setting equal to what auto resolved to is not rerun.",
     )
     parser.add_argument("--hub-jit", default="auto", help="jit_compile settings for keras_hub.")
+    parser.add_argument(
+        "--interleave",
+        action="store_true",
+        help="train ours and keras_hub in ONE process, alternating steps (first --jit and "
+        "--hub-jit value), instead of one process each: a fairer ratio on a shared machine.",
+    )
     parser.add_argument("--quick", action="store_true", help="tiny sizes and few steps (smoke).")
     parser.add_argument(
         "--steps", type=int, default=None, help="timed steps (default 20; 3 quick)."
@@ -614,7 +672,7 @@ def main(argv=None):
     for model in models:
         if model == "torch":
             plan.append(("torch", "torch", "-"))
-        else:
+        elif not args.interleave:
             for jit in jits if model == "ours" else hub_jits:
                 plan.append((model, args.backend, jit))
 
@@ -677,6 +735,14 @@ def main(argv=None):
             if jit == "auto" and "error" not in result:
                 resolved_auto[model] = result["jit_resolved"]
             runs.append(result)
+    if args.interleave:
+        spec = {**base, "kind": "interleaved", "jits": {"ours": jits[0], "keras_hub": hub_jits[0]}}
+        print("running ours + keras_hub interleaved in one process ...", flush=True)
+        both = launch(spec, args.backend, args.timeout)
+        for name in ("ours", "keras_hub"):
+            result = both.get(name, both) if "error" not in both else dict(both)
+            label = spec["jits"][name] + "/il"
+            runs.append(finish(dict(result), name, args.backend, label))
     for result in runs:
         if peak_gflops and "error" not in result:
             result["mfu"] = result["model_gflops"] / peak_gflops
@@ -699,6 +765,12 @@ def main(argv=None):
             for r in ours_runs:
                 ratios[f"ours[jit={r['jit']}]/{other}{suffix}"] = r[key] / ref_key
 
+    inter = {r["model"]: r for r in runs if r["jit"].endswith("/il") and "error" not in r}
+    if len(inter) == 2:
+        for key, suffix in (("tokens_per_s", ""), ("tokens_per_cpu_s", "_per_cpu_s")):
+            ratios[f"interleaved ours/keras_hub{suffix}"] = (
+                inter["ours"][key] / inter["keras_hub"][key]
+            )
     print()
     print_table(runs, peak_gflops)
     print()

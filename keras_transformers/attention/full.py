@@ -17,6 +17,10 @@ Example:
     (1, 6, 16)
 """
 
+import functools
+
+import keras
+import numpy as np
 from keras import ops
 
 from keras_transformers.attention.base import AttentionCore
@@ -75,7 +79,7 @@ class FullAttention(AttentionCore):
                 and _static_zero(query_offset)
                 and (query.shape[1] is not None and query.shape[1] == key.shape[1])
             ):
-                return ops.dot_product_attention(query, key, value, is_causal=True)
+                return causal_attention(query, key, value)
             mask = combine_masks(padding_mask, attention_mask, causal, q_len, k_len, query_offset)
             out = ops.dot_product_attention(query, key, value, mask=mask)
             return zero_empty_rows(out, mask)
@@ -92,6 +96,38 @@ class FullAttention(AttentionCore):
         if return_attention_scores:
             return out, weights
         return out
+
+
+def causal_attention(query, key, value):
+    """Causal-only attention for ``Lq == Lk`` (training / full-sequence fast path).
+
+    PyTorch and JAX use ``keras.ops.dot_product_attention(is_causal=True)`` (fused SDPA on torch,
+    one XLA fusion on JAX). On TensorFlow that op materialises a ``(B, h, L, L)`` boolean mask
+    (``ones_like`` + ``band_part`` + ``logical_and`` + ``where``) on every call; here the mask is a
+    static additive ``(L, L)`` float32 bias (0 on and below the diagonal, -1e9 above, a graph
+    constant), the ``1/sqrt(dh)`` scale is applied to ``q`` (``L·dh`` multiplies instead of
+    ``L²``) and the softmax runs in float32. Same result to float32 rounding.
+
+    Shapes: ``query, key, value (B, L, h, dh)`` -> ``(B, L, h, dh)``.
+    """
+    if keras.backend.backend() != "tensorflow" or query.shape[1] is None:
+        return ops.dot_product_attention(query, key, value, is_causal=True)
+    if query.shape[1] == 1:  # one query, one key: its weight is exactly 1
+        return ops.cast(value, query.dtype)
+    dtype = query.dtype
+    scale = 1.0 / float(query.shape[-1]) ** 0.5
+    q = heads_first(query) * ops.cast(scale, dtype)  # (B, h, L, dh)
+    k, v = heads_first(key), heads_first(value)  # (B, h, L, dh)
+    scores = ops.matmul(q, ops.swapaxes(k, -1, -2))  # (B, h, L, L)
+    scores = ops.cast(scores, "float32") + _causal_bias(int(query.shape[1]))
+    weights = ops.cast(ops.softmax(scores, axis=-1), dtype)  # (B, h, L, L)
+    return heads_last(ops.matmul(weights, v))  # (B, L, h, dh)
+
+
+@functools.lru_cache(maxsize=16)
+def _causal_bias(length):
+    """``(L, L)`` float32 numpy: 0 where key <= query, -1e9 above the diagonal."""
+    return np.triu(np.full((length, length), -1e9, dtype="float32"), 1)
 
 
 def _static_zero(value):
