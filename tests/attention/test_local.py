@@ -3,6 +3,7 @@
 import keras
 import numpy as np
 import pytest
+from layer_pairs import variant_and_full
 from reference import numpy_attention
 
 import keras_transformers as kt
@@ -63,17 +64,7 @@ def test_degenerate_settings_equal_full(causal):
 
 
 def _pair(attention, causal, position=None, length=14):
-    x = RNG.normal(size=(2, length, 16)).astype("float32")
-    layers = [
-        kt.attention.MultiHeadAttention(
-            num_heads=2, key_dim=8, attention=a, position=position, causal=causal
-        )
-        for a in (attention, "full")
-    ]
-    for layer in layers:
-        layer(x)
-    layers[1].set_weights(layers[0].get_weights())
-    return x, layers[0], layers[1]
+    return variant_and_full(attention, causal, RNG, position, length)
 
 
 @pytest.mark.parametrize("causal", [False, True])

@@ -3,6 +3,7 @@
 import keras
 import numpy as np
 import pytest
+from layer_pairs import variant_and_full
 from reference import numpy_attention
 
 import keras_transformers as kt
@@ -93,17 +94,7 @@ def test_window_at_least_length_equals_full():
 
 
 def _pair(attention, causal, position=None, length=14):
-    x = RNG.normal(size=(2, length, 16)).astype("float32")
-    sparse = kt.attention.MultiHeadAttention(
-        num_heads=2, key_dim=8, attention=attention, position=position, causal=causal
-    )
-    full = kt.attention.MultiHeadAttention(
-        num_heads=2, key_dim=8, attention="full", position=position, causal=causal
-    )
-    sparse(x)
-    full(x)
-    full.set_weights(sparse.get_weights())
-    return x, sparse, full
+    return variant_and_full(attention, causal, RNG, position, length)
 
 
 @pytest.mark.parametrize("causal", [False, True])
