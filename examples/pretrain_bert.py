@@ -28,45 +28,9 @@ import os
 import sys
 import time
 
+from _argtypes import layer_spec_or_none, number, positive_int
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-
-
-def _positive_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected an integer >= 1") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value}: must be >= 1")
-    return value
-
-
-def _number(low, high=None, open_low=False):
-    def parse(text):
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r}: expected a number") from None
-        if value < low or (open_low and value == low) or (high is not None and value >= high):
-            bounds = f"{'(' if open_low else '['}{low}, {high if high is not None else 'inf'})"
-            raise argparse.ArgumentTypeError(f"{value}: must be in {bounds}")
-        return value
-
-    return parse
-
-
-def _layer_spec(text):
-    """A registered name, a JSON config dict with a 'name' key, or 'none'."""
-    text = text.strip()
-    if text.startswith("{"):
-        try:
-            spec = json.loads(text)
-        except json.JSONDecodeError as error:
-            raise argparse.ArgumentTypeError(f"{text!r}: invalid JSON ({error})") from None
-        if not isinstance(spec, dict) or "name" not in spec:
-            raise argparse.ArgumentTypeError(f"{text!r}: a JSON config needs a 'name' key")
-        return spec
-    return None if text.lower() in ("", "none") else text
 
 
 def build_parser(prog=None):
@@ -76,15 +40,20 @@ def build_parser(prog=None):
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     model = p.add_argument_group("model (shared by pre-training and fine-tuning)")
-    model.add_argument("--attention", type=_layer_spec, default="full", help="attention core")
     model.add_argument(
-        "--position", type=_layer_spec, default="learned", help="positional encoding or 'none'"
+        "--attention", type=layer_spec_or_none, default="full", help="attention core"
     )
-    model.add_argument("--d-model", type=_positive_int, default=64, help="model width d")
-    model.add_argument("--heads", type=_positive_int, default=4, help="attention heads")
-    model.add_argument("--layers", type=_positive_int, default=2, help="encoder blocks")
-    model.add_argument("--ff-dim", type=_positive_int, default=None, help="FFN width (4·d)")
-    model.add_argument("--dropout", type=_number(0.0, 1.0), default=0.1, help="dropout rate")
+    model.add_argument(
+        "--position",
+        type=layer_spec_or_none,
+        default="learned",
+        help="positional encoding or 'none'",
+    )
+    model.add_argument("--d-model", type=positive_int, default=64, help="model width d")
+    model.add_argument("--heads", type=positive_int, default=4, help="attention heads")
+    model.add_argument("--layers", type=positive_int, default=2, help="encoder blocks")
+    model.add_argument("--ff-dim", type=positive_int, default=None, help="FFN width (4·d)")
+    model.add_argument("--dropout", type=number(0.0, 1.0), default=0.1, help="dropout rate")
     model.add_argument(
         "--tokenizer",
         choices=("word", "byte"),
@@ -93,13 +62,13 @@ def build_parser(prog=None):
     )
     model.add_argument(
         "--seq-len",
-        type=_positive_int,
+        type=positive_int,
         default=None,
         help="tokens per sequence (default: 48 for word, 128 for byte tokens)",
     )
     model.add_argument(
         "--vocab-size",
-        type=_positive_int,
+        type=positive_int,
         default=3000,
         help="word vocabulary fitted on the pre-training text (reserved ids included; "
         "[MASK] is one more id); ignored for byte tokens",
@@ -107,21 +76,21 @@ def build_parser(prog=None):
     pre = p.add_argument_group("pre-training (masked LM)")
     pre.add_argument(
         "--max-chars",
-        type=_positive_int,
+        type=positive_int,
         default=1_000_000,
         help="characters of built-in text to pre-train on (all of it is about 700,000)",
     )
-    pre.add_argument("--pretrain-epochs", type=_positive_int, default=6, help="epochs")
-    pre.add_argument("--pretrain-lr", type=_number(0.0), default=2e-3, help="peak learning rate")
+    pre.add_argument("--pretrain-epochs", type=positive_int, default=6, help="epochs")
+    pre.add_argument("--pretrain-lr", type=number(0.0), default=2e-3, help="peak learning rate")
     pre.add_argument(
         "--mask-copies",
-        type=_positive_int,
+        type=positive_int,
         default=2,
         help="copies of each sequence, each masked differently (BERT's dupe factor)",
     )
     pre.add_argument(
         "--mask-rate",
-        type=_number(0.0, 1.0, open_low=True),
+        type=number(0.0, 1.0, open_low=True),
         default=0.3,
         help="share of the tokens selected for prediction (BERT: 0.15; a higher rate gives a "
         "small model more training signal per step)",
@@ -129,20 +98,20 @@ def build_parser(prog=None):
     ft = p.add_argument_group("fine-tuning (classification)")
     ft.add_argument(
         "--num-examples",
-        type=_positive_int,
+        type=positive_int,
         default=1200,
         help="examples of the built-in 4-class task (at most about 2,650)",
     )
     ft.add_argument(
         "--num-labelled",
-        type=_positive_int,
+        type=positive_int,
         default=200,
         help="labelled training examples used by fine-tuning and by the from-scratch baseline "
         "(the first N of the training split; pre-training is expected to matter most when labels "
         "are few)",
     )
-    ft.add_argument("--finetune-epochs", type=_positive_int, default=20, help="epochs")
-    ft.add_argument("--finetune-lr", type=_number(0.0), default=2e-3, help="peak learning rate")
+    ft.add_argument("--finetune-epochs", type=positive_int, default=20, help="epochs")
+    ft.add_argument("--finetune-lr", type=number(0.0), default=2e-3, help="peak learning rate")
     ft.add_argument(
         "--freeze-embedding",
         action=argparse.BooleanOptionalAction,
@@ -152,22 +121,22 @@ def build_parser(prog=None):
     )
     ft.add_argument(
         "--val-fraction",
-        type=_number(0.0, 1.0, open_low=True),
+        type=number(0.0, 1.0, open_low=True),
         default=0.2,
         help="held-out share of the classification examples (and 5%% of the pre-training "
         "sequences)",
     )
     train = p.add_argument_group("training")
-    train.add_argument("--batch-size", type=_positive_int, default=32, help="batch size")
+    train.add_argument("--batch-size", type=positive_int, default=32, help="batch size")
     train.add_argument(
         "--steps-per-epoch",
-        type=_positive_int,
+        type=positive_int,
         default=None,
         help="batches per epoch in every phase (default: one pass over the data)",
     )
     train.add_argument("--schedule", choices=("cosine", "constant"), default="cosine")
     train.add_argument("--warmup-steps", type=int, default=None, help="default: 5%%, <= 100")
-    train.add_argument("--weight-decay", type=_number(0.0), default=0.01, help="AdamW decay")
+    train.add_argument("--weight-decay", type=number(0.0), default=0.01, help="AdamW decay")
     train.add_argument("--seed", type=int, default=0, help="seed of data, masks and init")
     train.add_argument(
         "--jit",

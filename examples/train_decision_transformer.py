@@ -16,50 +16,13 @@ its last finished epoch (``keras.callbacks.BackupAndRestore``).
 """
 
 import argparse
-import json
 import os
 import sys
 import time
 
+from _argtypes import layer_spec, number, positive_int
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-
-
-def _positive_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected an integer >= 1") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value}: must be >= 1")
-    return value
-
-
-def _number(low, high=None, open_low=False):
-    def parse(text):
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r}: expected a number") from None
-        if value < low or (open_low and value == low) or (high is not None and value >= high):
-            bounds = f"{'(' if open_low else '['}{low}, {high if high is not None else 'inf'})"
-            raise argparse.ArgumentTypeError(f"{value}: must be in {bounds}")
-        return value
-
-    return parse
-
-
-def _layer_spec(text):
-    """A registered attention name or a JSON config dict with a 'name' key."""
-    text = text.strip()
-    if text.startswith("{"):
-        try:
-            spec = json.loads(text)
-        except json.JSONDecodeError as error:
-            raise argparse.ArgumentTypeError(f"{text!r}: invalid JSON ({error})") from None
-        if not isinstance(spec, dict) or "name" not in spec:
-            raise argparse.ArgumentTypeError(f"{text!r}: a JSON config needs a 'name' key")
-        return spec
-    return text
 
 
 def build_parser(prog=None):
@@ -73,7 +36,7 @@ def build_parser(prog=None):
     env.add_argument("--max-steps", type=int, default=30, help="episode step limit")
     env.add_argument(
         "--episodes",
-        type=_positive_int,
+        type=positive_int,
         default=600,
         help="offline episodes of the behaviour policy",
     )
@@ -81,30 +44,30 @@ def build_parser(prog=None):
     model = p.add_argument_group("model")
     model.add_argument(
         "--context-length",
-        type=_positive_int,
+        type=positive_int,
         default=10,
         help="K steps per window, 3K tokens",
     )
-    model.add_argument("--d-model", type=_positive_int, default=64, help="model width d")
-    model.add_argument("--heads", type=_positive_int, default=4, help="attention heads")
-    model.add_argument("--layers", type=_positive_int, default=2, help="causal transformer blocks")
-    model.add_argument("--dropout", type=_number(0.0, 1.0), default=0.1, help="dropout rate")
+    model.add_argument("--d-model", type=positive_int, default=64, help="model width d")
+    model.add_argument("--heads", type=positive_int, default=4, help="attention heads")
+    model.add_argument("--layers", type=positive_int, default=2, help="causal transformer blocks")
+    model.add_argument("--dropout", type=number(0.0, 1.0), default=0.1, help="dropout rate")
     model.add_argument(
         "--attention",
-        type=_layer_spec,
+        type=layer_spec,
         default="full",
         help="causal attention core over the 3K tokens",
     )
     train = p.add_argument_group("training")
-    train.add_argument("--epochs", type=_positive_int, default=8, help="training epochs")
-    train.add_argument("--batch-size", type=_positive_int, default=64, help="batch size (windows)")
+    train.add_argument("--epochs", type=positive_int, default=8, help="training epochs")
+    train.add_argument("--batch-size", type=positive_int, default=64, help="batch size (windows)")
     train.add_argument(
         "--steps-per-epoch",
-        type=_positive_int,
+        type=positive_int,
         default=None,
         help="batches per epoch (default: one pass over the windows)",
     )
-    train.add_argument("--lr", type=_number(0.0), default=1e-3, help="peak AdamW learning rate")
+    train.add_argument("--lr", type=number(0.0), default=1e-3, help="peak AdamW learning rate")
     train.add_argument(
         "--schedule",
         choices=("cosine", "constant"),
@@ -117,10 +80,10 @@ def build_parser(prog=None):
         default=None,
         help="warm-up steps (default: 5%% of all steps, at most 100)",
     )
-    train.add_argument("--weight-decay", type=_number(0.0), default=1e-4, help="AdamW weight decay")
+    train.add_argument("--weight-decay", type=number(0.0), default=1e-4, help="AdamW weight decay")
     train.add_argument(
         "--val-fraction",
-        type=_number(0.0, 1.0, open_low=True),
+        type=number(0.0, 1.0, open_low=True),
         default=0.1,
         help="share of episodes held out for validation",
     )
@@ -157,7 +120,7 @@ def build_parser(prog=None):
     )
     ev.add_argument(
         "--eval-episodes",
-        type=_positive_int,
+        type=positive_int,
         default=50,
         help="rollouts per target return",
     )
