@@ -61,6 +61,13 @@ def _text(x) -> str:
     return x.decode("utf-8", errors="replace") if isinstance(x, bytes) else str(x)
 
 
+def _detokenize(hub_layer, ids, offset: int = 0) -> str:
+    """Text of the regular ids (reserved ids dropped), mapped back by ``- offset`` to the
+    keras-hub layer's own ids."""
+    ids = np.asarray([i for i in _as_id_list(ids) if i >= NUM_SPECIAL_TOKENS], np.int32)
+    return _text(hub_layer.detokenize(ids - offset)) if ids.size else ""
+
+
 def _dataset(texts: Sequence[str]):
     """keras-hub's trainers read a ``tf.data.Dataset`` of strings (a plain list means files)."""
     import tensorflow as tf
@@ -97,10 +104,7 @@ class HubByteTokenizer(Tokenizer):
         return _numpy(self.hub_layer(text)) + NUM_SPECIAL_TOKENS
 
     def decode(self, ids: Sequence[int] | np.ndarray) -> str:
-        ids = np.asarray([i for i in _as_id_list(ids) if i >= NUM_SPECIAL_TOKENS], np.int32)
-        if ids.size == 0:
-            return ""
-        return _text(self.hub_layer.detokenize(ids - NUM_SPECIAL_TOKENS))
+        return _detokenize(self.hub_layer, ids, offset=NUM_SPECIAL_TOKENS)
 
     def get_config(self) -> dict[str, Any]:
         return {}
@@ -130,10 +134,7 @@ class CodepointTokenizer(Tokenizer):
         )
 
     def decode(self, ids: Sequence[int] | np.ndarray) -> str:
-        ids = np.asarray([i for i in _as_id_list(ids) if i >= NUM_SPECIAL_TOKENS], np.int32)
-        if ids.size == 0:
-            return ""
-        return _text(self.hub_layer.detokenize(ids - NUM_SPECIAL_TOKENS))
+        return _detokenize(self.hub_layer, ids, offset=NUM_SPECIAL_TOKENS)
 
     def get_config(self) -> dict[str, Any]:
         return {"max_codepoint": self.max_codepoint}
@@ -185,10 +186,7 @@ class WordPieceTokenizer(Tokenizer):
         return _numpy(self.hub_layer(text))
 
     def decode(self, ids: Sequence[int] | np.ndarray) -> str:
-        ids = np.asarray([i for i in _as_id_list(ids) if i >= NUM_SPECIAL_TOKENS], np.int32)
-        if ids.size == 0:
-            return ""
-        return _text(self.hub_layer.detokenize(ids))
+        return _detokenize(self.hub_layer, ids)
 
     def get_config(self) -> dict[str, Any]:
         return {"vocabulary": self.vocabulary, "lowercase": self.lowercase}
@@ -231,10 +229,7 @@ class BPETokenizer(Tokenizer):
         return np.where(ids < NUM_SPECIAL_TOKENS, _SP_TO_OURS[np.minimum(ids, 3)], ids)
 
     def decode(self, ids: Sequence[int] | np.ndarray) -> str:
-        ids = np.asarray([i for i in _as_id_list(ids) if i >= NUM_SPECIAL_TOKENS], np.int32)
-        if ids.size == 0:
-            return ""
-        return _text(self.hub_layer.detokenize(ids))
+        return _detokenize(self.hub_layer, ids)
 
     def get_config(self) -> dict[str, Any]:
         return {"proto": base64.b64encode(self.proto).decode("ascii")}
