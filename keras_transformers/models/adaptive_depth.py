@@ -35,7 +35,6 @@ Example:
 import keras
 import numpy as np
 from keras import ops
-from keras_hub.layers import ReversibleEmbedding
 
 from keras_transformers import attention as attention_registry
 from keras_transformers import positional
@@ -44,6 +43,7 @@ from keras_transformers.models.encoder_classifier import check_model_sizes, need
 from keras_transformers.models.layers import (
     PaddingMask,
     SequencePooling,
+    embed_lm_tokens,
     embedding_position_layer,
     resolve_position,
 )
@@ -240,15 +240,9 @@ def build_early_exit_lm(
     embed_pos, score_pos = resolve_position(position)
     length = max_length if needs_static_length(attention) else None
     token_ids = keras.Input(shape=(length,), dtype="int32", name="token_ids")
-    embedding = ReversibleEmbedding(
-        vocab_size, d_model, tie_weights=tie_embeddings, name="token_embedding"
+    embedding, x = embed_lm_tokens(
+        token_ids, vocab_size, d_model, tie_embeddings, embed_pos, max_length, dropout
     )
-    x = embedding(token_ids)  # (B, L, d)
-    pos_layer = embedding_position_layer(embed_pos, max_length, "position_embedding")
-    if pos_layer is not None:
-        x = pos_layer(x)
-    if dropout:
-        x = keras.layers.Dropout(dropout, name="embedding_dropout")(x)
     final_norm = (
         keras.layers.LayerNormalization(epsilon=1e-5, name="final_norm") if norm_first else None
     )

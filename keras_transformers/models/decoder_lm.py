@@ -9,13 +9,15 @@ model.
 """
 
 import keras
-from keras_hub.layers import ReversibleEmbedding
 
 from keras_transformers import attention as attention_registry
 from keras_transformers import positional
 from keras_transformers.blocks import TransformerDecoderBlock
 from keras_transformers.models.encoder_classifier import check_model_sizes, needs_static_length
-from keras_transformers.models.layers import embedding_position_layer, resolve_position
+from keras_transformers.models.layers import (
+    embed_lm_tokens,
+    resolve_position,
+)
 
 
 @keras.saving.register_keras_serializable(package="keras_transformers")
@@ -130,15 +132,9 @@ def build_decoder_lm(
     embed_pos, score_pos = resolve_position(position)
     length = max_length if needs_static_length(attention) else None
     token_ids = keras.Input(shape=(length,), dtype="int32", name="token_ids")
-    embedding = ReversibleEmbedding(
-        vocab_size, d_model, tie_weights=tie_embeddings, name="token_embedding"
+    embedding, x = embed_lm_tokens(
+        token_ids, vocab_size, d_model, tie_embeddings, embed_pos, max_length, dropout
     )
-    x = embedding(token_ids)  # (B, L, d)
-    pos_layer = embedding_position_layer(embed_pos, max_length, "position_embedding")
-    if pos_layer is not None:
-        x = pos_layer(x)
-    if dropout:
-        x = keras.layers.Dropout(dropout, name="embedding_dropout")(x)
     for i in range(num_layers):
         x = TransformerDecoderBlock(
             num_heads,

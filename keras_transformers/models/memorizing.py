@@ -22,7 +22,6 @@ Example:
 
 import keras
 import numpy as np
-from keras_hub.layers import ReversibleEmbedding
 
 from keras_transformers import attention as attention_registry
 from keras_transformers import positional
@@ -31,7 +30,10 @@ from keras_transformers.blocks.feedforward import FeedForward
 from keras_transformers.memory.knn import _check_positive_int
 from keras_transformers.memory.memorizing import KNNAugmentedAttention
 from keras_transformers.models.encoder_classifier import check_model_sizes
-from keras_transformers.models.layers import embedding_position_layer, resolve_position
+from keras_transformers.models.layers import (
+    embed_lm_tokens,
+    resolve_position,
+)
 
 
 @keras.saving.register_keras_serializable(package="keras_transformers")
@@ -209,15 +211,9 @@ def build_memorizing_lm(
     token_ids = keras.Input(
         shape=(segment_length,), batch_size=batch_size, dtype="int32", name="token_ids"
     )
-    embedding = ReversibleEmbedding(
-        vocab_size, d_model, tie_weights=tie_embeddings, name="token_embedding"
+    embedding, x = embed_lm_tokens(
+        token_ids, vocab_size, d_model, tie_embeddings, embed_pos, segment_length, dropout
     )
-    x = embedding(token_ids)  # (B, L, d)
-    pos_layer = embedding_position_layer(embed_pos, segment_length, "position_embedding")
-    if pos_layer is not None:
-        x = pos_layer(x)
-    if dropout:
-        x = keras.layers.Dropout(dropout, name="embedding_dropout")(x)
     for i in range(num_layers):
         if i == memory_layer_index:
             block = MemorizingDecoderBlock(
