@@ -47,6 +47,7 @@ class FullAttention(AttentionCore):
     """Dense softmax attention on the backend's fused kernel."""
 
     supports_cache = True
+    needs_static_length = False
 
     def call(
         self,

@@ -338,7 +338,9 @@ class MultiHeadAttention(keras.layers.Layer):
     # ------------------------------------------------------------------ cache
     def _core_caches(self):
         """True when the core keeps its own decoding state (``init_cache``/``decode_step``)."""
-        return callable(getattr(self.attention_core, "init_cache", None))
+        from keras_transformers.attention.base import AttentionCore
+
+        return type(self.attention_core).init_cache is not AttentionCore.init_cache
 
     def init_cache(self, batch_size, max_length, dtype=None):
         """An empty decoding cache for ``cache=`` (self-attention, causal decoding).

@@ -26,13 +26,13 @@ def check_model_sizes(d_model, num_heads, num_layers):
 
 
 def needs_static_length(attention):
-    """Efficient cores block the sequence and need a fixed length; ``full`` does not."""
+    """True when the core blocks or chunks the sequence (its ``needs_static_length``)."""
     core = (
         attention_registry.get(attention)
         if not isinstance(attention, attention_registry.AttentionCore)
         else attention
     )
-    return core.registry_name != "full"
+    return core.needs_static_length
 
 
 def build_text_encoder(
