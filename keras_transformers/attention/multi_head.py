@@ -158,7 +158,18 @@ class MultiHeadAttention(keras.layers.Layer):
     def _split_heads(self, x, heads, size):
         return ops.reshape(x, ops.shape(x)[:2] + (heads, size))  # (B, L, heads, size)
 
-    def _qkv(self, query, value, key):
+    def project_qkv(self, query, value=None, key=None):
+        """The per-head projections the core attends with.
+
+        Args:
+            query: ``(B, Lq, d)``.
+            value: ``(B, Lk, d_kv)`` for cross-attention, None for self-attention.
+            key: ``(B, Lk, d_k)`` when the layer was built with a separate key, else None.
+
+        Returns:
+            ``(q (B, Lq, h, dh), k (B, Lk, h_kv, dh), v (B, Lk, h_kv, dv))`` (no positional
+            transform; RoPE is applied in :meth:`call`).
+        """
         h, h_kv, dh, dv = self.num_heads, self.num_key_value_heads, self.key_dim, self.value_dim
         if self._self_attention:
             if value is not None or key is not None:
@@ -188,6 +199,11 @@ class MultiHeadAttention(keras.layers.Layer):
             self._split_heads(v, h_kv, dv),  # (B, Lk, h_kv, dv)
         )
 
+    def project_output(self, out):
+        """Merge the heads and apply the output projection: ``(B, Lq, h, dv)`` -> ``(B, Lq, d_out)``."""
+        out = ops.reshape(out, ops.shape(out)[:2] + (self.num_heads * self.value_dim,))
+        return self._project(out, self.output_kernel, self.output_bias)  # (B, Lq, d_out)
+
     def call(
         self,
         query,
@@ -215,7 +231,7 @@ class MultiHeadAttention(keras.layers.Layer):
             padding_mask = key_mask if key_mask is not None else value_mask
             if padding_mask is None and value is None:
                 padding_mask = query_mask
-        q, k, v = self._qkv(query, value, key)
+        q, k, v = self.project_qkv(query, value, key)
         batch = query.shape[0]
         q_len = ops.shape(q)[1]
         query_offset = 0
@@ -254,8 +270,7 @@ class MultiHeadAttention(keras.layers.Layer):
                 position=self.position,
                 training=training,
             )  # (B, Lq, h, dv), the core's updated cache
-            out = ops.reshape(out, ops.shape(out)[:2] + (self.num_heads * self.value_dim,))
-            out = self._project(out, self.output_kernel, self.output_bias)  # (B, Lq, d_out)
+            out = self.project_output(out)  # (B, Lq, d_out)
             if query_mask is not None:
                 out = out * ops.cast(query_mask, out.dtype)[..., None]
             return out, cache
@@ -324,8 +339,7 @@ class MultiHeadAttention(keras.layers.Layer):
             out, scores = result
         else:
             out = result
-        out = ops.reshape(out, ops.shape(out)[:2] + (self.num_heads * self.value_dim,))
-        out = self._project(out, self.output_kernel, self.output_bias)  # (B, Lq, d_out)
+        out = self.project_output(out)  # (B, Lq, d_out)
         if query_mask is not None:
             out = out * ops.cast(query_mask, out.dtype)[..., None]
         outputs = (out,)

@@ -190,9 +190,9 @@ def test_multi_head_with_alibi_bias_matches_reference():
     out, weights = layer(x, return_attention_scores=True)
     core = layer.attention_core
     w, s = to_numpy(core.distance_weight), to_numpy(core.sigmoid_param)
-    qkv_out = to_numpy(layer._qkv(x, None, None)[0])  # per-head queries (1, L, h, dh)
+    qkv_out = to_numpy(layer.project_qkv(x)[0])  # per-head queries (1, L, h, dh)
     q = heads_first(qkv_out)
-    k = heads_first(to_numpy(layer._qkv(x, None, None)[1]))
+    k = heads_first(to_numpy(layer.project_qkv(x)[1]))
     i, j = np.arange(7)[:, None], np.arange(7)[None, :]
     slopes = np.array([2.0**-4, 2.0**-8])
     coef = numpy_sigmoid_rescale(np.abs(i - j)[None], w[:, None, None], s[:, None, None])
