@@ -38,6 +38,7 @@ import keras
 import numpy as np
 
 from keras_transformers import attention, callbacks, data, models, positional
+from keras_transformers.optimizers import AdamW
 from keras_transformers.data import BOS_ID, EOS_ID, NUM_SPECIAL_TOKENS, PAD_ID
 
 EXAMPLES = ("lm", "classifier", "seq2seq")
@@ -516,32 +517,6 @@ def make_callbacks(logdir, monitor="val_loss"):
 def steps_per_epoch(args, num_train):
     """Batches per epoch: ``--steps-per-epoch`` or one pass over ``num_train`` examples."""
     return args.steps_per_epoch or max(1, -(-num_train // args.batch_size))
-
-
-@keras.saving.register_keras_serializable(package="keras_transformers")
-class AdamW(keras.optimizers.AdamW):
-    """``keras.optimizers.AdamW`` whose global-norm clipping sees the all-reduced gradient.
-
-    Under ``tf.distribute.MirroredStrategy`` Keras clips each replica's local gradient before
-    the cross-replica sum, so a clipped distributed step differs from the single-device step on
-    the same global batch. Here every replica scales its local gradient by the factor computed
-    from the norm of the summed gradient, and the sum Keras then takes is the clipped global
-    gradient. Outside a multi-replica context it is plain AdamW.
-    """
-
-    def _clip_gradients(self, grads):
-        if not self.global_clipnorm or keras.backend.backend() != "tensorflow":
-            return super()._clip_gradients(grads)
-        import tensorflow as tf
-
-        context = tf.distribute.get_replica_context()
-        if context is None or context.num_replicas_in_sync == 1:
-            return super()._clip_gradients(grads)
-        present = [g for g in grads if g is not None]
-        total = context.all_reduce(tf.distribute.ReduceOp.SUM, present)  # the global gradient
-        norm = tf.linalg.global_norm(total)
-        factor = tf.minimum(1.0, self.global_clipnorm / tf.maximum(norm, 1e-12))
-        return [None if g is None else g * tf.cast(factor, g.dtype) for g in grads]
 
 
 def make_optimizer(args, total_steps):

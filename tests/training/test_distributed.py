@@ -115,7 +115,7 @@ CLIP_RUNNER = textwrap.dedent("""
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     import keras
-    from keras_transformers.training import AdamW
+    from keras_transformers.optimizers import AdamW
 
     def one_step(strategy):
         keras.utils.set_random_seed(0)
