@@ -114,6 +114,15 @@ class TransformerDecoderBlock(keras.layers.Layer):
         self.feedforward.build(input_shape)
         self.built = True
 
+    @property
+    def supports_cache(self):
+        """True when the self-attention core decodes incrementally (``cache=`` in ``call``)."""
+        return bool(self.self_attention.attention_core.supports_cache)
+
+    def init_cache(self, batch_size, max_length, dtype=None):
+        """An empty self-attention cache (format of the attention core)."""
+        return self.self_attention.init_cache(batch_size, max_length, dtype=dtype)
+
     def _residual(self, x, sublayer, norm, training):
         h = norm(x) if self.norm_first else x
         h, extra = sublayer(h)

@@ -1,4 +1,4 @@
-"""Autoregressive generation with per-layer caches for decoder LMs built by ``build_decoder_lm``.
+"""Autoregressive generation with per-layer caches for the decoder LMs of ``kt.models``.
 
 The prompt is run once through every block (pre-fill), each block's self-attention writing its
 cache; after that each new token costs one single-position pass that reads the cache, so the
@@ -24,52 +24,51 @@ import keras_hub
 import numpy as np
 from keras import ops
 
-from keras_transformers.blocks import TransformerDecoderBlock
+PARTS = ("token_embedding", "transformer_layers")
 
 
 class Generator:
     """Cached sampling loop around a decoder LM.
 
     Args:
-        model: a model from :func:`keras_transformers.models.build_decoder_lm` (its layers are
-            found by name: ``token_embedding``, ``position_embedding``, ``decoder_block_*``,
-            ``final_norm``).
+        model: a decoder-only LM of :mod:`keras_transformers.models` (a
+            :class:`~keras_transformers.models.DecoderLM`); its parts are read from attributes:
+            ``token_embedding``, ``position_embedding``, ``transformer_layers``, ``final_norm``.
         jit: compile the pre-fill and the decoding loop (``tf.function``/``jax.jit``).
-        use_cache: ``True``: decode incrementally with each layer's cache (an error if a core has
+        use_cache: ``True``: decode incrementally with each layer's cache (an error if a block has
             none); ``False``: recompute the whole (padded) sequence for every token; ``None``
-            (default): cache when every attention core supports it.
+            (default): cache when every block supports it (``block.supports_cache``).
 
     Per-layer caches (``MultiHeadAttention.init_cache``): full attention keeps every key and
     value, ``(B, 2, L_max, h_kv, dh)``; ``sliding_window`` a ring buffer of the last ``w + 1``,
     ``(B, 2, w + 1, h_kv, dh)``; ``linear``/``performer`` the recurrent state ``(B, h, r, dv + 1)``.
+    Models whose calls update memories (``model.stateful_memory``: Transformer-XL, Memorizing
+    Transformer) recompute with ``stateless_call``, so generation leaves their memories as they
+    were.
     """
 
     def __init__(self, model, jit=True, use_cache=None):
         self.model = model
-        names = {layer.name: layer for layer in model.layers}
-        if "token_embedding" not in names:
+        missing = [part for part in PARTS if getattr(model, part, None) is None]
+        if missing:
             raise ValueError(
-                "Generator needs a model from kt.models.build_decoder_lm (no 'token_embedding' "
-                "layer found)."
+                f"Generator needs a model from kt.models.build_decoder_lm (or another decoder "
+                f"LM of kt.models); {type(model).__name__} has no {', '.join(missing)}."
             )
-        self.embedding = names["token_embedding"]
-        self.position = names.get("position_embedding")
-        self.final_norm = names.get("final_norm")
-        self.blocks = [
-            layer for layer in model.layers if isinstance(layer, TransformerDecoderBlock)
-        ]
+        self.embedding = model.token_embedding
+        self.position = getattr(model, "position_embedding", None)
+        self.final_norm = getattr(model, "final_norm", None)
+        self.blocks = list(model.transformer_layers)
         unsupported = [
-            block.self_attention.attention_core.registry_name
-            for block in self.blocks
-            if not block.self_attention.attention_core.supports_cache
+            block for block in self.blocks if not getattr(block, "supports_cache", False)
         ]
         if use_cache and unsupported:
             raise ValueError(
-                f"attention={unsupported[0]!r} has no KV-cache decoding; use use_cache=False "
-                "(full recomputation for every token) instead."
+                f"attention={_describe(unsupported[0])!r} has no KV-cache decoding; use "
+                "use_cache=False (full recomputation for every token) instead."
             )
         self.use_cache = not unsupported if use_cache is None else bool(use_cache)
-        self.fixed_length = model.inputs[0].shape[1]
+        self.fixed_batch, self.fixed_length = model.inputs[0].shape[:2]
         self.jit = jit
         self._compiled = {}
 
@@ -88,7 +87,7 @@ class Generator:
     def empty_cache(self, batch_size, max_length):
         """One empty cache per decoder block (a tuple; formats depend on the attention core)."""
         return tuple(
-            block.self_attention.init_cache(batch_size, max_length, dtype=self.model.compute_dtype)
+            block.init_cache(batch_size, max_length, dtype=self.model.compute_dtype)
             for block in self.blocks
         )
 
@@ -103,6 +102,18 @@ class Generator:
             x, layer_cache = block(x, cache=layer_cache, cache_index=cache_index)
             layer_caches.append(layer_cache)
         return self._head(x), x, tuple(layer_caches)
+
+    def _logits(self, token_ids):
+        """Next-token logits ``(B, L, V)`` of a full forward pass (memories left untouched)."""
+        model = self.model
+        if getattr(model, "stateful_memory", False):
+            trainable = [v.value for v in model.trainable_variables]
+            non_trainable = [v.value for v in model.non_trainable_variables]
+            outputs, _ = model.stateless_call(trainable, non_trainable, token_ids, training=False)
+        else:
+            outputs = model(token_ids, training=False)
+        select = getattr(model, "generation_logits", None)
+        return ops.cast(outputs if select is None else select(outputs), "float32")
 
     # ------------------------------------------------------------------ generation
     def _compile(self, fn):
@@ -127,7 +138,7 @@ class Generator:
             batch = ops.shape(tokens)[0]
             if width > max_length:
                 tokens = ops.pad(tokens, ((0, 0), (0, width - max_length)))
-            logits = ops.cast(self.model(tokens, training=False), "float32")  # (B, L, V)
+            logits = self._logits(tokens)  # (B, L, V)
             row = ops.slice(logits, (0, index - 1, 0), (batch, 1, ops.shape(logits)[2]))[:, 0]
             return row, row, cache
 
@@ -187,6 +198,11 @@ class Generator:
         prompt = np.asarray(prompt, np.int32)
         if prompt.ndim != 2:
             raise ValueError(f"prompt must have shape (batch, length); got {prompt.shape}.")
+        if self.fixed_batch is not None and prompt.shape[0] != self.fixed_batch:
+            raise ValueError(
+                f"prompt has {prompt.shape[0]} rows: this model has a fixed batch size of "
+                f"{self.fixed_batch} (one memory row per stream); pass {self.fixed_batch} prompts."
+            )
         if self.fixed_length is not None and max_length > self.fixed_length:
             raise ValueError(
                 f"max_length={max_length} exceeds the model's input length {self.fixed_length}."
@@ -213,3 +229,10 @@ class Generator:
         fn = self._compiled[key][0]
         out = fn(ops.convert_to_tensor(padded), ops.convert_to_tensor(mask))
         return ops.convert_to_numpy(out).astype(np.int32)
+
+
+def _describe(block):
+    """The attention variant of a block, for messages (the block's class when it has none)."""
+    attention = getattr(block, "self_attention", None)
+    core = getattr(attention, "attention_core", None)
+    return core.variant if core is not None else type(block).__name__

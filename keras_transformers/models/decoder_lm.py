@@ -3,29 +3,31 @@
 ``token_ids (B, L) -> embeddings (+ positions) -> N x causal block -> LN -> logits (B, L, V)``
 with the output projection tied to the token embedding by default.
 
-The builder returns a :class:`DecoderLM`, a Functional ``keras.Model`` with a ``generate`` method
-(cached decoding with ``keras_hub.samplers``); it trains, saves and loads like any Functional
-model.
+The builder returns a :class:`DecoderLM`, a Functional ``keras.Model`` built on the shared
+backbone (:mod:`~keras_transformers.models.backbone`) with a ``generate`` method (cached decoding
+with ``keras_hub.samplers``); it trains, saves and loads like any Functional model.
 """
 
 import keras
 
-from keras_transformers import attention as attention_registry
-from keras_transformers import positional
-from keras_transformers.blocks import TransformerDecoderBlock
-from keras_transformers.models.encoder_classifier import check_model_sizes, needs_static_length
-from keras_transformers.models.layers import (
-    embed_lm_tokens,
-    resolve_position,
+from keras_transformers.models.backbone import (
+    BackboneModel,
+    check_model_sizes,
+    make_blocks,
+    needs_static_length,
 )
+from keras_transformers.models.layers import resolve_position
 
 
 @keras.saving.register_keras_serializable(package="keras_transformers")
-class DecoderLM(keras.Model):
-    """Functional decoder LM with :meth:`generate`.
+class DecoderLM(BackboneModel):
+    """Decoder-only language model with :meth:`generate`, built from its builder's arguments.
 
-    Created by :func:`build_decoder_lm` from ``inputs``/``outputs`` like ``keras.Model``; its
-    config is the Functional config, so ``.keras`` files load without ``custom_objects``.
+    ``DecoderLM(**config)`` with the arguments of :func:`build_decoder_lm` (the builder checks
+    them and calls it). Parts as attributes (:mod:`~keras_transformers.models.backbone`):
+    ``token_embedding`` (its reverse call is the tied output head), ``position_embedding``,
+    ``transformer_layers``, ``final_norm``. Subclasses (Transformer-XL, Memorizing,
+    Universal Transformer and early-exit LMs) keep the same parts and :meth:`generate`.
 
     Example:
         >>> import numpy as np, keras_transformers as kt
@@ -35,9 +37,65 @@ class DecoderLM(keras.Model):
         (1, 8)
     """
 
-    # Same signature as Functional.__init__, so Keras saves the Functional config.
-    def __init__(self, inputs, outputs, name=None, **kwargs):
-        super().__init__(inputs=inputs, outputs=outputs, name=name, **kwargs)
+    default_name = "decoder_lm"
+    #: True when a call updates state variables (segment memories): generation then runs
+    #: ``stateless_call`` so that it leaves the memories as they were.
+    stateful_memory = False
+
+    def build_graph(
+        self,
+        vocab_size,
+        max_length,
+        d_model=128,
+        num_heads=4,
+        num_layers=2,
+        ff_dim=None,
+        attention="full",
+        position="learned",
+        dropout=0.0,
+        activation="gelu",
+        norm_first=True,
+        tie_embeddings=True,
+        num_key_value_heads=None,
+    ):
+        _, score_pos = resolve_position(position)
+        length = max_length if needs_static_length(attention) else None
+        token_ids = keras.Input(shape=(length,), dtype="int32", name="token_ids")
+        blocks = make_blocks(
+            "decoder",
+            num_layers,
+            d_model,
+            num_heads,
+            ff_dim or 4 * d_model,
+            attention,
+            score_pos,
+            cross_attention=False,
+            norm_first=norm_first,
+            dropout=dropout,
+            activation=activation,
+            num_key_value_heads=num_key_value_heads,
+        )
+        x = self.assemble(
+            token_ids,
+            blocks,
+            vocab_size=vocab_size,
+            d_model=d_model,
+            max_length=max_length,
+            position=position,
+            dropout=dropout,
+            norm_first=norm_first,
+            tie_embeddings=tie_embeddings,
+        )
+        return token_ids, self.logits_output(x)
+
+    def logits_output(self, x):
+        """The tied head on the final hidden states: ``(B, L, d) -> logits (B, L, V) float32``."""
+        logits = self.token_embedding(x, reverse=True)  # (B, L, V)
+        return keras.layers.Activation("linear", dtype="float32", name="logits")(logits)
+
+    def generation_logits(self, outputs):
+        """The next-token logits ``(B, L, V)`` among the model's outputs (all of them here)."""
+        return outputs
 
     def generator(self, use_cache=None, jit=True):
         """The :class:`kt.generation.Generator` of this model (created once per setting)."""
@@ -69,7 +127,7 @@ class DecoderLM(keras.Model):
                 ``keras_hub.samplers.Sampler`` (e.g. ``TopKSampler(k=10, seed=0,
                 temperature=0.8)``).
             stop_token_ids: stop once every row produced one of these ids.
-            use_cache: True/False/None (None: cache when every attention core can).
+            use_cache: True/False/None (None: cache when every block can).
             jit: compile the decoding loop.
 
         Returns:
@@ -101,7 +159,7 @@ def build_decoder_lm(
     compression_rate=2,
     compression="conv",
 ):
-    """Build a Functional causal language model.
+    """Build a causal language model (:class:`DecoderLM`).
 
     Args:
         vocab_size: vocabulary size ``V``.
@@ -128,32 +186,22 @@ def build_decoder_lm(
     if memory_length:
         return _build_memory_lm(**locals())
     check_model_sizes(d_model, num_heads, num_layers)
-    ff_dim = ff_dim or 4 * d_model
-    embed_pos, score_pos = resolve_position(position)
-    length = max_length if needs_static_length(attention) else None
-    token_ids = keras.Input(shape=(length,), dtype="int32", name="token_ids")
-    embedding, x = embed_lm_tokens(
-        token_ids, vocab_size, d_model, tie_embeddings, embed_pos, max_length, dropout
+    return DecoderLM(
+        vocab_size=vocab_size,
+        max_length=max_length,
+        d_model=d_model,
+        num_heads=num_heads,
+        num_layers=num_layers,
+        ff_dim=ff_dim,
+        attention=attention,
+        position=position,
+        dropout=dropout,
+        activation=activation,
+        norm_first=norm_first,
+        tie_embeddings=tie_embeddings,
+        num_key_value_heads=num_key_value_heads,
+        name=name,
     )
-    for i in range(num_layers):
-        x = TransformerDecoderBlock(
-            num_heads,
-            d_model // num_heads,
-            ff_dim,
-            attention=attention_registry.fresh(attention),
-            position=None if score_pos is None else positional.fresh(score_pos),
-            cross_attention=False,
-            norm_first=norm_first,
-            dropout=dropout,
-            activation=activation,
-            num_key_value_heads=num_key_value_heads,
-            name=f"decoder_block_{i}",
-        )(x)
-    if norm_first:
-        x = keras.layers.LayerNormalization(epsilon=1e-5, name="final_norm")(x)
-    logits = embedding(x, reverse=True)  # (B, L, V)
-    logits = keras.layers.Activation("linear", dtype="float32", name="logits")(logits)
-    return DecoderLM(token_ids, logits, name=name)
 
 
 def _build_memory_lm(**args):

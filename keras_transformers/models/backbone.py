@@ -1,0 +1,216 @@
+"""One backbone for every model family: token embedding -> N blocks -> final norm.
+
+Every builder of :mod:`keras_transformers.models` returns a subclass of :class:`BackboneModel`:
+a Functional ``keras.Model`` (as keras-hub backbones are) whose constructor takes the builder's
+arguments, assembles the graph with :meth:`BackboneModel.assemble` and keeps the parts as
+attributes::
+
+    model.token_embedding        # ReversibleEmbedding (its reverse call is the tied LM head)
+    model.position_embedding     # embedding-side position layer, or None
+    model.embedding_dropout      # Dropout, or None
+    model.transformer_layers     # list of the N blocks
+    model.final_norm             # LayerNormalization (pre-norm), or None (post-norm)
+
+``get_config()`` holds the builder's arguments and ``from_config`` rebuilds the model from them,
+so a ``.keras`` file loads with ``keras.saving.load_model`` (no ``custom_objects``) into the same
+class with the same attributes. Generation, early exit and kNN-LM read these attributes; nothing
+finds a layer by its name string (the names stay as before for TensorBoard tags and weight
+copies).
+
+Example:
+    >>> import keras_transformers as kt
+    >>> lm = kt.models.build_decoder_lm(vocab_size=40, max_length=16, d_model=16,
+    ...                                 num_heads=2, num_layers=2)
+    >>> len(lm.transformer_layers), lm.final_norm is not None
+    (2, True)
+"""
+
+import copy
+
+import keras
+from keras_hub.layers import ReversibleEmbedding
+
+from keras_transformers import attention as attention_registry
+from keras_transformers import positional
+from keras_transformers.blocks import TransformerDecoderBlock, TransformerEncoderBlock
+from keras_transformers.models.layers import embedding_position_layer, resolve_position
+
+BLOCK_KINDS = {"encoder": TransformerEncoderBlock, "decoder": TransformerDecoderBlock}
+
+
+def check_model_sizes(d_model, num_heads, num_layers):
+    """Validate the common size arguments of the builders."""
+    if d_model % num_heads:
+        raise ValueError(f"d_model={d_model} must be divisible by num_heads={num_heads}.")
+    if num_layers < 1:
+        raise ValueError(f"num_layers={num_layers}: must be >= 1.")
+
+
+def attention_core(attention):
+    """The core a builder's ``attention=`` names (an instance is returned as is)."""
+    if isinstance(attention, attention_registry.AttentionCore):
+        return attention
+    return attention_registry.get(attention)
+
+
+def needs_static_length(attention):
+    """True when the core blocks or chunks the sequence (its ``needs_static_length``)."""
+    return attention_core(attention).needs_static_length
+
+
+def make_blocks(
+    kind,
+    num_layers,
+    d_model,
+    num_heads,
+    ff_dim,
+    attention="full",
+    position=None,
+    **block_kwargs,
+):
+    """``num_layers`` blocks of one kind, each with its own attention core and position layer.
+
+    Args:
+        kind: ``"encoder"`` (:class:`TransformerEncoderBlock`, named ``encoder_block_<i>``) or
+            ``"decoder"`` (:class:`TransformerDecoderBlock`, ``decoder_block_<i>``; pass
+            ``cross_attention``).
+        position: the score-side spec of :func:`resolve_position` (or None).
+        **block_kwargs: the blocks' other arguments (``norm_first``, ``dropout``, ...).
+    """
+    if kind not in BLOCK_KINDS:
+        raise ValueError(f"kind={kind!r}: allowed values are {', '.join(BLOCK_KINDS)}.")
+    return [
+        BLOCK_KINDS[kind](
+            num_heads,
+            d_model // num_heads,
+            ff_dim,
+            attention=attention_registry.fresh(attention),
+            position=None if position is None else positional.fresh(position),
+            name=f"{kind}_block_{i}",
+            **block_kwargs,
+        )
+        for i in range(num_layers)
+    ]
+
+
+def _serialize(value):
+    """A builder argument as a JSON-able value (layer instances as Keras configs)."""
+    if isinstance(value, keras.layers.Layer):
+        return keras.saving.serialize_keras_object(value)
+    return value
+
+
+@keras.saving.register_keras_serializable(package="keras_transformers")
+class BackboneModel(keras.Model):
+    """Base of the model families: a Functional model built from its builder's arguments.
+
+    Subclasses implement ``build_graph(**config) -> (inputs, outputs)``, usually by calling
+    :meth:`assemble` (the shared embedding -> blocks -> final norm) and adding their head.
+    ``get_config()`` returns ``config`` (layer instances serialized); ``from_config`` calls the
+    constructor again, so a loaded model has the same class and part attributes.
+    """
+
+    default_name = "model"
+
+    def __init__(self, name=None, trainable=True, dtype=None, **config):
+        # kept outside Keras' attribute tracking: a core instance given as `attention` is a
+        # template (each layer gets a fresh copy), not a sublayer of the model
+        object.__setattr__(
+            self, "_builder_config", {key: _serialize(value) for key, value in config.items()}
+        )
+        inputs, outputs = self.build_graph(**config)
+        kwargs = {} if dtype is None else {"dtype": dtype}
+        super().__init__(
+            inputs=inputs,
+            outputs=outputs,
+            name=name or self.default_name,
+            trainable=trainable,
+            **kwargs,
+        )
+
+    def build_graph(self, **config):  # pragma: no cover - abstract
+        raise NotImplementedError(f"{type(self).__name__} must implement build_graph(**config).")
+
+    # ----------------------------------------------------------------------------- assembly
+    def assemble(
+        self,
+        token_ids,
+        blocks,
+        vocab_size=None,
+        d_model=None,
+        max_length=None,
+        position=None,
+        dropout=0.0,
+        norm_first=True,
+        tie_embeddings=True,
+        embedded=None,
+        embedding_norm=False,
+        **block_inputs,
+    ):
+        """The shared backbone: embeddings -> ``blocks`` -> final norm; sets the part attributes.
+
+        Args:
+            token_ids: ``(B, L)`` int input (unused when ``embedded`` is given).
+            blocks: the layers to stack (:func:`make_blocks` or the family's own); each is
+                called as ``block(x, **block_inputs)``.
+            vocab_size, d_model: size of the ``token_embedding`` table.
+            max_length: rows of a learned position table.
+            position: the builder's ``position=`` (its embedding side is applied here; give the
+                score side to the blocks).
+            dropout: rate of ``embedding_dropout`` (none for 0).
+            norm_first: pre-norm stacks end with ``final_norm``; post-norm ones do not.
+            tie_embeddings: the token embedding's reverse call is the output projection.
+            embedded: ``(B, L, d)`` inputs already embedded (Decision Transformer); then
+                ``token_embedding`` is None.
+            embedding_norm: a LayerNorm after the embeddings (``embedding_norm``).
+
+        Returns:
+            the hidden states ``(B, L, d)`` after the final norm.
+        """
+        embed_pos, _ = resolve_position(position)
+        if embedded is None:
+            self.token_embedding = ReversibleEmbedding(
+                vocab_size, d_model, tie_weights=tie_embeddings, name="token_embedding"
+            )
+            x = self.token_embedding(token_ids)  # (B, L, d)
+        else:
+            self.token_embedding = None
+            x = embedded
+        self.position_embedding = embedding_position_layer(
+            embed_pos, max_length, "position_embedding"
+        )
+        if self.position_embedding is not None:
+            x = self.position_embedding(x)
+        self.embedding_norm = (
+            keras.layers.LayerNormalization(epsilon=1e-5, name="embedding_norm")
+            if embedding_norm
+            else None
+        )
+        if self.embedding_norm is not None:
+            x = self.embedding_norm(x)
+        self.embedding_dropout = (
+            keras.layers.Dropout(dropout, name="embedding_dropout") if dropout else None
+        )
+        if self.embedding_dropout is not None:
+            x = self.embedding_dropout(x)
+        self.transformer_layers = list(blocks)
+        for block in self.transformer_layers:
+            x = block(x, **block_inputs)  # (B, L, d)
+        self.final_norm = (
+            keras.layers.LayerNormalization(epsilon=1e-5, name="final_norm") if norm_first else None
+        )
+        if self.final_norm is not None:
+            x = self.final_norm(x)
+        return x
+
+    # ----------------------------------------------------------------------------- config
+    def get_config(self):
+        return {
+            "name": self.name,
+            "trainable": self.trainable,
+            **copy.deepcopy(self._builder_config),
+        }
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        return cls(**config)
