@@ -40,7 +40,8 @@ import numpy as np
 from keras import ops
 
 from keras_transformers.data.tokenizers import BOS_ID, EOS_ID, NUM_SPECIAL_TOKENS, PAD_ID
-from keras_transformers.models.encoder_classifier import build_text_encoder
+from keras_transformers.models.backbone import BackboneModel, check_model_sizes
+from keras_transformers.models.encoder_classifier import encode_tokens
 from keras_transformers.models.layers import SequencePooling
 
 ENGINES = ("numpy", "keras_hub")
@@ -287,17 +288,35 @@ class MaskedLMHead(keras.layers.Layer):
         }
 
 
-def _hidden_layer_name(model):
-    """Name of the layer whose output is the per-token encoder output ``(B, L, d)``."""
-    names = [layer.name for layer in model.layers]
-    if "final_norm" in names:
-        return "final_norm"
-    blocks = sorted(
-        (n for n in names if n.startswith("encoder_block_")), key=lambda n: int(n.rsplit("_", 1)[1])
-    )
-    if not blocks:
-        raise ValueError(f"model {model.name!r} has no encoder blocks (layers: {names})")
-    return blocks[-1]
+@keras.saving.register_keras_serializable(package="keras_transformers")
+class BertPretrainer(BackboneModel):
+    """Masked-LM pre-trainer: the encoder of :class:`TextEncoder` (same parts, same layer names)
+    plus a :class:`MaskedLMHead` (``mlm_head``) tied to ``token_embedding``.
+
+    ``BertPretrainer(**config)`` with the arguments of :func:`build_bert_pretrainer` (the builder
+    resolves ``max_selections``).
+    """
+
+    default_name = "bert_pretrainer"
+
+    def build_graph(self, vocab_size, max_length, max_selections, activation="gelu", **encoder):
+        token_ids = keras.Input(shape=(max_length,), dtype="int32", name="token_ids")
+        hidden, _ = encode_tokens(
+            self, token_ids, vocab_size, max_length, activation=activation, **encoder
+        )  # (B, L, d)
+        mask_positions = keras.Input(shape=(max_selections,), dtype="int32", name="mask_positions")
+        table = self.token_embedding(
+            VocabularyIds(vocab_size, name="vocabulary_ids")(token_ids)
+        )  # (V, d): the same embedding layer, called on every id
+        self.mlm_head = MaskedLMHead(vocab_size, activation=activation, name="mlm_head")
+        logits = self.mlm_head(hidden, table, mask_positions)  # (B, P, V)
+        return {"token_ids": token_ids, "mask_positions": mask_positions}, logits
+
+
+def _sequence_output(model):
+    """The per-token encoder output ``(B, L, d)`` of a pre-trainer (or text encoder)."""
+    last = model.final_norm if model.final_norm is not None else model.transformer_layers[-1]
+    return last.output
 
 
 def build_bert_pretrainer(
@@ -341,9 +360,11 @@ def build_bert_pretrainer(
     p = int(max_selections or default_max_selections(max_length, selection_rate))
     if p < 1:
         raise ValueError(f"max_selections={max_selections}: must be >= 1")
-    encoder = build_text_encoder(
-        vocab_size,
-        max_length,
+    check_model_sizes(d_model, num_heads, num_layers)
+    return BertPretrainer(
+        vocab_size=vocab_size,
+        max_length=max_length,
+        max_selections=p,
         d_model=d_model,
         num_heads=num_heads,
         num_layers=num_layers,
@@ -354,18 +375,7 @@ def build_bert_pretrainer(
         activation=activation,
         norm_first=norm_first,
         num_key_value_heads=num_key_value_heads,
-    )
-    token_ids = encoder.inputs[0]
-    hidden = encoder.get_layer(_hidden_layer_name(encoder)).output  # (B, L, d)
-    mask_positions = keras.Input(shape=(p,), dtype="int32", name="mask_positions")
-    table = encoder.get_layer("token_embedding")(
-        VocabularyIds(vocab_size, name="vocabulary_ids")(token_ids)
-    )  # (V, d): the same embedding layer, called on every id
-    logits = MaskedLMHead(vocab_size, activation=activation, name="mlm_head")(
-        hidden, table, mask_positions
-    )  # (B, P, V)
-    return keras.Model(
-        {"token_ids": token_ids, "mask_positions": mask_positions}, logits, name=name
+        name=name,
     )
 
 
@@ -384,14 +394,14 @@ def encoder_from_pretrainer(pretrainer, pooling="mean", name="text_encoder"):
     """
     model = _as_model(pretrainer)
     token_ids = model.input["token_ids"]
-    hidden = model.get_layer(_hidden_layer_name(model)).output
-    padding_mask = model.get_layer("padding_mask").output
+    hidden = _sequence_output(model)  # (B, L, d)
+    padding_mask = model.padding_mask_layer.output  # (B, L)
     pooled = SequencePooling(pooling, name="pooling")(hidden, padding_mask=padding_mask)
     return keras.Model(token_ids, pooled, name=name)
 
 
 def load_pretrained_encoder(model, pretrainer):
-    """Copy a pre-trainer's encoder weights into ``model`` (in place) by layer name.
+    """Copy a pre-trainer's encoder weights into ``model`` (in place), part by part.
 
     Args:
         model: a model from :func:`build_encoder_classifier` (its nested ``text_encoder``), or
@@ -405,21 +415,28 @@ def load_pretrained_encoder(model, pretrainer):
         ValueError: when a layer is missing from the pre-trainer or a weight shape differs.
     """
     source = _as_model(pretrainer)
-    target = model
-    names = [layer.name for layer in model.layers]
-    if "text_encoder" in names:
-        target = model.get_layer("text_encoder")
+    target = getattr(model, "backbone", model)
+    pairs = [
+        (getattr(target, part), getattr(source, part))
+        for part in ("token_embedding", "position_embedding")
+    ]
+    if len(target.transformer_layers) != len(source.transformer_layers):
+        raise ValueError(
+            f"{target.name!r} has {len(target.transformer_layers)} encoder blocks but the "
+            f"pre-trainer {source.name!r} has {len(source.transformer_layers)}: build both with "
+            "the same sizes"
+        )
+    pairs += list(zip(target.transformer_layers, source.transformer_layers))
+    pairs.append((target.final_norm, source.final_norm))
     copied = []
-    for layer in target.layers:
-        if not layer.weights:
+    for layer, donor in pairs:
+        if layer is None and donor is None:
             continue
-        try:
-            donor = source.get_layer(layer.name)
-        except ValueError:
+        if layer is None or donor is None:
             raise ValueError(
-                f"layer {layer.name!r} of {target.name!r} is not in the pre-trainer "
-                f"{source.name!r}: build both with the same sizes"
-            ) from None
+                f"{target.name!r} and the pre-trainer {source.name!r} differ in their position "
+                "embedding or final norm: build both with the same position and norm_first"
+            )
         mine, theirs = layer.get_weights(), donor.get_weights()
         shapes = [w.shape for w in mine], [w.shape for w in theirs]
         if shapes[0] != shapes[1]:

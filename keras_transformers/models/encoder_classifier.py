@@ -6,33 +6,115 @@ Dense(num_classes)`` logits. Token id 0 is padding and is masked out of attentio
 
 import keras
 
-from keras_transformers import attention as attention_registry
-from keras_transformers import positional
-from keras_transformers.blocks import TransformerEncoderBlock
-from keras_transformers.models.layers import (
-    PaddingMask,
-    SequencePooling,
-    embedding_position_layer,
-    resolve_position,
+from keras_transformers.models.backbone import (
+    BackboneModel,
+    check_model_sizes,
+    make_blocks,
+    needs_static_length,
 )
+from keras_transformers.models.layers import PaddingMask, SequencePooling, resolve_position
+
+__all__ = [
+    "EncoderClassifier",
+    "TextEncoder",
+    "build_encoder_classifier",
+    "build_retrieval_classifier",
+    "build_text_encoder",
+    "check_model_sizes",
+    "encode_tokens",
+    "needs_static_length",
+]
 
 
-def check_model_sizes(d_model, num_heads, num_layers):
-    """Validate the common size arguments of the builders."""
-    if d_model % num_heads:
-        raise ValueError(f"d_model={d_model} must be divisible by num_heads={num_heads}.")
-    if num_layers < 1:
-        raise ValueError(f"num_layers={num_layers}: must be >= 1.")
+def encode_tokens(
+    model,
+    token_ids,
+    vocab_size,
+    max_length,
+    d_model=128,
+    num_heads=4,
+    num_layers=2,
+    ff_dim=None,
+    attention="full",
+    position="learned",
+    dropout=0.1,
+    activation="gelu",
+    norm_first=True,
+    num_key_value_heads=None,
+):
+    """The encoder sequence of ``model``: padding mask + the shared backbone of encoder blocks.
 
+    Sets ``model.padding_mask_layer`` and the backbone parts (:meth:`BackboneModel.assemble`).
 
-def needs_static_length(attention):
-    """True when the core blocks or chunks the sequence (its ``needs_static_length``)."""
-    core = (
-        attention_registry.get(attention)
-        if not isinstance(attention, attention_registry.AttentionCore)
-        else attention
+    Returns:
+        ``(hidden (B, L, d), padding_mask (B, L))``.
+    """
+    _, score_pos = resolve_position(position)
+    model.padding_mask_layer = PaddingMask(name="padding_mask")
+    padding_mask = model.padding_mask_layer(token_ids)  # (B, L)
+    blocks = make_blocks(
+        "encoder",
+        num_layers,
+        d_model,
+        num_heads,
+        ff_dim or 4 * d_model,
+        attention,
+        score_pos,
+        norm_first=norm_first,
+        dropout=dropout,
+        activation=activation,
+        num_key_value_heads=num_key_value_heads,
     )
-    return core.needs_static_length
+    x = model.assemble(
+        token_ids,
+        blocks,
+        vocab_size=vocab_size,
+        d_model=d_model,
+        max_length=max_length,
+        position=position,
+        dropout=dropout,
+        norm_first=norm_first,
+        padding_mask=padding_mask,
+    )  # (B, L, d)
+    return x, padding_mask
+
+
+@keras.saving.register_keras_serializable(package="keras_transformers")
+class TextEncoder(BackboneModel):
+    """The pooled encoder tower ``token_ids (B, L) -> (B, d_model)`` on the shared backbone.
+
+    ``TextEncoder(**config)`` with the arguments of :func:`build_text_encoder`. Parts:
+    ``token_embedding``, ``position_embedding``, ``transformer_layers`` (encoder blocks),
+    ``final_norm``, ``padding_mask_layer`` and ``pooling``.
+    """
+
+    default_name = "text_encoder"
+
+    def build_graph(self, max_length, pooling="mean", **encoder_args):
+        token_ids = keras.Input(shape=(max_length,), dtype="int32", name="token_ids")
+        x, padding_mask = encode_tokens(self, token_ids, max_length=max_length, **encoder_args)
+        self.pooling = SequencePooling(pooling, name="pooling")
+        return token_ids, self.pooling(x, padding_mask=padding_mask)  # (B, d)
+
+
+@keras.saving.register_keras_serializable(package="keras_transformers")
+class EncoderClassifier(BackboneModel):
+    """``token_ids (B, L) -> logits (B, num_classes)``: a :class:`TextEncoder` (``backbone``)
+    followed by dropout and a Dense head (``classifier_head``).
+
+    ``EncoderClassifier(**config)`` with the arguments of :func:`build_encoder_classifier`.
+    """
+
+    default_name = "encoder_classifier"
+
+    def build_graph(self, num_classes, max_length, dropout=0.1, **encoder_args):
+        self.backbone = TextEncoder(
+            max_length=max_length, dropout=dropout, name="text_encoder", **encoder_args
+        )
+        token_ids = keras.Input(shape=(max_length,), dtype="int32", name="token_ids")
+        pooled = keras.layers.Dropout(dropout, name="head_dropout")(self.backbone(token_ids))
+        self.classifier_head = keras.layers.Dense(num_classes, dtype="float32", name="logits")
+        return token_ids, self.classifier_head(pooled)  # (B, num_classes)
 
 
 def build_text_encoder(
@@ -51,38 +133,28 @@ def build_text_encoder(
     num_key_value_heads=None,
     name="text_encoder",
 ):
-    """Build the pooled encoder tower: ``token_ids (B, L) -> (B, d_model)``.
+    """Build the pooled encoder tower (:class:`TextEncoder`): ``token_ids (B, L) -> (B, d_model)``.
 
     Arguments as in :func:`build_encoder_classifier`. Used on its own for two-tower models
     (retrieval): call the returned model on each input.
     """
     check_model_sizes(d_model, num_heads, num_layers)
-    ff_dim = ff_dim or 4 * d_model
-    embed_pos, score_pos = resolve_position(position)
-    token_ids = keras.Input(shape=(max_length,), dtype="int32", name="token_ids")
-    padding_mask = PaddingMask(name="padding_mask")(token_ids)
-    x = keras.layers.Embedding(vocab_size, d_model, name="token_embedding")(token_ids)
-    pos_layer = embedding_position_layer(embed_pos, max_length, "position_embedding")
-    if pos_layer is not None:
-        x = pos_layer(x)
-    x = keras.layers.Dropout(dropout, name="embedding_dropout")(x)
-    for i in range(num_layers):
-        x = TransformerEncoderBlock(
-            num_heads,
-            d_model // num_heads,
-            ff_dim,
-            attention=attention_registry.fresh(attention),
-            position=None if score_pos is None else positional.fresh(score_pos),
-            norm_first=norm_first,
-            dropout=dropout,
-            activation=activation,
-            num_key_value_heads=num_key_value_heads,
-            name=f"encoder_block_{i}",
-        )(x, padding_mask=padding_mask)
-    if norm_first:
-        x = keras.layers.LayerNormalization(epsilon=1e-5, name="final_norm")(x)
-    pooled = SequencePooling(pooling, name="pooling")(x, padding_mask=padding_mask)
-    return keras.Model(token_ids, pooled, name=name)
+    return TextEncoder(
+        vocab_size=vocab_size,
+        max_length=max_length,
+        d_model=d_model,
+        num_heads=num_heads,
+        num_layers=num_layers,
+        ff_dim=ff_dim,
+        attention=attention,
+        position=position,
+        dropout=dropout,
+        pooling=pooling,
+        activation=activation,
+        norm_first=norm_first,
+        num_key_value_heads=num_key_value_heads,
+        name=name,
+    )
 
 
 def build_encoder_classifier(
@@ -102,7 +174,7 @@ def build_encoder_classifier(
     num_key_value_heads=None,
     name="encoder_classifier",
 ):
-    """Build a Functional encoder classifier.
+    """Build an encoder classifier (:class:`EncoderClassifier`).
 
     Args:
         vocab_size: token vocabulary (id 0 = padding).
@@ -114,11 +186,14 @@ def build_encoder_classifier(
         pooling: ``"mean"`` (masked), ``"max"`` or ``"cls"`` (first token).
 
     Returns:
-        ``keras.Model``: ``token_ids (B, L) int -> logits (B, num_classes)``.
+        ``keras.Model``: ``token_ids (B, L) int -> logits (B, num_classes)``; its encoder is
+        ``model.backbone`` (a :class:`TextEncoder` named ``text_encoder``).
     """
-    encoder = build_text_encoder(
-        vocab_size,
-        max_length,
+    check_model_sizes(d_model, num_heads, num_layers)
+    return EncoderClassifier(
+        vocab_size=vocab_size,
+        num_classes=num_classes,
+        max_length=max_length,
         d_model=d_model,
         num_heads=num_heads,
         num_layers=num_layers,
@@ -130,11 +205,8 @@ def build_encoder_classifier(
         activation=activation,
         norm_first=norm_first,
         num_key_value_heads=num_key_value_heads,
+        name=name,
     )
-    token_ids = keras.Input(shape=(max_length,), dtype="int32", name="token_ids")
-    pooled = keras.layers.Dropout(dropout, name="head_dropout")(encoder(token_ids))
-    logits = keras.layers.Dense(num_classes, dtype="float32", name="logits")(pooled)
-    return keras.Model(token_ids, logits, name=name)
 
 
 def build_retrieval_classifier(vocab_size, max_length, num_classes=2, name="retrieval", **kwargs):
