@@ -23,17 +23,12 @@ Example:
 import keras
 import numpy as np
 
-from keras_transformers import attention as attention_registry
-from keras_transformers import positional
-from keras_transformers.blocks import TransformerDecoderBlock
 from keras_transformers.blocks.feedforward import FeedForward
 from keras_transformers.memory.knn import _check_positive_int
 from keras_transformers.memory.memorizing import KNNAugmentedAttention
-from keras_transformers.models.encoder_classifier import check_model_sizes
-from keras_transformers.models.layers import (
-    embed_lm_tokens,
-    resolve_position,
-)
+from keras_transformers.models.backbone import check_model_sizes, make_blocks
+from keras_transformers.models.decoder_lm import DecoderLM
+from keras_transformers.models.layers import resolve_position
 
 
 @keras.saving.register_keras_serializable(package="keras_transformers")
@@ -149,6 +144,88 @@ class MemorizingDecoderBlock(keras.layers.Layer):
         }
 
 
+@keras.saving.register_keras_serializable(package="keras_transformers")
+class MemorizingLM(DecoderLM):
+    """Memorizing Transformer LM on the shared backbone, with ``generate``.
+
+    ``MemorizingLM(**config)`` with the arguments of :func:`build_memorizing_lm` (the builder
+    resolves ``memory_layer_index``). Parts as in :class:`DecoderLM`; ``transformer_layers``
+    holds the :class:`MemorizingDecoderBlock` at ``memory_layer_index``.
+
+    ``generate`` recomputes the whole segment for every token (the kNN layer has no KV cache)
+    with ``stateless_call``: the memory of earlier segments is read, not written. The prompt
+    batch must be ``batch_size`` and ``max_length`` at most ``segment_length``.
+    """
+
+    default_name = "memorizing_lm"
+    stateful_memory = True
+
+    def build_graph(
+        self,
+        vocab_size,
+        segment_length,
+        batch_size,
+        memory_layer_index,
+        memory_size=1024,
+        top_k=32,
+        d_model=128,
+        num_heads=4,
+        num_layers=2,
+        ff_dim=None,
+        position="learned",
+        attention="full",
+        normalize=True,
+        gate_bias_initializer=0.0,
+        chunk_size=4096,
+        dropout=0.0,
+        activation="gelu",
+        norm_first=True,
+        tie_embeddings=True,
+    ):
+        _, score_pos = resolve_position(position)
+        ff_dim = ff_dim or 4 * d_model
+        token_ids = keras.Input(
+            shape=(segment_length,), batch_size=batch_size, dtype="int32", name="token_ids"
+        )
+        common = dict(norm_first=norm_first, dropout=dropout, activation=activation)
+        blocks = make_blocks(
+            "decoder",
+            num_layers,
+            d_model,
+            num_heads,
+            ff_dim,
+            attention,
+            score_pos,
+            cross_attention=False,
+            **common,
+        )
+        blocks[memory_layer_index] = MemorizingDecoderBlock(
+            num_heads,
+            d_model // num_heads,
+            ff_dim,
+            memory_size,
+            batch_size,
+            top_k=top_k,
+            normalize=normalize,
+            gate_bias_initializer=gate_bias_initializer,
+            chunk_size=chunk_size,
+            name=f"memorizing_block_{memory_layer_index}",
+            **common,
+        )
+        x = self.assemble(
+            token_ids,
+            blocks,
+            vocab_size=vocab_size,
+            d_model=d_model,
+            max_length=segment_length,
+            position=position,
+            dropout=dropout,
+            norm_first=norm_first,
+            tie_embeddings=tie_embeddings,
+        )
+        return token_ids, self.logits_output(x)
+
+
 def default_memory_layer_index(num_layers):
     """The paper's placement, near the top: layer 9 of 12 (index 8); the top layer for N <= 3."""
     return max(0, num_layers - 1 - num_layers // 4)
@@ -176,7 +253,7 @@ def build_memorizing_lm(
     tie_embeddings=True,
     name="memorizing_lm",
 ):
-    """Build a Functional Memorizing Transformer LM.
+    """Build a Memorizing Transformer LM (:class:`MemorizingLM`).
 
     Args:
         vocab_size: ``V``.
@@ -193,7 +270,8 @@ def build_memorizing_lm(
         normalize, gate_bias_initializer, chunk_size: see :class:`KNNAugmentedAttention`.
 
     Returns:
-        ``keras.Model``: ``token_ids (B, L) int -> logits (B, L, V) float32``.
+        :class:`MemorizingLM` (a :class:`DecoderLM`): ``token_ids (B, L) int -> logits
+        (B, L, V) float32``.
     """
     check_model_sizes(d_model, num_heads, num_layers)
     vocab_size = _check_positive_int("vocab_size", vocab_size)
@@ -206,50 +284,28 @@ def build_memorizing_lm(
             f"memory_layer_index={memory_layer_index!r}: must be an integer in "
             f"[0, num_layers={num_layers})."
         )
-    ff_dim = ff_dim or 4 * d_model
-    embed_pos, score_pos = resolve_position(position)
-    token_ids = keras.Input(
-        shape=(segment_length,), batch_size=batch_size, dtype="int32", name="token_ids"
+    return MemorizingLM(
+        vocab_size=vocab_size,
+        segment_length=segment_length,
+        batch_size=batch_size,
+        memory_size=memory_size,
+        top_k=top_k,
+        d_model=d_model,
+        num_heads=num_heads,
+        num_layers=num_layers,
+        ff_dim=ff_dim,
+        memory_layer_index=memory_layer_index,
+        position=position,
+        attention=attention,
+        normalize=normalize,
+        gate_bias_initializer=gate_bias_initializer,
+        chunk_size=chunk_size,
+        dropout=dropout,
+        activation=activation,
+        norm_first=norm_first,
+        tie_embeddings=tie_embeddings,
+        name=name,
     )
-    embedding, x = embed_lm_tokens(
-        token_ids, vocab_size, d_model, tie_embeddings, embed_pos, segment_length, dropout
-    )
-    for i in range(num_layers):
-        if i == memory_layer_index:
-            block = MemorizingDecoderBlock(
-                num_heads,
-                d_model // num_heads,
-                ff_dim,
-                memory_size,
-                batch_size,
-                top_k=top_k,
-                normalize=normalize,
-                gate_bias_initializer=gate_bias_initializer,
-                chunk_size=chunk_size,
-                norm_first=norm_first,
-                dropout=dropout,
-                activation=activation,
-                name=f"memorizing_block_{i}",
-            )
-        else:
-            block = TransformerDecoderBlock(
-                num_heads,
-                d_model // num_heads,
-                ff_dim,
-                attention=attention_registry.fresh(attention),
-                position=None if score_pos is None else positional.fresh(score_pos),
-                cross_attention=False,
-                norm_first=norm_first,
-                dropout=dropout,
-                activation=activation,
-                name=f"decoder_block_{i}",
-            )
-        x = block(x)
-    if norm_first:
-        x = keras.layers.LayerNormalization(epsilon=1e-5, name="final_norm")(x)
-    logits = embedding(x, reverse=True)  # (B, L, V)
-    logits = keras.layers.Activation("linear", dtype="float32", name="logits")(logits)
-    return keras.Model(token_ids, logits, name=name)
 
 
 def segment_batches(tokens, batch_size, segment_length):

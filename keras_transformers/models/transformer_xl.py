@@ -21,10 +21,87 @@ Example:
 """
 
 import keras
-from keras_hub.layers import ReversibleEmbedding
 
 from keras_transformers.memory.compressive import COMPRESSIONS, CompressiveTransformerBlock
 from keras_transformers.memory.segment import SegmentDocuments, TransformerXLBlock
+from keras_transformers.models.decoder_lm import DecoderLM
+
+
+@keras.saving.register_keras_serializable(package="keras_transformers")
+class TransformerXLLM(DecoderLM):
+    """Transformer-XL / Compressive Transformer LM on the shared backbone, with ``generate``.
+
+    ``TransformerXLLM(**config)`` with the arguments of :func:`build_transformer_xl_lm`. Parts as
+    in :class:`DecoderLM` (``transformer_layers`` are the memory blocks; ``position_embedding``
+    is None) plus ``documents`` (the :class:`SegmentDocuments` layer).
+
+    ``generate`` recomputes the whole segment for every token (no KV cache: the segment memory
+    makes a per-position cache hard) with ``stateless_call``, so the memories of the previous
+    segments are the context and are left as they were. The prompt batch must be ``batch_size``
+    and ``max_length`` at most ``segment_length``.
+    """
+
+    default_name = "transformer_xl"
+    stateful_memory = True
+
+    def build_graph(
+        self,
+        vocab_size,
+        segment_length,
+        memory_length,
+        batch_size,
+        d_model=128,
+        num_heads=4,
+        num_layers=2,
+        ff_dim=None,
+        dropout=0.0,
+        compressed_memory_length=0,
+        compression_rate=2,
+        compression="conv",
+        reconstruction_loss_weight=1.0,
+        document_start_id=None,
+        activation="gelu",
+        tie_embeddings=True,
+    ):
+        token_ids = keras.Input(
+            batch_shape=(batch_size, segment_length), dtype="int32", name="token_ids"
+        )
+        self.documents = SegmentDocuments(batch_size, document_start_id, name="documents")
+        documents = self.documents(token_ids)
+        common = dict(
+            num_heads=num_heads,
+            key_dim=d_model // num_heads,
+            ff_dim=ff_dim or 4 * d_model,
+            memory_length=memory_length,
+            batch_size=batch_size,
+            dropout=dropout,
+            activation=activation,
+        )
+        if compressed_memory_length > 0:
+            blocks = [
+                CompressiveTransformerBlock(
+                    compressed_memory_length=compressed_memory_length,
+                    compression_rate=compression_rate,
+                    compression=compression,
+                    reconstruction_loss_weight=reconstruction_loss_weight,
+                    **common,
+                    name=f"compressive_block_{i}",
+                )
+                for i in range(num_layers)
+            ]
+        else:
+            blocks = [TransformerXLBlock(**common, name=f"xl_block_{i}") for i in range(num_layers)]
+        x = self.assemble(
+            token_ids,
+            blocks,
+            vocab_size=vocab_size,
+            d_model=d_model,
+            position=None,
+            dropout=dropout,
+            tie_embeddings=tie_embeddings,
+            documents=documents,
+        )
+        return token_ids, self.logits_output(x)
 
 
 def build_transformer_xl_lm(
@@ -65,7 +142,8 @@ def build_transformer_xl_lm(
         name: model name (``transformer_xl`` / ``compressive_transformer`` by default).
 
     Returns:
-        ``keras.Model``: ``token_ids (B, L) int32 -> logits (B, L, V) float32``.
+        :class:`TransformerXLLM` (a :class:`DecoderLM`): ``token_ids (B, L) int32 -> logits
+        (B, L, V) float32``.
     """
     for arg, value, low in (
         ("vocab_size", vocab_size, 2),
@@ -86,41 +164,22 @@ def build_transformer_xl_lm(
         raise ValueError(
             f"compression={compression!r}: allowed values are {', '.join(COMPRESSIONS)}."
         )
-    ff_dim = ff_dim or 4 * d_model
-    name = name or ("compressive_transformer" if compressive else "transformer_xl")
-    token_ids = keras.Input(
-        batch_shape=(batch_size, segment_length), dtype="int32", name="token_ids"
-    )
-    documents = SegmentDocuments(batch_size, document_start_id, name="documents")(token_ids)
-    embedding = ReversibleEmbedding(
-        vocab_size, d_model, tie_weights=tie_embeddings, name="token_embedding"
-    )
-    x = embedding(token_ids)  # (B, L, d)
-    if dropout:
-        x = keras.layers.Dropout(dropout, name="embedding_dropout")(x)
-    common = dict(
-        num_heads=num_heads,
-        key_dim=d_model // num_heads,
-        ff_dim=ff_dim,
+    return TransformerXLLM(
+        vocab_size=vocab_size,
+        segment_length=segment_length,
         memory_length=memory_length,
         batch_size=batch_size,
+        d_model=d_model,
+        num_heads=num_heads,
+        num_layers=num_layers,
+        ff_dim=ff_dim,
         dropout=dropout,
+        compressed_memory_length=compressed_memory_length,
+        compression_rate=compression_rate,
+        compression=compression,
+        reconstruction_loss_weight=reconstruction_loss_weight,
+        document_start_id=document_start_id,
         activation=activation,
+        tie_embeddings=tie_embeddings,
+        name=name or ("compressive_transformer" if compressive else "transformer_xl"),
     )
-    for i in range(num_layers):
-        if compressive:
-            block = CompressiveTransformerBlock(
-                compressed_memory_length=compressed_memory_length,
-                compression_rate=compression_rate,
-                compression=compression,
-                reconstruction_loss_weight=reconstruction_loss_weight,
-                **common,
-                name=f"compressive_block_{i}",
-            )
-        else:
-            block = TransformerXLBlock(**common, name=f"xl_block_{i}")
-        x = block(x, documents)
-    x = keras.layers.LayerNormalization(epsilon=1e-5, name="final_norm")(x)
-    logits = embedding(x, reverse=True)  # (B, L, V)
-    logits = keras.layers.Activation("linear", dtype="float32", name="logits")(logits)
-    return keras.Model(token_ids, logits, name=name)

@@ -6,8 +6,8 @@ time step) is added inside the block at every step, so ``position=None`` is the 
 any embedding-side (``"learned"``) or score-side (``"rope"``, ``"alibi"``, ...) position can be added.
 
 The ACT ponder cost ``tau·mean(N + R)`` is part of ``model.losses`` and is added to the compiled
-loss by ``fit``. ``model.get_layer("universal_block").average_ponder_steps`` holds the mean number
-of steps of the latest batch.
+loss by ``fit``. ``model.universal_block.average_ponder_steps`` holds the mean number of steps of
+the latest batch.
 
 Example:
     >>> from keras_transformers.models.universal import build_universal_transformer_classifier
@@ -21,14 +21,9 @@ import keras
 from keras_transformers import attention as attention_registry
 from keras_transformers import positional
 from keras_transformers.blocks.universal import UniversalTransformerBlock
-from keras_transformers.models.encoder_classifier import needs_static_length
-from keras_transformers.models.layers import (
-    PaddingMask,
-    SequencePooling,
-    embed_lm_tokens,
-    embedding_position_layer,
-    resolve_position,
-)
+from keras_transformers.models.backbone import BackboneModel, needs_static_length
+from keras_transformers.models.decoder_lm import DecoderLM
+from keras_transformers.models.layers import PaddingMask, SequencePooling, resolve_position
 
 
 def _check(d_model, num_heads):
@@ -36,17 +31,129 @@ def _check(d_model, num_heads):
         raise ValueError(f"d_model={d_model} must be divisible by num_heads={num_heads}.")
 
 
-def _universal_block(d_model, num_heads, ff_dim, score_pos, attention, causal, **kwargs):
+def _universal_block(d_model, num_heads, ff_dim, position, attention, causal, **kwargs):
+    _, score_pos = resolve_position(position)
     return UniversalTransformerBlock(
         num_heads,
         d_model // num_heads,
-        ff_dim,
+        ff_dim or 4 * d_model,
         attention=attention_registry.fresh(attention),
         position=None if score_pos is None else positional.fresh(score_pos),
         causal=causal,
         name="universal_block",
         **kwargs,
     )
+
+
+@keras.saving.register_keras_serializable(package="keras_transformers")
+class UniversalTransformerClassifier(BackboneModel):
+    """Universal Transformer encoder classifier on the shared backbone.
+
+    ``UniversalTransformerClassifier(**config)`` with the arguments of
+    :func:`build_universal_transformer_classifier`. ``transformer_layers`` is the one shared
+    :class:`UniversalTransformerBlock` (also ``universal_block``); the head is ``pooling`` and
+    ``classifier_head``.
+    """
+
+    default_name = "universal_transformer_classifier"
+
+    def build_graph(
+        self,
+        vocab_size,
+        num_classes,
+        max_length,
+        d_model=128,
+        num_heads=4,
+        ff_dim=None,
+        attention="full",
+        position=None,
+        dropout=0.1,
+        pooling="mean",
+        norm_first=False,
+        **block_args,
+    ):
+        token_ids = keras.Input(shape=(max_length,), dtype="int32", name="token_ids")
+        padding_mask = PaddingMask(name="padding_mask")(token_ids)
+        self.universal_block = _universal_block(
+            d_model,
+            num_heads,
+            ff_dim,
+            position,
+            attention,
+            causal=False,
+            norm_first=norm_first,
+            dropout=dropout,
+            **block_args,
+        )
+        x = self.assemble(
+            token_ids,
+            [self.universal_block],
+            vocab_size=vocab_size,
+            d_model=d_model,
+            max_length=max_length,
+            position=position,
+            dropout=dropout,
+            norm_first=norm_first,
+            padding_mask=padding_mask,
+        )
+        self.pooling = SequencePooling(pooling, name="pooling")
+        pooled = self.pooling(x, padding_mask=padding_mask)
+        pooled = keras.layers.Dropout(dropout, name="head_dropout")(pooled)
+        self.classifier_head = keras.layers.Dense(num_classes, dtype="float32", name="logits")
+        return token_ids, self.classifier_head(pooled)
+
+
+@keras.saving.register_keras_serializable(package="keras_transformers")
+class UniversalTransformerLM(DecoderLM):
+    """Causal Universal Transformer LM on the shared backbone, with ``generate``.
+
+    ``UniversalTransformerLM(**config)`` with the arguments of
+    :func:`build_universal_transformer_lm`. ``transformer_layers`` is the one shared causal
+    :class:`UniversalTransformerBlock` (also ``universal_block``). ``generate`` recomputes the
+    sequence for every token (the ACT block has no KV cache).
+    """
+
+    default_name = "universal_transformer_lm"
+
+    def build_graph(
+        self,
+        vocab_size,
+        max_length,
+        d_model=128,
+        num_heads=4,
+        ff_dim=None,
+        attention="full",
+        position=None,
+        dropout=0.0,
+        norm_first=False,
+        tie_embeddings=True,
+        **block_args,
+    ):
+        length = max_length if needs_static_length(attention) else None
+        token_ids = keras.Input(shape=(length,), dtype="int32", name="token_ids")
+        self.universal_block = _universal_block(
+            d_model,
+            num_heads,
+            ff_dim,
+            position,
+            attention,
+            causal=True,
+            norm_first=norm_first,
+            dropout=dropout,
+            **block_args,
+        )
+        x = self.assemble(
+            token_ids,
+            [self.universal_block],
+            vocab_size=vocab_size,
+            d_model=d_model,
+            max_length=max_length,
+            position=position,
+            dropout=dropout,
+            norm_first=norm_first,
+            tie_embeddings=tie_embeddings,
+        )
+        return token_ids, self.logits_output(x)
 
 
 def build_universal_transformer_classifier(
@@ -89,36 +196,7 @@ def build_universal_transformer_classifier(
         ``keras.Model``: ``token_ids (B, L) int -> logits (B, num_classes)``.
     """
     _check(d_model, num_heads)
-    ff_dim = ff_dim or 4 * d_model
-    embed_pos, score_pos = resolve_position(position)
-    token_ids = keras.Input(shape=(max_length,), dtype="int32", name="token_ids")
-    padding_mask = PaddingMask(name="padding_mask")(token_ids)
-    x = keras.layers.Embedding(vocab_size, d_model, name="token_embedding")(token_ids)
-    pos_layer = embedding_position_layer(embed_pos, max_length, "position_embedding")
-    if pos_layer is not None:
-        x = pos_layer(x)
-    x = keras.layers.Dropout(dropout, name="embedding_dropout")(x)
-    x = _universal_block(
-        d_model,
-        num_heads,
-        ff_dim,
-        score_pos,
-        attention,
-        causal=False,
-        max_steps=max_steps,
-        act=act,
-        halting_epsilon=halting_epsilon,
-        ponder_cost_weight=ponder_cost_weight,
-        norm_first=norm_first,
-        dropout=dropout,
-        activation=activation,
-    )(x, padding_mask=padding_mask)
-    if norm_first:
-        x = keras.layers.LayerNormalization(epsilon=1e-5, name="final_norm")(x)
-    pooled = SequencePooling(pooling, name="pooling")(x, padding_mask=padding_mask)
-    pooled = keras.layers.Dropout(dropout, name="head_dropout")(pooled)
-    logits = keras.layers.Dense(num_classes, dtype="float32", name="logits")(pooled)
-    return keras.Model(token_ids, logits, name=name)
+    return UniversalTransformerClassifier(**_arguments(locals()))
 
 
 def build_universal_transformer_lm(
@@ -147,33 +225,13 @@ def build_universal_transformer_lm(
     = token embedding).
 
     Returns:
-        ``keras.Model``: ``token_ids (B, L) int -> logits (B, L, V) float32``.
+        :class:`UniversalTransformerLM` (a :class:`DecoderLM` with ``generate``):
+        ``token_ids (B, L) int -> logits (B, L, V) float32``.
     """
     _check(d_model, num_heads)
-    ff_dim = ff_dim or 4 * d_model
-    embed_pos, score_pos = resolve_position(position)
-    length = max_length if needs_static_length(attention) else None
-    token_ids = keras.Input(shape=(length,), dtype="int32", name="token_ids")
-    embedding, x = embed_lm_tokens(
-        token_ids, vocab_size, d_model, tie_embeddings, embed_pos, max_length, dropout
-    )
-    x = _universal_block(
-        d_model,
-        num_heads,
-        ff_dim,
-        score_pos,
-        attention,
-        causal=True,
-        max_steps=max_steps,
-        act=act,
-        halting_epsilon=halting_epsilon,
-        ponder_cost_weight=ponder_cost_weight,
-        norm_first=norm_first,
-        dropout=dropout,
-        activation=activation,
-    )(x)
-    if norm_first:
-        x = keras.layers.LayerNormalization(epsilon=1e-5, name="final_norm")(x)
-    logits = embedding(x, reverse=True)  # (B, L, V)
-    logits = keras.layers.Activation("linear", dtype="float32", name="logits")(logits)
-    return keras.Model(token_ids, logits, name=name)
+    return UniversalTransformerLM(**_arguments(locals()))
+
+
+def _arguments(builder_locals):
+    """A builder's arguments as the model's config."""
+    return {key: value for key, value in builder_locals.items() if not key.startswith("_")}
