@@ -3,22 +3,26 @@
 ::
 
     keras-transformers list                         # registered attention cores and positions
-    keras-transformers train lm [--epochs 2 ...]    # = python examples/train_lm.py ...
-    keras-transformers train classifier [...]       # = python examples/train_classifier.py ...
-    keras-transformers train seq2seq [...]          # = python examples/train_seq2seq.py ...
+    keras-transformers train lm [--epochs 2 ...]    # runs examples/train_lm.py ...
+    keras-transformers train classifier [...]       # runs examples/train_classifier.py ...
+    keras-transformers train seq2seq [...]          # runs examples/train_seq2seq.py ...
     keras-transformers bench                        # how to run the benchmarks
     keras-transformers <command> --help
 
-Also ``python -m keras_transformers.cli ...``.
+Also ``python -m keras_transformers.cli ...``. ``train`` runs the example script of the checkout
+this package runs from (as ``bench`` lists its ``benchmarks/``), so the command and the script are
+one piece of code. Nothing here imports Keras before it is needed: ``--help`` answers at once.
 """
 
 import argparse
 import ast
 import os
+import runpy
 import sys
 from pathlib import Path
 
-EXAMPLES = ("lm", "classifier", "seq2seq")
+from keras_transformers.recipes import EXAMPLES
+
 PROG = "keras-transformers"
 
 
@@ -47,10 +51,38 @@ def list_variants():
     return "\n".join(lines)
 
 
-def _benchmarks_dir():
-    """``benchmarks/`` of the checkout this package runs from (None when installed elsewhere)."""
-    folder = Path(__file__).resolve().parents[1] / "benchmarks"
+def _checkout_dir(name):
+    """``<name>/`` of the checkout this package runs from (None when installed elsewhere)."""
+    folder = Path(__file__).resolve().parents[1] / name
     return folder if folder.is_dir() else None
+
+
+def _benchmarks_dir():
+    return _checkout_dir("benchmarks")
+
+
+def train(example, argv):
+    """Run ``examples/train_<example>.py`` of the checkout with ``argv``; return the exit status."""
+    folder = _checkout_dir("examples")
+    script = folder / f"train_{example}.py" if folder else None
+    if script is None or not script.is_file():
+        print(
+            f"{PROG} train {example}: examples/train_{example}.py not found next to this "
+            "installation; clone the repository and run it from the checkout.",
+            file=sys.stderr,
+        )
+        return 2
+    from keras_transformers.recipes import flags
+
+    saved = sys.argv
+    sys.argv = [str(script), *argv]
+    flags.prog_override = f"{PROG} train {example}"  # what the script's --help shows
+    try:
+        runpy.run_path(str(script), run_name="__main__")
+    finally:
+        sys.argv = saved
+        flags.prog_override = None
+    return 0
 
 
 def _script_summary(path):
@@ -132,9 +164,7 @@ def main(argv=None):
     # `train <example> ...`: everything after the example name (``--help`` included) belongs
     # to the example's own parser.
     if len(argv) >= 2 and argv[0] == "train" and argv[1] in EXAMPLES:
-        from keras_transformers import training
-
-        return training.main(argv[1], argv[2:], prog=f"{PROG} train {argv[1]}")
+        return train(argv[1], argv[2:])
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command == "list":
@@ -142,9 +172,7 @@ def main(argv=None):
     elif args.command == "bench":
         print(bench_help())
     elif args.command == "train":  # reached only for an unusual argument order
-        from keras_transformers import training
-
-        return training.main(args.example, args.args, prog=f"{PROG} train {args.example}")
+        return train(args.example, args.args)
     else:
         parser.print_help()
     return 0

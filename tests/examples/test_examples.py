@@ -1,4 +1,4 @@
-"""The example scripts, the shared training plumbing and the ``keras-transformers`` command.
+"""The example scripts, the recipes they share and the ``keras-transformers`` command.
 
 Each example runs for a few steps at tiny sizes as a real subprocess (all started together, so
 the Python/TensorFlow start-up overlaps), then its TensorBoard event files are read back with
@@ -17,11 +17,12 @@ import numpy as np
 import pytest
 
 import keras_transformers as kt
-from keras_transformers import cli, training
+from keras_transformers import cli
+from keras_transformers.recipes import EXAMPLES, flags, run, seq2seq
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES_DIR = REPO / "examples"
-SCRIPTS = {name: EXAMPLES_DIR / f"train_{name}.py" for name in training.EXAMPLES}
+SCRIPTS = {name: EXAMPLES_DIR / f"train_{name}.py" for name in EXAMPLES}
 
 TINY = [
     "--d-model",
@@ -152,7 +153,7 @@ def _scalars(event_dir):
     return values
 
 
-@pytest.mark.parametrize("name", training.EXAMPLES)
+@pytest.mark.parametrize("name", EXAMPLES)
 def test_example_runs_and_logs_loss_to_tensorboard(runs, name):
     run = runs[name]
     _check_ok(run)
@@ -223,7 +224,7 @@ def test_cli_list_prints_both_registries_with_first_docstring_lines(capsys):
                 assert doc.strip().splitlines()[0].strip() in text, name
 
 
-@pytest.mark.parametrize("name", training.EXAMPLES)
+@pytest.mark.parametrize("name", EXAMPLES)
 def test_script_help(name, capsys, monkeypatch):
     monkeypatch.setattr(sys, "argv", [SCRIPTS[name].name, "--help"])
     with pytest.raises(SystemExit) as exit_info:
@@ -287,9 +288,9 @@ def test_cli_rejects_unknown_example(capsys):
 
 
 def test_parse_args_defaults_and_specs():
-    args = training.parse_args("lm", [])
+    args = flags.parse_args("lm", [])
     assert (args.attention, args.position, args.jit, args.logdir) == ("full", "rope", None, None)
-    args = training.parse_args(
+    args = flags.parse_args(
         "seq2seq",
         [
             "--attention",
@@ -303,7 +304,7 @@ def test_parse_args_defaults_and_specs():
     )
     assert args.attention == {"name": "sliding_window", "window": 4}
     assert args.position is None and args.jit is False and args.task == "sort"
-    logdir = training.default_logdir("seq2seq", args.attention, args.position)
+    logdir = flags.default_logdir("seq2seq", args.attention, args.position)
     parts = Path(logdir).parts
     assert parts[:2] == ("runs", "seq2seq") and parts[2].endswith("-sliding_window-none")
 
@@ -319,14 +320,14 @@ def test_parse_args_defaults_and_specs():
 )
 def test_parse_args_errors(argv, message, capsys):
     with pytest.raises(SystemExit):
-        training.parse_args("classifier", argv)
+        flags.parse_args("classifier", argv)
     assert message in capsys.readouterr().err
 
 
 def test_make_callbacks(tmp_path):
     import keras
 
-    callbacks = training.make_callbacks(str(tmp_path))
+    callbacks = run.make_callbacks(str(tmp_path))
     kinds = [type(c) for c in callbacks]
     assert kinds == [
         keras.callbacks.TensorBoard,
@@ -339,12 +340,16 @@ def test_make_callbacks(tmp_path):
     assert callbacks[3].backup_dir == os.path.join(str(tmp_path), "backup")
 
 
-def test_missing_data_file_is_a_one_line_error(tmp_path):
-    args = training.parse_args(
-        "classifier", ["--data", str(tmp_path / "missing.csv"), "--logdir", str(tmp_path / "run")]
-    )
+def _run_script(name, argv, monkeypatch):
+    """Run ``examples/train_<name>.py`` in this process with ``argv``."""
+    monkeypatch.setattr(sys, "argv", [str(SCRIPTS[name]), *argv])
+    runpy.run_path(str(SCRIPTS[name]), run_name="__main__")
+
+
+def test_missing_data_file_is_a_one_line_error(tmp_path, monkeypatch):
+    argv = ["--data", str(tmp_path / "missing.csv"), "--logdir", str(tmp_path / "run")]
     with pytest.raises(SystemExit, match="--data.*missing.csv"):
-        training.train_classifier(args)
+        _run_script("classifier", argv, monkeypatch)
 
 
 def test_greedy_decode_and_strip():
@@ -358,19 +363,17 @@ def test_greedy_decode_and_strip():
             return logits
 
     src = np.asarray([[5, 6, 2, 0], [7, 8, 9, 4]], dtype="int32")
-    out = training.greedy_decode(Echo(), src, 4)
+    out = seq2seq.greedy_decode(Echo(), src, 4)
     # A pad at position 3 is banned: the best allowed id there is <eos> (2).
     assert out.tolist() == [[5, 6, 2, 2], [7, 8, 9, 4]]
-    assert training._strip(out[0]) == [5, 6]
-    assert training._strip(np.asarray([4, 5, 0, 6])) == [4, 5]
+    assert seq2seq.strip(out[0]) == [5, 6]
+    assert seq2seq.strip(np.asarray([4, 5, 0, 6])) == [4, 5]
 
 
 def test_epoch_stream_covers_every_pass_and_depends_only_on_the_epoch():
     x = {"a": np.arange(10), "b": -np.arange(10)}
     y = np.arange(10) * 10
-    xs, ys = training.epoch_stream(
-        (x, y), batch_size=4, steps=4, seed=1, first_epoch=0, last_epoch=2
-    )
+    xs, ys = run.epoch_stream((x, y), batch_size=4, steps=4, seed=1, first_epoch=0, last_epoch=2)
     assert xs["a"].shape == (32,) and ys.shape == (32,)  # two epochs of 4 batches of 4
     np.testing.assert_array_equal(ys, xs["a"] * 10)
     np.testing.assert_array_equal(xs["b"], -xs["a"])
@@ -378,7 +381,7 @@ def test_epoch_stream_covers_every_pass_and_depends_only_on_the_epoch():
     for p in range(3):  # every full pass is a permutation of the data
         assert sorted(seen[10 * p : 10 * (p + 1)]) == list(range(10))
     assert seen[:10] != seen[10:20]  # passes are reshuffled
-    _, resumed = training.epoch_stream((x, y), 4, 4, seed=1, first_epoch=1, last_epoch=2)
+    _, resumed = run.epoch_stream((x, y), 4, 4, seed=1, first_epoch=1, last_epoch=2)
     np.testing.assert_array_equal(resumed, ys[16:])  # epoch 1 is the same after a restart
 
 
@@ -389,9 +392,8 @@ def test_epoch_stream_covers_every_pass_and_depends_only_on_the_epoch():
         ("--position", "no_such_position", "Unknown positional"),
     ],
 )
-def test_unknown_layer_name_fails_before_any_work(tmp_path, flag, value, message):
+def test_unknown_layer_name_fails_before_any_work(tmp_path, flag, value, message, monkeypatch):
     logdir = tmp_path / "run"
-    args = training.parse_args("seq2seq", [flag, value, "--logdir", str(logdir)])
     with pytest.raises(SystemExit, match=f"{flag}: {message}"):
-        training.train_seq2seq(args)
+        _run_script("seq2seq", [flag, value, "--logdir", str(logdir)], monkeypatch)
     assert not logdir.exists()

@@ -38,16 +38,16 @@ ARGS = [
     "3",
 ]
 
-# Runs the classifier example; with KILL_AT=<epoch>,<batch> the process SIGKILLs itself there.
+# Runs examples/train_classifier.py; with KILL_AT=<epoch>,<batch> the process SIGKILLs itself there.
 RUNNER = textwrap.dedent("""
-    import os, signal, sys
+    import os, runpy, signal, sys
     import keras
-    from keras_transformers import training
+    from keras_transformers.recipes import run
 
     kill_at = os.environ.get("KILL_AT")
     if kill_at:
         epoch_to_kill, batch_to_kill = map(int, kill_at.split(","))
-        make_callbacks = training.make_callbacks
+        make_callbacks = run.make_callbacks
 
         class Killer(keras.callbacks.Callback):
             def on_epoch_begin(self, epoch, logs=None):
@@ -58,15 +58,16 @@ RUNNER = textwrap.dedent("""
                     print("killing myself", flush=True)
                     os.kill(os.getpid(), signal.SIGKILL)
 
-        training.make_callbacks = lambda *a, **k: make_callbacks(*a, **k) + [Killer()]
+        run.make_callbacks = lambda *a, **k: make_callbacks(*a, **k) + [Killer()]
 
     class EpochPrinter(keras.callbacks.Callback):
         def on_epoch_begin(self, epoch, logs=None):
             print(f"starting epoch {epoch}", flush=True)
 
-    make_callbacks2 = training.make_callbacks
-    training.make_callbacks = lambda *a, **k: make_callbacks2(*a, **k) + [EpochPrinter()]
-    training.main("classifier", sys.argv[1:])
+    make_callbacks2 = run.make_callbacks
+    run.make_callbacks = lambda *a, **k: make_callbacks2(*a, **k) + [EpochPrinter()]
+    sys.argv = [os.environ["SCRIPT"], *sys.argv[1:]]
+    runpy.run_path(os.environ["SCRIPT"], run_name="__main__")
 """)
 
 
@@ -74,6 +75,7 @@ def run(tmp_path, logdir, data, kill_at=None):
     script = tmp_path / "runner.py"
     script.write_text(RUNNER)
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": ROOT}
+    env["SCRIPT"] = os.path.join(ROOT, "examples", "train_classifier.py")
     if kill_at:
         env["KILL_AT"] = kill_at
     return subprocess.run(

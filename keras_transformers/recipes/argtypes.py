@@ -1,0 +1,75 @@
+"""``argparse`` types shared by every example and ``keras-transformers train``.
+
+Imports no Keras or TensorFlow, so ``--help`` and a bad flag answer at once. Each type raises
+``argparse.ArgumentTypeError`` with the value given and what is allowed.
+"""
+
+import argparse
+import json
+import re
+
+
+def positive_int(text):
+    """An integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected an integer >= 1") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value}: must be >= 1")
+    return value
+
+
+def number(low, high=None, open_low=False):
+    """A float in ``[low, high)`` (``(low, high)`` with ``open_low``); ``high=None``: no bound."""
+
+    def parse(text):
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r}: expected a number") from None
+        if value < low or (open_low and value == low) or (high is not None and value >= high):
+            if high is None and not open_low:
+                raise argparse.ArgumentTypeError(f"{value}: must be >= {low:g}")
+            bounds = f"{'(' if open_low else '['}{low:g}, {high if high is not None else 'inf'})"
+            raise argparse.ArgumentTypeError(f"{value}: must be in {bounds}")
+        return value
+
+    return parse
+
+
+non_negative = number(0)  # a float >= 0 (learning rates, weight decay)
+fraction = number(0, 1)  # a float in [0, 1) (dropout)
+open_fraction = number(0, 1, open_low=True)  # a float in (0, 1) (validation fraction)
+
+
+def layer_spec(text):
+    """A registered name or a JSON config dict with a ``'name'`` key."""
+    text = text.strip()
+    if text.startswith("{"):
+        try:
+            spec = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise argparse.ArgumentTypeError(f"{text!r}: invalid JSON ({error})") from None
+        if not isinstance(spec, dict) or "name" not in spec:
+            raise argparse.ArgumentTypeError(
+                f"{text!r}: a JSON config needs a 'name' key, e.g. "
+                '\'{"name": "sliding_window", "window": 16}\''
+            )
+        return spec
+    return text
+
+
+def layer_spec_or_none(text):
+    """Like :func:`layer_spec`, and ``none`` (or an empty value) gives None."""
+    spec = layer_spec(text)
+    return None if isinstance(spec, str) and spec.lower() in ("", "none") else spec
+
+
+def spec_name(spec):
+    """Short name of an ``--attention``/``--position`` value, for a run folder's name."""
+    if spec is None:
+        return "none"
+    if isinstance(spec, dict):
+        spec = spec["name"]
+    return re.sub(r"[^A-Za-z0-9_.]+", "_", str(spec))

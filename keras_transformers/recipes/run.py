@@ -1,0 +1,286 @@
+"""A training run's plumbing: run folder, callbacks, learning rate, resumable batches, report.
+
+Every run writes into one folder (default ``runs/<example>/<timestamp>-<attention>-<position>``):
+TensorBoard event files (``train/``, ``validation/``), ``best.keras`` (lowest validation loss)
+and ``last.keras`` checkpoints, ``config.json`` (the arguments) and ``backup/`` while training
+runs: start the same command again with ``--logdir <that folder>`` and an interrupted run resumes
+from its last finished epoch, on exactly the batches an uninterrupted run would have seen
+(:func:`epoch_batches`), so it ends bit-identical.
+
+The example scripts call these around their own ``build -> compile -> fit``::
+
+    args = flags.parse_args("lm")
+    run.setup(args)
+    ...
+    with run.distribution_scope(args):
+        model = kt.models.build_decoder_lm(...)
+        model.compile(optimizer=kt.optimizers.adamw(run.learning_rate(args, total)), ...)
+        x, y = run.epoch_batches(args, (x_train, y_train), steps)
+        history = model.fit(x, y, ..., callbacks=run.callbacks(args, x))
+    run.finish(history, args)
+"""
+
+import contextlib
+import json
+import os
+import time
+
+import keras
+import numpy as np
+
+from keras_transformers import attention, callbacks, optimizers, positional
+from keras_transformers.recipes.flags import default_logdir
+
+_clock = {"started": time.time()}
+
+
+@contextlib.contextmanager
+def user_errors(what):
+    """Turn a bad file, flag or size (OSError/ValueError/TypeError) into a one-line exit."""
+    try:
+        yield
+    except (OSError, ValueError, TypeError) as error:
+        raise SystemExit(f"error: {what}: {error}") from error
+
+
+def check_specs(args):
+    """Fail fast (before any data is read) on an unknown or misconfigured --attention/--position."""
+    with user_errors("--attention"):
+        attention.get(args.attention)
+    if getattr(args, "position", None) is not None:
+        with user_errors("--position"):
+            positional.get(args.position)
+
+
+def write_config(args):
+    """Write the run's arguments to ``<logdir>/config.json``."""
+    config = {k: v for k, v in vars(args).items() if not callable(v)}
+    with open(os.path.join(args.logdir, "config.json"), "w", encoding="utf-8") as handle:
+        json.dump(config, handle, indent=1, default=str)
+
+
+def prepare_logdir(args):
+    """Create the log folder (``args.logdir``, defaulted here) and write ``config.json``."""
+    if args.logdir is None:
+        args.logdir = default_logdir(args.example, args.attention, getattr(args, "position", None))
+    os.makedirs(args.logdir, exist_ok=True)
+    write_config(args)
+    return args.logdir
+
+
+def setup(args):
+    """Check the layer names, seed everything, create the log folder and print the run header."""
+    _clock["started"] = time.time()
+    check_specs(args)
+    keras.config.set_dtype_policy(getattr(args, "precision", "float32"))
+    keras.utils.set_random_seed(args.seed)
+    logdir = prepare_logdir(args)
+    print(f"keras {keras.__version__} (backend: {keras.backend.backend()}); logdir: {logdir}")
+    return logdir
+
+
+@contextlib.contextmanager
+def distribution_scope(args):
+    """Build, compile and fit under ``--distribute`` (see the README on scaling out).
+
+    ``mirrored`` replicates the model on every local device of the TensorFlow backend and
+    all-reduces the gradients; ``data_parallel`` shards each batch over the JAX devices with
+    ``keras.distribution.DataParallel``. The global batch is ``--batch-size`` either way.
+    """
+    backend = keras.backend.backend()
+    kind = getattr(args, "distribute", "none")
+    if kind == "mirrored":
+        if backend != "tensorflow":
+            raise SystemExit(
+                f"--distribute mirrored needs KERAS_BACKEND=tensorflow (not {backend})"
+            )
+        import tensorflow as tf
+
+        strategy = tf.distribute.MirroredStrategy()
+        print(f"MirroredStrategy: {strategy.num_replicas_in_sync} replicas")
+        with strategy.scope():
+            yield
+        return
+    if kind == "data_parallel":
+        if backend != "jax":
+            raise SystemExit(f"--distribute data_parallel needs KERAS_BACKEND=jax (not {backend})")
+        distribution = keras.distribution.DataParallel()
+        print(f"DataParallel over {len(keras.distribution.list_devices())} devices")
+        with distribution.scope():
+            yield
+        return
+    yield
+
+
+def steps_per_epoch(args, num_train):
+    """Batches per epoch: ``--steps-per-epoch`` or one pass over ``num_train`` examples."""
+    return args.steps_per_epoch or max(1, -(-num_train // args.batch_size))
+
+
+def learning_rate(args, total_steps):
+    """``--lr`` under ``--schedule``: linear warm-up then cosine decay to ``0.1 · lr``, or constant.
+
+    The warm-up is ``--warmup-steps`` (default 5% of ``total_steps``, at most 100).
+    """
+    if args.schedule == "constant":
+        return args.lr
+    warmup = args.warmup_steps
+    if warmup is None:
+        warmup = min(100, total_steps // 20)
+    warmup = min(warmup, max(total_steps - 1, 0))
+    return keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=0.0 if warmup else args.lr,
+        decay_steps=max(total_steps - warmup, 1),
+        alpha=0.1,
+        warmup_target=args.lr if warmup else None,
+        warmup_steps=warmup,
+    )
+
+
+def make_optimizer(args, total_steps):
+    """``kt.optimizers.adamw`` at :func:`learning_rate` with ``--weight-decay``."""
+    return optimizers.adamw(learning_rate(args, total_steps), weight_decay=args.weight_decay)
+
+
+def compile_model(model, args, total_steps, loss, metrics=None, weighted_metrics=None):
+    """``model.compile`` with :func:`make_optimizer` and ``--jit``."""
+    model.compile(
+        optimizer=make_optimizer(args, total_steps),
+        loss=loss,
+        metrics=metrics,
+        weighted_metrics=weighted_metrics,
+        jit_compile=jit_compile(args),
+    )
+    return model
+
+
+def jit_compile(args):
+    """``--jit`` / ``--no-jit`` for ``compile(jit_compile=...)``; neither: ``"auto"``."""
+    return "auto" if args.jit is None else args.jit
+
+
+def make_callbacks(logdir, monitor="val_loss"):
+    """TensorBoard logs, best/last ``.keras`` checkpoints and backup-and-restore.
+
+    Returns:
+        ``[TensorBoard(logdir), ModelCheckpoint(logdir/best.keras, save_best_only on monitor),
+        ModelCheckpoint(logdir/last.keras), BackupAndRestore(logdir/backup)]``.
+    """
+    return [
+        keras.callbacks.TensorBoard(log_dir=logdir),
+        keras.callbacks.ModelCheckpoint(
+            os.path.join(logdir, "best.keras"), monitor=monitor, save_best_only=True
+        ),
+        keras.callbacks.ModelCheckpoint(os.path.join(logdir, "last.keras")),
+        keras.callbacks.BackupAndRestore(os.path.join(logdir, "backup")),
+    ]
+
+
+def run_callbacks(args, x):
+    """Hyper-parameters for the HParams dashboard and tokens/s scalars of this run."""
+    first = next(iter(x.values())) if isinstance(x, dict) else x
+    hparams = {
+        key: value if isinstance(value, (int, float, str, bool)) else str(value)
+        for key, value in vars(args).items()
+        if key not in ("logdir", "data", "verbose") and value is not None
+    }
+    return [
+        callbacks.HParamsLogger(hparams, args.logdir),
+        callbacks.ThroughputLogger(args.batch_size, int(np.prod(first.shape[1:])), args.logdir),
+    ]
+
+
+def all_callbacks(args, x):
+    """:func:`make_callbacks` of the run folder, then :func:`run_callbacks`."""
+    return make_callbacks(args.logdir) + run_callbacks(args, x)
+
+
+def epoch_stream(arrays, batch_size, steps, seed, first_epoch, last_epoch):
+    """The examples of epochs ``first_epoch .. last_epoch - 1``, in training order.
+
+    Every epoch is ``steps`` full batches taken from a stream of passes over the data, each pass
+    in its own seeded random order, so the batches of epoch ``e`` depend only on ``(seed, e)``.
+    ``fit(stream, shuffle=False, steps_per_epoch=steps)`` reads it sequentially across epochs;
+    a run resumed by ``BackupAndRestore`` at epoch ``k`` builds the stream from ``k`` and trains on
+    exactly the batches an uninterrupted run would have seen.
+
+    Args:
+        arrays: ``(x, y)`` or ``(x, y, sample_weight)``; ``x`` may be a dict of arrays, all with
+            ``N`` examples on axis 0.
+
+    Returns:
+        the arrays gathered to ``(last_epoch - first_epoch) · steps · batch_size`` examples.
+    """
+    num = len(arrays[1])
+    per_epoch = steps * batch_size
+    positions = np.arange(first_epoch * per_epoch, last_epoch * per_epoch)  # in the pass stream
+    rows = np.empty(len(positions), dtype=np.int64)
+    for pass_index in np.unique(positions // num):
+        where = positions // num == pass_index
+        order = np.random.default_rng([seed, int(pass_index)]).permutation(num)
+        rows[where] = order[positions[where] % num]
+
+    def take(array):
+        if isinstance(array, dict):
+            return {key: value[rows] for key, value in array.items()}
+        return array[rows]
+
+    return tuple(take(array) for array in arrays)
+
+
+def resume_epoch(args):
+    """The epoch ``BackupAndRestore`` will resume at (0 for a new run)."""
+    metadata = os.path.join(args.logdir, "backup", "training_metadata.json")
+    if not os.path.exists(metadata):
+        return 0
+    with open(metadata) as handle:
+        return min(int(json.load(handle).get("epoch", 0)), args.epochs)
+
+
+def epoch_batches(args, arrays, steps):
+    """:func:`epoch_stream` of the epochs this run still has to train (all of them when new).
+
+    Pass the result to ``fit(..., shuffle=False, steps_per_epoch=steps)``.
+    """
+    return epoch_stream(arrays, args.batch_size, steps, args.seed, resume_epoch(args), args.epochs)
+
+
+def describe(model, args, num_train, num_val, steps):
+    """Print the sizes of the run before ``fit``."""
+    print(
+        f"{num_train} training / {num_val} validation examples, "
+        f"{steps} steps per epoch, {model.count_params():,} parameters"
+    )
+
+
+def finish(history, args, **summary):
+    """Attach the run's results to the History, rewrite config.json and print the log folder."""
+    history.logdir = args.logdir
+    history.summary = summary
+    write_config(args)  # again: sizes resolved from the data (e.g. --seq-len) are now known
+    losses = history.history.get("loss", [])
+    if losses:
+        print(f"loss: first epoch {losses[0]:.4f}, last epoch {losses[-1]:.4f}")
+    print(f"Finished in {time.time() - _clock['started']:.1f} s.")
+    print(f"Logs and checkpoints (best.keras, last.keras): {args.logdir}")
+    print(f"View the curves with:\n  tensorboard --logdir {args.logdir}")
+    return history
+
+
+def token_labels(tokenizer, ids):
+    """One printable label per token id (for the axes of attention heatmaps)."""
+    from keras_transformers.data import BOS_ID, EOS_ID, PAD_ID
+
+    special = {PAD_ID: "<pad>", BOS_ID: "<bos>", EOS_ID: "<eos>"}
+    labels = []
+    for token in (int(t) for t in ids):
+        text = special.get(token) or repr(tokenizer.decode([token]))[1:-1]
+        labels.append(text[:8] or " ")
+    return labels
+
+
+def attention_logger(args, tokenizer, x_val, max_tokens=32):
+    """Attention heatmaps of the first validation example, with token labels when short."""
+    sample = x_val[:1]  # (1, L)
+    labels = token_labels(tokenizer, sample[0]) if sample.shape[1] <= max_tokens else None
+    return callbacks.AttentionMapLogger(sample, args.logdir, token_labels=labels)
