@@ -36,17 +36,13 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_transformers import attention as attention_registry
-from keras_transformers import positional
-from keras_transformers.blocks import TransformerDecoderBlock, TransformerEncoderBlock
-from keras_transformers.models.encoder_classifier import check_model_sizes, needs_static_length
-from keras_transformers.models.layers import (
-    PaddingMask,
-    SequencePooling,
-    embed_lm_tokens,
-    embedding_position_layer,
-    resolve_position,
+from keras_transformers.models.backbone import (
+    BackboneModel,
+    check_model_sizes,
+    make_blocks,
 )
+from keras_transformers.models.decoder_lm import DecoderLM
+from keras_transformers.models.layers import PaddingMask, SequencePooling, resolve_position
 
 CONFIDENCE_MEASURES = ("softmax_max", "softmax_response", "saturation")
 EXIT_WEIGHTS = ("uniform", "linear")
@@ -149,6 +145,113 @@ class ExitAccuracy(keras.metrics.Metric):
         return {**super().get_config(), "exit_index": self.exit_index}
 
 
+@keras.saving.register_keras_serializable(package="keras_transformers")
+class EarlyExitClassifier(BackboneModel):
+    """Encoder classifier with a head after every layer, on the shared backbone.
+
+    ``EarlyExitClassifier(**config)`` with the arguments of :func:`build_early_exit_classifier`.
+    Parts: the backbone's (``token_embedding``, ``position_embedding``, ``transformer_layers``;
+    no ``final_norm``) plus ``padding_mask_layer`` and, per exit ``n``, ``exit_norms[n]``
+    (LayerNorm, None for post-norm), ``exit_poolings[n]``, ``exit_dropouts[n]`` and
+    ``exit_heads[n]`` (Dense).
+    """
+
+    default_name = "early_exit_classifier"
+
+    def build_graph(
+        self,
+        vocab_size,
+        num_classes,
+        max_length,
+        d_model=128,
+        num_heads=4,
+        num_layers=4,
+        ff_dim=None,
+        attention="full",
+        position="learned",
+        dropout=0.1,
+        pooling="mean",
+        activation="gelu",
+        norm_first=True,
+    ):
+        _, score_pos = resolve_position(position)
+        token_ids = keras.Input(shape=(max_length,), dtype="int32", name="token_ids")
+        self.padding_mask_layer = PaddingMask(name="padding_mask")
+        padding_mask = self.padding_mask_layer(token_ids)  # (B, L)
+        blocks = make_blocks(
+            "encoder",
+            num_layers,
+            d_model,
+            num_heads,
+            ff_dim or 4 * d_model,
+            attention,
+            score_pos,
+            norm_first=norm_first,
+            dropout=dropout,
+            activation=activation,
+        )
+        self.assemble(
+            token_ids,
+            blocks,
+            vocab_size=vocab_size,
+            d_model=d_model,
+            max_length=max_length,
+            position=position,
+            dropout=dropout,
+            norm_first=False,  # every exit has its own norm
+            padding_mask=padding_mask,
+        )
+        n = range(num_layers)
+        self.exit_norms = [
+            keras.layers.LayerNormalization(epsilon=1e-5, name=f"exit_norm_{i}")
+            if norm_first
+            else None
+            for i in n
+        ]
+        self.exit_poolings = [SequencePooling(pooling, name=f"exit_pooling_{i}") for i in n]
+        self.exit_dropouts = [keras.layers.Dropout(dropout, name=f"exit_dropout_{i}") for i in n]
+        self.exit_heads = [
+            keras.layers.Dense(num_classes, dtype="float32", name=f"exit_logits_{i}") for i in n
+        ]
+        exits = []
+        for i, block in enumerate(self.transformer_layers):
+            h = block.output  # (B, L, d)
+            if self.exit_norms[i] is not None:
+                h = self.exit_norms[i](h)
+            pooled = self.exit_poolings[i](h, padding_mask=padding_mask)  # (B, d)
+            exits.append(self.exit_heads[i](self.exit_dropouts[i](pooled)))  # (B, C)
+        return token_ids, ExitStack(dtype="float32", name="exit_logits")(exits)  # (B, N, C)
+
+
+@keras.saving.register_keras_serializable(package="keras_transformers")
+class EarlyExitLM(DecoderLM):
+    """Causal LM whose shared head (final norm + tied embedding) reads every layer (CALM).
+
+    ``EarlyExitLM(**config)`` with the arguments of :func:`build_early_exit_lm`; the parts of
+    :class:`DecoderLM`. Its output stacks every exit ``(B, N, L, V)``; ``generate`` uses the
+    last exit (the ordinary N-layer model, with the KV cache where the core has one).
+    """
+
+    default_name = "early_exit_lm"
+
+    def build_graph(self, num_layers=4, **config):
+        token_ids, last = super().build_graph(num_layers=num_layers, **config)
+        exits = []
+        for block in self.transformer_layers[:-1]:
+            h = block.output  # (B, L, d)
+            if self.final_norm is not None:
+                h = self.final_norm(h)
+            exits.append(self.token_embedding(h, reverse=True))  # (B, L, V), shared head
+        exits.append(last)
+        return token_ids, ExitStack(dtype="float32", name="exit_logits")(exits)  # (B, N, L, V)
+
+    def logits_output(self, x):
+        return self.token_embedding(x, reverse=True)  # (B, L, V): the last exit
+
+    def generation_logits(self, outputs):
+        return outputs[:, -1]  # (B, L, V)
+
+
 def build_early_exit_classifier(
     vocab_size,
     num_classes,
@@ -171,43 +274,12 @@ def build_early_exit_classifier(
     ``[LayerNorm] -> pooling -> Dense(num_classes)`` on the output of layer ``n``.
 
     Returns:
-        ``keras.Model``: ``token_ids (B, L) -> exit logits (B, N, num_classes)``; train with
-        :class:`MultiExitLoss`, evaluate with :class:`ExitAccuracy`, infer with
+        :class:`EarlyExitClassifier`: ``token_ids (B, L) -> exit logits (B, N, num_classes)``;
+        train with :class:`MultiExitLoss`, evaluate with :class:`ExitAccuracy`, infer with
         :class:`EarlyExitPredictor`.
     """
     check_model_sizes(d_model, num_heads, num_layers)
-    ff_dim = ff_dim or 4 * d_model
-    embed_pos, score_pos = resolve_position(position)
-    token_ids = keras.Input(shape=(max_length,), dtype="int32", name="token_ids")
-    padding_mask = PaddingMask(name="padding_mask")(token_ids)
-    x = keras.layers.Embedding(vocab_size, d_model, name="token_embedding")(token_ids)
-    pos_layer = embedding_position_layer(embed_pos, max_length, "position_embedding")
-    if pos_layer is not None:
-        x = pos_layer(x)
-    x = keras.layers.Dropout(dropout, name="embedding_dropout")(x)
-    exits = []
-    for i in range(num_layers):
-        x = TransformerEncoderBlock(
-            num_heads,
-            d_model // num_heads,
-            ff_dim,
-            attention=attention_registry.fresh(attention),
-            position=None if score_pos is None else positional.fresh(score_pos),
-            norm_first=norm_first,
-            dropout=dropout,
-            activation=activation,
-            name=f"encoder_block_{i}",
-        )(x, padding_mask=padding_mask)
-        h = x
-        if norm_first:
-            h = keras.layers.LayerNormalization(epsilon=1e-5, name=f"exit_norm_{i}")(h)
-        pooled = SequencePooling(pooling, name=f"exit_pooling_{i}")(h, padding_mask=padding_mask)
-        pooled = keras.layers.Dropout(dropout, name=f"exit_dropout_{i}")(pooled)
-        exits.append(
-            keras.layers.Dense(num_classes, dtype="float32", name=f"exit_logits_{i}")(pooled)
-        )
-    logits = ExitStack(dtype="float32", name="exit_logits")(exits)
-    return keras.Model(token_ids, logits, name=name)
+    return EarlyExitClassifier(**_arguments(locals()))
 
 
 def build_early_exit_lm(
@@ -232,38 +304,16 @@ def build_early_exit_lm(
     :func:`~keras_transformers.models.build_decoder_lm`.
 
     Returns:
-        ``keras.Model``: ``token_ids (B, L) -> exit logits (B, N, L, V)``; train with
-        ``MultiExitLoss("linear")``.
+        :class:`EarlyExitLM` (a :class:`DecoderLM`, ``generate`` reads the last exit):
+        ``token_ids (B, L) -> exit logits (B, N, L, V)``; train with ``MultiExitLoss("linear")``.
     """
     check_model_sizes(d_model, num_heads, num_layers)
-    ff_dim = ff_dim or 4 * d_model
-    embed_pos, score_pos = resolve_position(position)
-    length = max_length if needs_static_length(attention) else None
-    token_ids = keras.Input(shape=(length,), dtype="int32", name="token_ids")
-    embedding, x = embed_lm_tokens(
-        token_ids, vocab_size, d_model, tie_embeddings, embed_pos, max_length, dropout
-    )
-    final_norm = (
-        keras.layers.LayerNormalization(epsilon=1e-5, name="final_norm") if norm_first else None
-    )
-    exits = []
-    for i in range(num_layers):
-        x = TransformerDecoderBlock(
-            num_heads,
-            d_model // num_heads,
-            ff_dim,
-            attention=attention_registry.fresh(attention),
-            position=None if score_pos is None else positional.fresh(score_pos),
-            cross_attention=False,
-            norm_first=norm_first,
-            dropout=dropout,
-            activation=activation,
-            name=f"decoder_block_{i}",
-        )(x)
-        h = x if final_norm is None else final_norm(x)
-        exits.append(embedding(h, reverse=True))  # (B, L, V), shared head
-    logits = ExitStack(dtype="float32", name="exit_logits")(exits)  # (B, N, L, V)
-    return keras.Model(token_ids, logits, name=name)
+    return EarlyExitLM(**_arguments(locals()))
+
+
+def _arguments(builder_locals):
+    """A builder's arguments as the model's config."""
+    return {key: value for key, value in builder_locals.items() if not key.startswith("_")}
 
 
 def confidence(measure, logits, hidden=None, previous_hidden=None):
@@ -303,7 +353,7 @@ class EarlyExitPredictor:
     and reproduces the full model (the last exit).
 
     Args:
-        model: a model built by one of the two builders (layers are looked up by name).
+        model: a model built by one of the two builders (its parts are read from attributes).
         threshold: confidence threshold (CALM calibrates it with Learn-then-Test; the
             Depth-Adaptive Transformer grid-searches it on validation data).
         confidence: ``"softmax_max"``, ``"softmax_response"`` or ``"saturation"``.
@@ -319,25 +369,20 @@ class EarlyExitPredictor:
         self.model = model
         self.threshold = float(threshold)
         self.confidence = confidence
-        names = {layer.name for layer in model.layers}
-        if "encoder_block_0" in names:
-            self.kind, prefix = "classifier", "encoder_block_"
-        elif "decoder_block_0" in names:
-            self.kind, prefix = "lm", "decoder_block_"
+        if isinstance(model, EarlyExitClassifier):
+            self.kind = "classifier"
+        elif isinstance(model, EarlyExitLM):
+            self.kind = "lm"
         else:
             raise ValueError(
-                "model: expected a model from build_early_exit_classifier or build_early_exit_lm."
+                f"model: expected a model from build_early_exit_classifier or "
+                f"build_early_exit_lm; got {type(model).__name__}."
             )
-        self.num_layers = sum(1 for n in names if n.startswith(prefix))
-        self.blocks = [model.get_layer(f"{prefix}{i}") for i in range(self.num_layers)]
-        self.embedding = model.get_layer("token_embedding")
-        self.position = (
-            model.get_layer("position_embedding") if "position_embedding" in names else None
-        )
+        self.blocks = list(model.transformer_layers)
+        self.num_layers = len(self.blocks)
+        self.embedding = model.token_embedding
+        self.position = model.position_embedding
         self.average_layers = None
-
-    def _get(self, name):
-        return self.model.get_layer(name) if name in {x.name for x in self.model.layers} else None
 
     def _embed(self, token_ids, start_index=0):
         x = self.embedding(token_ids)
@@ -365,11 +410,11 @@ class EarlyExitPredictor:
             prev = h
             h = _np(block(h, padding_mask=pad[active]))
             x = h
-            norm = self._get(f"exit_norm_{i}")
+            norm = self.model.exit_norms[i]
             if norm is not None:
                 x = norm(x)
-            pooled = _np(self.model.get_layer(f"exit_pooling_{i}")(x, padding_mask=pad[active]))
-            logits = _np(self.model.get_layer(f"exit_logits_{i}")(pooled))  # (b, C)
+            pooled = _np(self.model.exit_poolings[i](x, padding_mask=pad[active]))  # (b, d)
+            logits = _np(self.model.exit_heads[i](pooled))  # (b, C)
             if out is None:
                 out = np.zeros((batch, logits.shape[-1]), "float32")
             keep = pad[active][..., None]
@@ -388,7 +433,7 @@ class EarlyExitPredictor:
 
     # language model -------------------------------------------------------------------------
     def _head(self, h):
-        norm = self._get("final_norm")
+        norm = self.model.final_norm
         if norm is not None:
             h = norm(h)
         return _np(self.embedding(h, reverse=True))
