@@ -93,6 +93,87 @@ def make_blocks(
     ]
 
 
+PARTS = (
+    "token_embedding",
+    "position_embedding",
+    "embedding_norm",
+    "embedding_dropout",
+    "transformer_layers",
+    "final_norm",
+)
+
+
+def run_backbone(
+    token_ids,
+    blocks,
+    vocab_size=None,
+    d_model=None,
+    max_length=None,
+    position=None,
+    dropout=0.0,
+    norm_first=True,
+    tie_embeddings=True,
+    embedded=None,
+    embedding_norm=False,
+    prefix="",
+    **block_inputs,
+):
+    """The shared backbone: embeddings -> ``blocks`` -> final norm, on symbolic inputs.
+
+    Args:
+        token_ids: ``(B, L)`` int input (unused when ``embedded`` is given).
+        blocks: the layers to stack (:func:`make_blocks` or the family's own); each is called
+            as ``block(x, **block_inputs)``.
+        vocab_size, d_model: size of the ``token_embedding`` table.
+        max_length: rows of a learned position table.
+        position: the builder's ``position=`` (its embedding side is applied here; give the
+            score side to the blocks).
+        dropout: rate of ``embedding_dropout`` (none for 0).
+        norm_first: pre-norm stacks end with ``final_norm``; post-norm ones do not.
+        tie_embeddings: the token embedding's reverse call is the output projection.
+        embedded: ``(B, L, d)`` inputs already embedded (Decision Transformer); then
+            ``token_embedding`` is None.
+        embedding_norm: a LayerNorm after the embeddings.
+        prefix: prepended to the layer names (``encoder_`` / ``decoder_`` in seq2seq).
+
+    Returns:
+        ``(hidden (B, L, d), parts)``: ``parts`` maps each name of :data:`PARTS` to its layer
+        (None where absent; ``transformer_layers`` to the list of blocks).
+    """
+    embed_pos, _ = resolve_position(position)
+    parts = dict.fromkeys(PARTS)
+    if embedded is None:
+        parts["token_embedding"] = ReversibleEmbedding(
+            vocab_size, d_model, tie_weights=tie_embeddings, name=f"{prefix}token_embedding"
+        )
+        x = parts["token_embedding"](token_ids)  # (B, L, d)
+    else:
+        x = embedded
+    parts["position_embedding"] = embedding_position_layer(
+        embed_pos, max_length, f"{prefix}position_embedding"
+    )
+    if embedding_norm:
+        parts["embedding_norm"] = keras.layers.LayerNormalization(
+            epsilon=1e-5, name=f"{prefix}embedding_norm"
+        )
+    if dropout:
+        parts["embedding_dropout"] = keras.layers.Dropout(
+            dropout, name=f"{prefix}embedding_dropout"
+        )
+    for part in ("position_embedding", "embedding_norm", "embedding_dropout"):
+        if parts[part] is not None:
+            x = parts[part](x)  # (B, L, d)
+    parts["transformer_layers"] = list(blocks)
+    for block in parts["transformer_layers"]:
+        x = block(x, **block_inputs)  # (B, L, d)
+    if norm_first:
+        parts["final_norm"] = keras.layers.LayerNormalization(
+            epsilon=1e-5, name=f"{prefix}final_norm"
+        )
+        x = parts["final_norm"](x)
+    return x, parts
+
+
 def _serialize(value):
     """A builder argument as a JSON-able value (layer instances as Keras configs)."""
     if isinstance(value, keras.layers.Layer):
@@ -132,75 +213,15 @@ class BackboneModel(keras.Model):
         raise NotImplementedError(f"{type(self).__name__} must implement build_graph(**config).")
 
     # ----------------------------------------------------------------------------- assembly
-    def assemble(
-        self,
-        token_ids,
-        blocks,
-        vocab_size=None,
-        d_model=None,
-        max_length=None,
-        position=None,
-        dropout=0.0,
-        norm_first=True,
-        tie_embeddings=True,
-        embedded=None,
-        embedding_norm=False,
-        **block_inputs,
-    ):
-        """The shared backbone: embeddings -> ``blocks`` -> final norm; sets the part attributes.
-
-        Args:
-            token_ids: ``(B, L)`` int input (unused when ``embedded`` is given).
-            blocks: the layers to stack (:func:`make_blocks` or the family's own); each is
-                called as ``block(x, **block_inputs)``.
-            vocab_size, d_model: size of the ``token_embedding`` table.
-            max_length: rows of a learned position table.
-            position: the builder's ``position=`` (its embedding side is applied here; give the
-                score side to the blocks).
-            dropout: rate of ``embedding_dropout`` (none for 0).
-            norm_first: pre-norm stacks end with ``final_norm``; post-norm ones do not.
-            tie_embeddings: the token embedding's reverse call is the output projection.
-            embedded: ``(B, L, d)`` inputs already embedded (Decision Transformer); then
-                ``token_embedding`` is None.
-            embedding_norm: a LayerNorm after the embeddings (``embedding_norm``).
+    def assemble(self, token_ids, blocks, prefix="", **kwargs):
+        """Run :func:`run_backbone` and keep its parts as attributes (``prefix`` + part name).
 
         Returns:
             the hidden states ``(B, L, d)`` after the final norm.
         """
-        embed_pos, _ = resolve_position(position)
-        if embedded is None:
-            self.token_embedding = ReversibleEmbedding(
-                vocab_size, d_model, tie_weights=tie_embeddings, name="token_embedding"
-            )
-            x = self.token_embedding(token_ids)  # (B, L, d)
-        else:
-            self.token_embedding = None
-            x = embedded
-        self.position_embedding = embedding_position_layer(
-            embed_pos, max_length, "position_embedding"
-        )
-        if self.position_embedding is not None:
-            x = self.position_embedding(x)
-        self.embedding_norm = (
-            keras.layers.LayerNormalization(epsilon=1e-5, name="embedding_norm")
-            if embedding_norm
-            else None
-        )
-        if self.embedding_norm is not None:
-            x = self.embedding_norm(x)
-        self.embedding_dropout = (
-            keras.layers.Dropout(dropout, name="embedding_dropout") if dropout else None
-        )
-        if self.embedding_dropout is not None:
-            x = self.embedding_dropout(x)
-        self.transformer_layers = list(blocks)
-        for block in self.transformer_layers:
-            x = block(x, **block_inputs)  # (B, L, d)
-        self.final_norm = (
-            keras.layers.LayerNormalization(epsilon=1e-5, name="final_norm") if norm_first else None
-        )
-        if self.final_norm is not None:
-            x = self.final_norm(x)
+        x, parts = run_backbone(token_ids, blocks, prefix=prefix, **kwargs)
+        for part, layer in parts.items():
+            setattr(self, prefix + part, layer)
         return x
 
     # ----------------------------------------------------------------------------- config

@@ -7,15 +7,90 @@ is padding in both streams.
 
 import keras
 
-from keras_transformers import attention as attention_registry
-from keras_transformers import positional
-from keras_transformers.blocks import TransformerDecoderBlock, TransformerEncoderBlock
-from keras_transformers.models.encoder_classifier import check_model_sizes
-from keras_transformers.models.layers import (
-    PaddingMask,
-    embedding_position_layer,
-    resolve_position,
-)
+from keras_transformers.models.backbone import BackboneModel, check_model_sizes, make_blocks
+from keras_transformers.models.layers import PaddingMask, resolve_position
+
+
+@keras.saving.register_keras_serializable(package="keras_transformers")
+class Seq2Seq(BackboneModel):
+    """Encoder-decoder Transformer: two stacks of the shared backbone and a Dense head.
+
+    ``Seq2Seq(**config)`` with the arguments of :func:`build_seq2seq`. Parts: the backbone's
+    with the prefixes ``encoder_`` and ``decoder_`` (``encoder_token_embedding``,
+    ``encoder_transformer_layers``, ``encoder_final_norm``, ``decoder_token_embedding``,
+    ``decoder_transformer_layers`` (with cross-attention), ``decoder_final_norm``, ...) plus
+    ``output_head``.
+    """
+
+    default_name = "seq2seq"
+
+    def build_graph(
+        self,
+        src_vocab_size,
+        tgt_vocab_size,
+        src_length,
+        tgt_length,
+        d_model=128,
+        num_heads=4,
+        num_encoder_layers=2,
+        num_decoder_layers=2,
+        ff_dim=None,
+        attention="full",
+        position="learned",
+        dropout=0.1,
+        activation="gelu",
+        norm_first=True,
+    ):
+        _, score_pos = resolve_position(position)
+        enc_ids = keras.Input(shape=(src_length,), dtype="int32", name="encoder_token_ids")
+        dec_ids = keras.Input(shape=(tgt_length,), dtype="int32", name="decoder_token_ids")
+        enc_mask = PaddingMask(name="encoder_padding_mask")(enc_ids)  # (B, Ls)
+        dec_mask = PaddingMask(name="decoder_padding_mask")(dec_ids)  # (B, Lt)
+        ff_dim = ff_dim or 4 * d_model
+        common = dict(position=position, dropout=dropout, norm_first=norm_first, d_model=d_model)
+        block_args = dict(norm_first=norm_first, dropout=dropout, activation=activation)
+        encoded = self.assemble(
+            enc_ids,
+            make_blocks(
+                "encoder",
+                num_encoder_layers,
+                d_model,
+                num_heads,
+                ff_dim,
+                attention,
+                score_pos,
+                **block_args,
+            ),
+            prefix="encoder_",
+            vocab_size=src_vocab_size,
+            max_length=src_length,
+            padding_mask=enc_mask,
+            **common,
+        )  # (B, Ls, d)
+        decoded = self.assemble(
+            dec_ids,
+            make_blocks(
+                "decoder",
+                num_decoder_layers,
+                d_model,
+                num_heads,
+                ff_dim,
+                attention,
+                score_pos,
+                cross_attention=True,
+                **block_args,
+            ),
+            prefix="decoder_",
+            vocab_size=tgt_vocab_size,
+            max_length=tgt_length,
+            encoder_outputs=encoded,
+            padding_mask=dec_mask,
+            encoder_padding_mask=enc_mask,
+            **common,
+        )  # (B, Lt, d)
+        self.output_head = keras.layers.Dense(tgt_vocab_size, dtype="float32", name="logits")
+        inputs = {"encoder_token_ids": enc_ids, "decoder_token_ids": dec_ids}
+        return inputs, self.output_head(decoded)  # (B, Lt, V_tgt)
 
 
 def build_seq2seq(
@@ -41,61 +116,9 @@ def build_seq2seq(
     cross-attention stays full). ``position`` as in the other builders.
 
     Returns:
-        ``keras.Model``: ``{"encoder_token_ids": (B, Ls), "decoder_token_ids": (B, Lt)} ->
+        :class:`Seq2Seq`: ``{"encoder_token_ids": (B, Ls), "decoder_token_ids": (B, Lt)} ->
         logits (B, Lt, V_tgt)``. Train with teacher forcing on shifted targets.
     """
     check_model_sizes(d_model, num_heads, max(num_encoder_layers, num_decoder_layers))
-    ff_dim = ff_dim or 4 * d_model
-    embed_pos, score_pos = resolve_position(position)
-    enc_ids = keras.Input(shape=(src_length,), dtype="int32", name="encoder_token_ids")
-    dec_ids = keras.Input(shape=(tgt_length,), dtype="int32", name="decoder_token_ids")
-    enc_mask = PaddingMask(name="encoder_padding_mask")(enc_ids)
-    dec_mask = PaddingMask(name="decoder_padding_mask")(dec_ids)
-
-    def embed(ids, vocab, length, prefix):
-        x = keras.layers.Embedding(vocab, d_model, name=f"{prefix}_token_embedding")(ids)
-        pos_layer = embedding_position_layer(embed_pos, length, f"{prefix}_position_embedding")
-        if pos_layer is not None:
-            x = pos_layer(x)
-        return keras.layers.Dropout(dropout, name=f"{prefix}_embedding_dropout")(x)
-
-    def score_position():
-        return None if score_pos is None else positional.fresh(score_pos)
-
-    x = embed(enc_ids, src_vocab_size, src_length, "encoder")
-    for i in range(num_encoder_layers):
-        x = TransformerEncoderBlock(
-            num_heads,
-            d_model // num_heads,
-            ff_dim,
-            attention=attention_registry.fresh(attention),
-            position=score_position(),
-            norm_first=norm_first,
-            dropout=dropout,
-            activation=activation,
-            name=f"encoder_block_{i}",
-        )(x, padding_mask=enc_mask)
-    if norm_first:
-        x = keras.layers.LayerNormalization(epsilon=1e-5, name="encoder_final_norm")(x)
-    encoded = x
-
-    y = embed(dec_ids, tgt_vocab_size, tgt_length, "decoder")
-    for i in range(num_decoder_layers):
-        y = TransformerDecoderBlock(
-            num_heads,
-            d_model // num_heads,
-            ff_dim,
-            attention=attention_registry.fresh(attention),
-            position=score_position(),
-            cross_attention=True,
-            norm_first=norm_first,
-            dropout=dropout,
-            activation=activation,
-            name=f"decoder_block_{i}",
-        )(y, encoded, padding_mask=dec_mask, encoder_padding_mask=enc_mask)
-    if norm_first:
-        y = keras.layers.LayerNormalization(epsilon=1e-5, name="decoder_final_norm")(y)
-    logits = keras.layers.Dense(tgt_vocab_size, dtype="float32", name="logits")(y)
-    return keras.Model(
-        {"encoder_token_ids": enc_ids, "decoder_token_ids": dec_ids}, logits, name=name
-    )
+    config = {key: value for key, value in locals().items() if not key.startswith("_")}
+    return Seq2Seq(**config)
