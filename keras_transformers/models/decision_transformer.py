@@ -29,11 +29,8 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_transformers import attention as attention_registry
-from keras_transformers import positional
-from keras_transformers.blocks import TransformerDecoderBlock
-from keras_transformers.models.encoder_classifier import check_model_sizes
-from keras_transformers.models.layers import embedding_position_layer, resolve_position
+from keras_transformers.models.backbone import BackboneModel, check_model_sizes, make_blocks
+from keras_transformers.models.layers import resolve_position
 
 INPUT_NAMES = ("returns_to_go", "states", "actions", "timesteps")
 
@@ -80,6 +77,98 @@ class SelectModality(keras.layers.Layer):
         return {**super().get_config(), "index": self.index, "num_modalities": self.num_modalities}
 
 
+@keras.saving.register_keras_serializable(package="keras_transformers")
+class DecisionTransformer(BackboneModel):
+    """Decision Transformer on the shared backbone (the embeddings are its own).
+
+    ``DecisionTransformer(**config)`` with the arguments of :func:`build_decision_transformer`.
+    Parts: ``timestep_embedding``, ``return_embedding``, ``state_embedding``,
+    ``action_embedding`` (the modality embeddings), then the backbone's ``position_embedding``,
+    ``embedding_norm``, ``transformer_layers`` (causal over the ``3K`` tokens) and
+    ``final_norm`` (``token_embedding`` is None), and ``action_head``.
+    """
+
+    default_name = "decision_transformer"
+
+    def build_graph(
+        self,
+        state_dim,
+        num_actions,
+        context_length,
+        max_timestep,
+        d_model=64,
+        num_heads=4,
+        num_layers=2,
+        ff_dim=None,
+        attention="full",
+        position=None,
+        dropout=0.1,
+        activation="gelu",
+        norm_first=True,
+        return_scale=1.0,
+    ):
+        k = int(context_length)
+        _, score_pos = resolve_position(position)
+        rtg = keras.Input(shape=(k, 1), dtype="float32", name="returns_to_go")
+        states = keras.Input(shape=(k, int(state_dim)), dtype="float32", name="states")
+        actions = keras.Input(shape=(k,), dtype="int32", name="actions")
+        timesteps = keras.Input(shape=(k,), dtype="int32", name="timesteps")
+
+        self.timestep_embedding = keras.layers.Embedding(
+            int(max_timestep), d_model, name="timestep_embedding"
+        )
+        self.return_embedding = keras.layers.Dense(d_model, name="return_embedding")
+        self.state_embedding = keras.layers.Dense(d_model, name="state_embedding")
+        self.action_embedding = keras.layers.Embedding(
+            int(num_actions), d_model, name="action_embedding"
+        )
+        t_emb = self.timestep_embedding(timesteps)  # (B, K, d)
+        scaled = keras.layers.Rescaling(1.0 / float(return_scale), name="return_scale")(rtg)
+        tokens = [
+            keras.layers.Add(name=f"{kind}_plus_time")([emb, t_emb])
+            for kind, emb in (
+                ("return", self.return_embedding(scaled)),  # (B, K, d)
+                ("state", self.state_embedding(states)),  # (B, K, d)
+                ("action", self.action_embedding(actions)),  # (B, K, d)
+            )
+        ]
+        x = InterleaveTokens(name="interleave")(tokens)  # (B, 3K, d): R̂_1, s_1, a_1, R̂_2, ...
+        blocks = make_blocks(
+            "decoder",
+            num_layers,
+            d_model,
+            num_heads,
+            ff_dim or 4 * d_model,
+            attention,
+            score_pos,
+            cross_attention=False,
+            norm_first=norm_first,
+            dropout=dropout,
+            activation=activation,
+        )
+        x = self.assemble(
+            None,
+            blocks,
+            embedded=x,
+            max_length=3 * k,
+            position=position,
+            embedding_norm=True,
+            dropout=dropout,
+            norm_first=norm_first,
+        )  # (B, 3K, d), causal over the 3K tokens
+        state_tokens = SelectModality(1, name="state_tokens")(x)  # (B, K, d)
+        self.action_head = keras.layers.Dense(
+            int(num_actions), dtype="float32", name="action_logits"
+        )
+        inputs = {
+            "returns_to_go": rtg,
+            "states": states,
+            "actions": actions,
+            "timesteps": timesteps,
+        }
+        return inputs, self.action_head(state_tokens)  # (B, K, A)
+
+
 def build_decision_transformer(
     state_dim,
     num_actions,
@@ -97,7 +186,7 @@ def build_decision_transformer(
     return_scale=1.0,
     name="decision_transformer",
 ):
-    """Build a Functional Decision Transformer for discrete actions.
+    """Build a Decision Transformer (:class:`DecisionTransformer`) for discrete actions.
 
     Args:
         state_dim: size of a (flat, float) state vector.
@@ -112,12 +201,13 @@ def build_decision_transformer(
         return_scale: returns-to-go are divided by this before embedding.
 
     Returns:
-        ``keras.Model``: inputs dict ``returns_to_go (B, K, 1)`` float, ``states
+        :class:`DecisionTransformer`: inputs dict ``returns_to_go (B, K, 1)`` float, ``states
         (B, K, state_dim)`` float, ``actions (B, K)`` int, ``timesteps (B, K)`` int ->
         action logits ``(B, K, num_actions)`` float32 (the logits at step ``t`` come from the
         ``s_t`` token). Train with ``SparseCategoricalCrossentropy(from_logits=True)`` on the
         actions, weighting padded steps 0.
     """
+    config = dict(locals())
     for arg, value in (
         ("state_dim", state_dim),
         ("num_actions", num_actions),
@@ -129,53 +219,7 @@ def build_decision_transformer(
     if not return_scale > 0:
         raise ValueError(f"return_scale={return_scale}: must be > 0")
     check_model_sizes(d_model, num_heads, num_layers)
-    k = int(context_length)
-    ff_dim = ff_dim or 4 * d_model
-    embed_pos, score_pos = resolve_position(position)
-
-    rtg = keras.Input(shape=(k, 1), dtype="float32", name="returns_to_go")
-    states = keras.Input(shape=(k, int(state_dim)), dtype="float32", name="states")
-    actions = keras.Input(shape=(k,), dtype="int32", name="actions")
-    timesteps = keras.Input(shape=(k,), dtype="int32", name="timesteps")
-
-    time_embedding = keras.layers.Embedding(int(max_timestep), d_model, name="timestep_embedding")
-    t_emb = time_embedding(timesteps)  # (B, K, d)
-    scaled = keras.layers.Rescaling(1.0 / float(return_scale), name="return_scale")(rtg)
-    r_emb = keras.layers.Dense(d_model, name="return_embedding")(scaled)  # (B, K, d)
-    s_emb = keras.layers.Dense(d_model, name="state_embedding")(states)  # (B, K, d)
-    a_emb = keras.layers.Embedding(int(num_actions), d_model, name="action_embedding")(actions)
-    tokens = [
-        keras.layers.Add(name=f"{kind}_plus_time")([emb, t_emb])
-        for kind, emb in (("return", r_emb), ("state", s_emb), ("action", a_emb))
-    ]
-    x = InterleaveTokens(name="interleave")(tokens)  # (B, 3K, d): R̂_1, s_1, a_1, R̂_2, ...
-    pos_layer = embedding_position_layer(embed_pos, 3 * k, "position_embedding")
-    if pos_layer is not None:
-        x = pos_layer(x)
-    x = keras.layers.LayerNormalization(epsilon=1e-5, name="embedding_norm")(x)
-    if dropout:
-        x = keras.layers.Dropout(dropout, name="embedding_dropout")(x)
-    for i in range(num_layers):
-        x = TransformerDecoderBlock(
-            num_heads,
-            d_model // num_heads,
-            ff_dim,
-            attention=attention_registry.fresh(attention),
-            position=None if score_pos is None else positional.fresh(score_pos),
-            cross_attention=False,
-            norm_first=norm_first,
-            dropout=dropout,
-            activation=activation,
-            name=f"decoder_block_{i}",
-        )(x)  # causal over the 3K tokens
-    if norm_first:
-        x = keras.layers.LayerNormalization(epsilon=1e-5, name="final_norm")(x)
-    state_tokens = SelectModality(1, name="state_tokens")(x)  # (B, K, d)
-    logits = keras.layers.Dense(int(num_actions), dtype="float32", name="action_logits")(
-        state_tokens
-    )  # (B, K, A)
-    inputs = {"returns_to_go": rtg, "states": states, "actions": actions, "timesteps": timesteps}
-    return keras.Model(inputs, logits, name=name)
+    return DecisionTransformer(**config)
 
 
 def context_window(history, context_length, max_timestep):
@@ -229,7 +273,7 @@ def evaluate_returns(
         ``np.ndarray (num_episodes,)`` of episode returns.
     """
     k = context_length or model.input["states"].shape[1]
-    max_timestep = model.get_layer("timestep_embedding").input_dim
+    max_timestep = model.timestep_embedding.input_dim
     envs = [make_env() for _ in range(num_episodes)]
     horizon = max_steps or getattr(envs[0], "max_steps", max_timestep)
     history = []
