@@ -18,11 +18,23 @@ state. Full attention's key/value cache follows it like every other core's.
 """
 
 import dataclasses
+import numbers
 from typing import Any
 
 import keras
+from keras import ops
 
 from keras_transformers.ops.attention import repeat_kv_heads
+
+
+def check_int(name, value, minimum=1):
+    """Validate an integer argument (``8`` and ``8.0`` pass, ``2.7`` and ``True`` do not) and
+    return it as ``int``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or int(value) != value:
+        raise ValueError(f"{name}={value!r}: must be an integer >= {minimum}.")
+    if int(value) < minimum:
+        raise ValueError(f"{name}={value!r}: must be >= {minimum}.")
+    return int(value)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -173,11 +185,17 @@ class AttentionCore(keras.layers.Layer):
             return_attention_scores=return_attention_scores,
             global_mask=global_mask,
         )
-        if not self.handles_grouped_kv:
-            num_heads = query.shape[2]
-            key = repeat_kv_heads(key, num_heads)  # (B, Lk, h, dh)
-            value = repeat_kv_heads(value, num_heads)  # (B, Lk, h, dv)
+        key, value = self.expand_kv_heads(query, key, value)
         return self.compute(query, key, value, context)
+
+    def expand_kv_heads(self, query, key, value):
+        """Repeat grouped ``h_kv < h`` key/value heads to ``h`` unless ``handles_grouped_kv``."""
+        if self.handles_grouped_kv:
+            return key, value
+        num_heads = query.shape[2]
+        key = repeat_kv_heads(key, num_heads)  # (B, Lk, h, dh)
+        value = repeat_kv_heads(value, num_heads)  # (B, Lk, h, dv)
+        return key, value
 
     def context(
         self,
@@ -254,3 +272,46 @@ class AttentionCore(keras.layers.Layer):
         over query heads). Returns ``(output (B, l, h, dv), updated cache)``.
         """
         raise ValueError(f"attention={self.variant!r} does not support a KV cache.")
+
+
+class KeyValueCache:
+    """The cache protocol of dense cores: every key and value so far, ``(B, 2, L_max, h_kv, dh)``.
+
+    Mixed into an :class:`AttentionCore` whose :meth:`~AttentionCore.compute` accepts a query
+    offset and a key padding mask (``full``, ``distance_aware``). :meth:`decode_step` writes the
+    new positions' keys and values at ``cache_index``, then attends the queries to all
+    ``L_max`` slots with the slots not yet written masked out. Cost per token ``O(L_max·dh)``.
+    """
+
+    supports_cache = True
+
+    def init_cache(
+        self, batch_size, max_length, num_heads, num_key_value_heads, key_dim, value_dim, dtype
+    ):
+        """Zeros ``(B, 2, L_max, h_kv, dh)`` (keys and values stacked: needs ``dv == dh``)."""
+        if value_dim is not None and value_dim != key_dim:
+            raise ValueError(
+                f"a KV cache needs value_dim == key_dim; got value_dim={value_dim}, "
+                f"key_dim={key_dim}."
+            )
+        shape = (batch_size, 2, max_length, num_key_value_heads, key_dim)
+        return ops.zeros(shape, dtype=dtype)
+
+    def decode_step(self, query, key, value, cache, cache_index, context):
+        """Write ``key, value (B, l, h_kv, dh)`` at ``cache_index`` and attend ``query`` to the
+        cache; returns ``(output (B, l, h, dv), updated cache)``."""
+        q_len = ops.shape(query)[1]
+        new_kv = ops.stack([key, ops.cast(value, key.dtype)], axis=1)  # (B, 2, l, h_kv, dh)
+        cache = ops.slice_update(cache, (0, 0, cache_index, 0, 0), ops.cast(new_kv, cache.dtype))
+        keys, values = cache[:, 0], cache[:, 1]  # (B, L_max, h_kv, dh)
+        valid = ops.arange(ops.shape(keys)[1]) < cache_index + q_len  # (L_max,)
+        valid = ops.broadcast_to(valid[None, :], (ops.shape(keys)[0], ops.shape(keys)[1]))
+        padding_mask = context.padding_mask
+        padding_mask = (
+            valid
+            if padding_mask is None
+            else ops.logical_and(ops.cast(padding_mask, "bool"), valid)
+        )  # (B, L_max)
+        keys, values = self.expand_kv_heads(query, keys, values)  # (B, L_max, h, dh)
+        context = context.replace(padding_mask=padding_mask, query_offset=cache_index)
+        return self.compute(query, keys, values, context), cache

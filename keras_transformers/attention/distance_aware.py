@@ -26,7 +26,8 @@ function without overflow.
 Shapes: ``q (B, Lq, h, dh)``, ``k, v (B, Lk, h_kv, dh)`` -> ``(B, Lq, h, dh)``; parameters
 ``w, v ∈ R^h`` per layer; the distance matrix and coefficients are ``(h, Lq, Lk)``.
 Cost: ``O(L²·dh)`` time and ``O(L²)`` memory per head, like full attention (a dense variant, not an
-efficient one); the re-scaling adds ``O(h·L²)`` time and ``2h`` parameters.
+efficient one); the re-scaling adds ``O(h·L²)`` time and ``2h`` parameters. Decoding with a cache
+keeps every key and value, ``(B, 2, L_max, h_kv, dh)``, as full attention does.
 
 Example:
     >>> import numpy as np, keras_transformers as kt
@@ -39,14 +40,13 @@ Example:
 import keras
 from keras import ops
 
-from keras_transformers.attention.base import AttentionCore
+from keras_transformers.attention.base import AttentionCore, KeyValueCache
 from keras_transformers.attention.full import relative_positions
 from keras_transformers.attention.registry import register
 from keras_transformers.ops.attention import (
     heads_first,
     heads_last,
     masked_softmax,
-    repeat_kv_heads,
     zero_empty_rows,
 )
 from keras_transformers.ops.masks import combine_masks
@@ -88,7 +88,7 @@ def _initializer(value, name):
 
 
 @register("distance_aware")
-class DistanceAwareAttention(AttentionCore):
+class DistanceAwareAttention(KeyValueCache, AttentionCore):
     """DA-Transformer: ReLU scores re-scaled by a learnable sigmoid of the weighted distance.
 
     Args:
@@ -146,46 +146,34 @@ class DistanceAwareAttention(AttentionCore):
         distance = ops.abs(rel) if self.distance == "absolute" else rel  # (Lq, Lk)
         return rescale_coefficients(distance, self.distance_weight, self.sigmoid_param)
 
-    def call(
-        self,
-        query,
-        key,
-        value,
-        padding_mask=None,
-        attention_mask=None,
-        causal=False,
-        position=None,
-        query_offset=0,
-        weights_dropout=None,
-        training=None,
-        return_attention_scores=False,
-        global_mask=None,
-    ):
-        num_heads = query.shape[2]
-        key = repeat_kv_heads(key, num_heads)  # (B, Lk, h, dh)
-        value = repeat_kv_heads(value, num_heads)  # (B, Lk, h, dv)
+    def compute(self, query, key, value, context):
+        """``query (B, Lq, h, dh)``, ``key/value (B, Lk, h, ·)`` -> ``(B, Lq, h, dv)``."""
         q_len, k_len = ops.shape(query)[1], ops.shape(key)[1]
-        mask = combine_masks(padding_mask, attention_mask, causal, q_len, k_len, query_offset)
+        offset = context.query_offset
+        mask = combine_masks(
+            context.padding_mask, context.attention_mask, context.causal, q_len, k_len, offset
+        )
         q, k, v = heads_first(query), heads_first(key), heads_first(value)  # (B, h, L, dh)
         # ReLU(q kᵀ)/sqrt(dh) = ReLU((q/sqrt(dh)) kᵀ): scale first so float16 stays in range.
         scale = 1.0 / float(query.shape[-1]) ** 0.5
         raw = ops.matmul(q * ops.cast(scale, q.dtype), ops.swapaxes(k, -1, -2))  # (B, h, Lq, Lk)
         raw = ops.relu(ops.cast(raw, "float32"))
-        rel = relative_positions(q_len, k_len, query_offset)  # (Lq, Lk)
+        rel = relative_positions(q_len, k_len, offset)  # (Lq, Lk)
         scores = raw * self._coefficients(rel)[None]  # (B, h, Lq, Lk) float32
-        uses_bias = position is not None and (position.has_score_bias or position.has_value_term)
+        position = context.position
+        uses_bias = context.uses_position_bias
         if uses_bias and position.has_score_bias:
-            bias = position.score_bias(rel, q, k, causal)
+            bias = position.score_bias(rel, q, k, context.causal)
             if bias is not None:
                 scores = scores + ops.cast(bias, "float32")
         weights = ops.cast(masked_softmax(scores, mask), value.dtype)  # (B, h, Lq, Lk)
-        if weights_dropout is not None and training:
-            weights = weights_dropout(weights)
+        if context.dropout is not None:
+            weights = context.dropout(weights)
         out = ops.matmul(weights, v)  # (B, h, Lq, dv)
         if uses_bias and position.has_value_term:
             out = out + ops.cast(position.value_term(weights, rel), out.dtype)
         out = zero_empty_rows(heads_last(out), mask)  # (B, Lq, h, dv)
-        if return_attention_scores:
+        if context.return_scores:
             return out, weights
         return out
 

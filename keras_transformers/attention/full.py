@@ -10,6 +10,11 @@ the ``(B, h, Lq, Lk)`` weights.
 Shapes: ``q (B, Lq, h, dh)``, ``k, v (B, Lk, h_kv, dh)`` -> ``(B, Lq, h, dh)``.
 Cost: ``O(L²·d)`` time, ``O(L²)`` memory (``O(L)`` inside fused kernels that support it).
 
+Incremental decoding (``MultiHeadAttention(..., causal=True)`` with ``cache=``): the cache keeps
+the keys and values of every position, ``(B, 2, L_max, h_kv, dh)``
+(:class:`~keras_transformers.attention.base.KeyValueCache`); each step writes its keys at
+``cache_index`` and attends over the ``L_max`` slots with the unwritten ones masked.
+
 Example:
     >>> import numpy as np, keras_transformers as kt
     >>> mha = kt.attention.MultiHeadAttention(num_heads=2, key_dim=8, attention="full")
@@ -23,13 +28,12 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_transformers.attention.base import AttentionCore
+from keras_transformers.attention.base import AttentionCore, KeyValueCache
 from keras_transformers.attention.registry import register
 from keras_transformers.ops.attention import (
     attend,
     heads_first,
     heads_last,
-    repeat_kv_heads,
     zero_empty_rows,
 )
 from keras_transformers.ops.masks import combine_masks
@@ -43,58 +47,49 @@ def relative_positions(query_length, key_length, query_offset=0):
 
 
 @register("full")
-class FullAttention(AttentionCore):
-    """Dense softmax attention on the backend's fused kernel."""
+class FullAttention(KeyValueCache, AttentionCore):
+    """Dense softmax attention on the backend's fused kernel.
+
+    Caching: :class:`~keras_transformers.attention.base.KeyValueCache` keeps every key and value,
+    ``(B, 2, L_max, h_kv, dh)``.
+    """
 
     supports_cache = True
     needs_static_length = False
 
-    def call(
-        self,
-        query,
-        key,
-        value,
-        padding_mask=None,
-        attention_mask=None,
-        causal=False,
-        position=None,
-        query_offset=0,
-        weights_dropout=None,
-        training=None,
-        return_attention_scores=False,
-        global_mask=None,
-    ):
-        num_heads = query.shape[2]
-        key = repeat_kv_heads(key, num_heads)  # (B, Lk, h, dh)
-        value = repeat_kv_heads(value, num_heads)  # (B, Lk, h, dv)
+    def compute(self, query, key, value, context):
+        """``query (B, Lq, h, dh)``, ``key/value (B, Lk, h, dh)`` -> ``(B, Lq, h, dv)``."""
         q_len, k_len = ops.shape(query)[1], ops.shape(key)[1]
-        uses_bias = position is not None and (position.has_score_bias or position.has_value_term)
-        explicit = (
-            uses_bias or return_attention_scores or (weights_dropout is not None and training)
-        )
-        if not explicit:
-            only_causal = padding_mask is None and attention_mask is None
+        uses_bias = context.uses_position_bias
+        offset = context.query_offset
+        if not (uses_bias or context.return_scores or context.dropout is not None):
+            only_causal = context.padding_mask is None and context.attention_mask is None
             if (
-                causal
+                context.causal
                 and only_causal
-                and _static_zero(query_offset)
+                and _static_zero(offset)
                 and (query.shape[1] is not None and query.shape[1] == key.shape[1])
             ):
                 return causal_attention(query, key, value)
-            mask = combine_masks(padding_mask, attention_mask, causal, q_len, k_len, query_offset)
+            mask = combine_masks(
+                context.padding_mask, context.attention_mask, context.causal, q_len, k_len, offset
+            )
             out = ops.dot_product_attention(query, key, value, mask=mask)
             return zero_empty_rows(out, mask)
 
-        mask = combine_masks(padding_mask, attention_mask, causal, q_len, k_len, query_offset)
+        mask = combine_masks(
+            context.padding_mask, context.attention_mask, context.causal, q_len, k_len, offset
+        )
         q, k, v = heads_first(query), heads_first(key), heads_first(value)  # (B, h, L, dh)
-        rel = relative_positions(q_len, k_len, query_offset)  # (Lq, Lk)
-        bias = position.score_bias(rel, q, k, causal) if uses_bias else None
-        dropout = weights_dropout if training else None
-        out, weights = attend(q, k, v, mask=mask, bias=bias, dropout=dropout)  # (B, h, Lq, dv)
+        rel = relative_positions(q_len, k_len, offset)  # (Lq, Lk)
+        position = context.position
+        bias = position.score_bias(rel, q, k, context.causal) if uses_bias else None
+        out, weights = attend(q, k, v, mask=mask, bias=bias, dropout=context.dropout)
+        # out (B, h, Lq, dv), weights (B, h, Lq, Lk)
         if uses_bias and position.has_value_term:
             out = out + position.value_term(weights, rel)
         out = zero_empty_rows(heads_last(out), mask)  # (B, Lq, h, dv)
-        if return_attention_scores:
+        if context.return_scores:
             return out, weights
         return out
 

@@ -33,13 +33,11 @@ Example:
     (1, 32, 16)
 """
 
-import numbers
-
 from keras import ops
 
-from keras_transformers.attention.base import AttentionCore
+from keras_transformers.attention.base import AttentionCore, check_int
 from keras_transformers.attention.registry import register
-from keras_transformers.ops.attention import heads_first, heads_last, repeat_kv_heads
+from keras_transformers.ops.attention import heads_first, heads_last
 from keras_transformers.ops.feature_maps import elu_plus_one
 from keras_transformers.ops.linear_attention import (
     causal_kernel_attention,
@@ -48,15 +46,6 @@ from keras_transformers.ops.linear_attention import (
     kernel_attention_step,
     kernel_state,
 )
-
-
-def check_int(name, value, minimum=1):
-    """Validate an integer constructor argument and return it as ``int``."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or int(value) != value:
-        raise ValueError(f"{name}={value!r}: must be an integer >= {minimum}.")
-    if int(value) < minimum:
-        raise ValueError(f"{name}={value!r}: must be >= {minimum}.")
-    return int(value)
 
 
 class KernelAttentionCore(AttentionCore):
@@ -85,51 +74,32 @@ class KernelAttentionCore(AttentionCore):
         """Optional ``(B, h, L)`` forget gates of the causal recurrence (None = ungated)."""
         return None
 
-    # -- shared call ------------------------------------------------------------------------
-    def _check_call(self, query, key, attention_mask, causal, query_offset):
-        name = self.registry_name
-        if attention_mask is not None:
+    # -- shared computation -----------------------------------------------------------------
+    def compute(self, query, key, value, context):
+        """``query (B, Lq, h, dh)``, ``key/value (B, Lk, h, ·)`` -> ``(B, Lq, h, dv)``."""
+        name = self.variant
+        if not (isinstance(context.query_offset, int) and context.query_offset == 0):
             raise ValueError(
-                f"attention={name!r} does not accept an arbitrary attention_mask (B, Lq, Lk): it "
-                "never forms per-pair scores. Use padding_mask (B, Lk) and causal=True."
+                f"attention={name!r}: query_offset={context.query_offset!r} is for cached "
+                "decoding; decode with cache= (MultiHeadAttention), which calls decode_step."
             )
-        if not (isinstance(query_offset, int) and query_offset == 0):
-            raise ValueError(f"attention={name!r} does not support a KV cache (query_offset).")
-        if causal and query.shape[1] != key.shape[1]:
+        if context.causal and query.shape[1] != key.shape[1]:
             raise ValueError(
                 f"attention={name!r} with causal=True needs as many keys as queries; got "
                 f"Lq={query.shape[1]}, Lk={key.shape[1]}."
             )
-
-    def call(
-        self,
-        query,
-        key,
-        value,
-        padding_mask=None,
-        attention_mask=None,
-        causal=False,
-        position=None,
-        query_offset=0,
-        weights_dropout=None,
-        training=None,
-        return_attention_scores=False,
-        global_mask=None,
-    ):
-        self._check_call(query, key, attention_mask, causal, query_offset)
-        self.check_position(position)
-        num_heads = query.shape[2]
         q = heads_first(query)  # (B, h, Lq, dh)
-        k = heads_first(repeat_kv_heads(key, num_heads))  # (B, h, Lk, dh)
-        v = heads_first(repeat_kv_heads(value, num_heads))  # (B, h, Lk, dv)
+        k = heads_first(key)  # (B, h, Lk, dh)
+        v = heads_first(value)  # (B, h, Lk, dv)
         key_mask = None
-        if padding_mask is not None:
-            key_mask = ops.cast(padding_mask, "bool")[:, None, :]  # (B, 1, Lk)
+        if context.padding_mask is not None:
+            key_mask = ops.cast(context.padding_mask, "bool")[:, None, :]  # (B, 1, Lk)
+        causal = context.causal
         phi_q, phi_k = self.feature_maps(
-            q, k, key_mask=key_mask, causal=causal, training=training
+            q, k, key_mask=key_mask, causal=causal, training=context.training
         )  # (B, h, L, r)
         gates = self.gates(k, causal=causal)  # (B, h, L) or None
-        if return_attention_scores:
+        if context.return_scores:
             weights = dense_kernel_weights(phi_q, phi_k, key_mask, causal, gates)  # (B,h,Lq,Lk)
             out = ops.matmul(weights, ops.cast(v, "float32"))  # (B, h, Lq, dv)
         elif causal:
@@ -137,7 +107,7 @@ class KernelAttentionCore(AttentionCore):
         else:
             out = kernel_attention(phi_q, phi_k, v, key_mask)  # (B, h, Lq, dv)
         out = ops.cast(heads_last(out), query.dtype)  # (B, Lq, h, dv)
-        if return_attention_scores:
+        if context.return_scores:
             return out, ops.cast(weights, query.dtype)
         return out
 
@@ -161,33 +131,27 @@ class KernelAttentionCore(AttentionCore):
         r = self.state_features(key_dim)
         return ops.zeros((batch_size, num_heads, r, value_dim + 1), dtype="float32")
 
-    def decode_step(
-        self,
-        query,
-        key,
-        value,
-        cache,
-        cache_index,
-        padding_mask=None,
-        causal=True,
-        position=None,
-        training=None,
-    ):
-        """Continue the recurrence with ``l`` new positions; returns ``(out (B, l, h, dv), state)``."""
-        name = self.registry_name
+    def decode_step(self, query, key, value, cache, cache_index, context):
+        """Continue the recurrence with ``l`` new positions.
+
+        ``query (B, l, h, dh)``, ``key/value (B, l, h_kv, ·)`` and the state ``[S | z]``
+        ``(B, h, r, dv + 1)`` -> ``(out (B, l, h, dv), updated state)``.
+        """
+        name = self.variant
         if not self.supports_cache:
             raise ValueError(f"attention={name!r} does not support a KV cache.")
-        if not causal:
+        if not context.causal:
             raise ValueError(f"attention={name!r} decodes with a cache only when causal.")
-        self.check_position(position)
-        num_heads = query.shape[2]
+        key, value = self.expand_kv_heads(query, key, value)  # (B, l, h, ·)
         q = heads_first(query)  # (B, h, l, dh)
-        k = heads_first(repeat_kv_heads(key, num_heads))  # (B, h, l, dh)
-        v = heads_first(repeat_kv_heads(value, num_heads))  # (B, h, l, dv)
+        k = heads_first(key)  # (B, h, l, dh)
+        v = heads_first(value)  # (B, h, l, dv)
         key_mask = None
-        if padding_mask is not None:
-            key_mask = ops.cast(padding_mask, "bool")[:, None, :]  # (B, 1, l)
-        phi_q, phi_k = self.feature_maps(q, k, key_mask=key_mask, causal=True, training=training)
+        if context.padding_mask is not None:
+            key_mask = ops.cast(context.padding_mask, "bool")[:, None, :]  # (B, 1, l)
+        phi_q, phi_k = self.feature_maps(
+            q, k, key_mask=key_mask, causal=True, training=context.training
+        )  # (B, h, l, r)
         if isinstance(cache_index, int) and cache_index == 0:
             # pre-fill: the chunked prefix-sum form, then the state it ends with
             out = causal_kernel_attention(phi_q, phi_k, v, self.chunk_size, key_mask)

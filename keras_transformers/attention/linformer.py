@@ -43,7 +43,7 @@ from keras import ops
 from keras_transformers.attention.base import AttentionCore
 from keras_transformers.attention.linear import check_int
 from keras_transformers.attention.registry import register
-from keras_transformers.ops.attention import attend, heads_first, heads_last, repeat_kv_heads
+from keras_transformers.ops.attention import attend, heads_first, heads_last
 
 SHARING = ("none", "headwise", "kv", "layerwise")
 
@@ -66,6 +66,8 @@ class LinformerAttention(AttentionCore):
     supports_cross_attention = True
     supports_causal = False
     supports_cache = False
+    #: Each query attends over ``projection_dim`` mixtures ``E K`` of the keys, not the keys.
+    supports_attention_scores = False
     example_config = {"projection_dim": 8}
     benchmark_config = {"projection_dim": 128}
     quick_benchmark_config = {"projection_dim": 16}
@@ -132,45 +134,14 @@ class LinformerAttention(AttentionCore):
             w = w[None]  # (1, h, k, L)
         return ops.matmul(w, x)  # (B, h, k, d)
 
-    def call(
-        self,
-        query,
-        key,
-        value,
-        padding_mask=None,
-        attention_mask=None,
-        causal=False,
-        position=None,
-        query_offset=0,
-        weights_dropout=None,
-        training=None,
-        return_attention_scores=False,
-        global_mask=None,
-    ):
-        if causal:
-            raise ValueError(
-                "attention='linformer' does not support causal=True: the projections E, F mix "
-                "all positions, so every output would see future tokens. Use 'linear', "
-                "'performer' or 'rfa' for causal linear-time attention."
-            )
-        if attention_mask is not None:
-            raise ValueError(
-                "attention='linformer' does not accept an arbitrary attention_mask (B, Lq, Lk); "
-                "use padding_mask (B, Lk)."
-            )
-        if return_attention_scores:
-            raise NotImplementedError(
-                "attention='linformer' cannot return (B, h, Lq, Lk) attention scores "
-                "(return_attention_scores=True): each query attends over projection_dim "
-                "projected rows E K, which are mixtures of all keys, not over the keys themselves."
-            )
-        self.check_position(position)
+    def compute(self, query, key, value, context):
+        """``query (B, Lq, h, dh)``, ``key/value (B, Lk, h, ·)`` -> ``(B, Lq, h, dv)``."""
         key_length = key.shape[1]
         self._check_length(key_length)
-        num_heads = query.shape[2]
+        padding_mask = context.padding_mask
         q = heads_first(query)  # (B, h, Lq, dh)
-        k = heads_first(repeat_kv_heads(key, num_heads))  # (B, h, Lk, dh)
-        v = heads_first(repeat_kv_heads(value, num_heads))  # (B, h, Lk, dv)
+        k = heads_first(key)  # (B, h, Lk, dh)
+        v = heads_first(value)  # (B, h, Lk, dv)
         if padding_mask is not None:
             keep = ops.cast(padding_mask, k.dtype)[:, None, :, None]  # (B, 1, Lk, 1)
             k, v = k * keep, v * ops.cast(keep, v.dtype)
@@ -179,8 +150,9 @@ class LinformerAttention(AttentionCore):
         )
         k_bar = self._project(self.key_projection, k, key_length)  # (B, h, k, dh)
         v_bar = self._project(value_weight, v, key_length)  # (B, h, k, dv)
-        dropout = weights_dropout if training else None
-        out, _ = attend(q, k_bar, v_bar, dropout=dropout)  # (B, h, Lq, dv), weights (B,h,Lq,k)
+        out, _ = attend(
+            q, k_bar, v_bar, dropout=context.dropout
+        )  # (B, h, Lq, dv), weights (B,h,Lq,k)
         if padding_mask is not None:
             any_key = ops.any(ops.cast(padding_mask, "bool"), axis=-1)  # (B,)
             out = out * ops.cast(any_key, out.dtype)[:, None, None, None]

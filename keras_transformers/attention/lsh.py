@@ -47,18 +47,14 @@ from keras import ops
 from keras_transformers.attention.base import AttentionCore
 from keras_transformers.attention.linear import check_int
 from keras_transformers.attention.registry import register
-from keras_transformers.ops.attention import heads_first, heads_last, repeat_kv_heads
+from keras_transformers.ops.attention import heads_first, heads_last
 from keras_transformers.ops.hashing import bucketed_attention, bucketed_attention_dense, lsh_hash
 
 
-def check_bucketed_call(core, query, key, attention_mask, causal, query_offset):
-    """Argument checks shared by the content-based (bucketed) cores."""
-    name = core.registry_name
-    if attention_mask is not None:
-        raise ValueError(
-            f"attention={name!r} does not accept an arbitrary attention_mask (B, Lq, Lk); use "
-            "padding_mask (B, Lk) and causal=True."
-        )
+def check_bucketed_call(core, query, key, causal, query_offset):
+    """Argument checks shared by the content-based (bucketed) cores (the masks and the position
+    are checked against the capability attributes by :meth:`AttentionCore.call`)."""
+    name = core.variant
     if not (isinstance(query_offset, int) and query_offset == 0):
         raise ValueError(f"attention={name!r} does not support a KV cache (query_offset).")
     if query.shape[1] != key.shape[1]:
@@ -162,37 +158,23 @@ class LSHAttention(AttentionCore):
             )
         return ops.convert_to_tensor(self.rotations)
 
-    def call(
-        self,
-        query,
-        key,
-        value,
-        padding_mask=None,
-        attention_mask=None,
-        causal=False,
-        position=None,
-        query_offset=0,
-        weights_dropout=None,
-        training=None,
-        return_attention_scores=False,
-        global_mask=None,
-    ):
-        check_bucketed_call(self, query, key, attention_mask, causal, query_offset)
-        self.check_position(position)
-        num_heads = query.shape[2]
+    def compute(self, query, key, value, context):
+        """``query (B, L, h, dh)``, ``key/value (B, L, h, ·)`` -> ``(B, L, h, dv)``."""
+        check_bucketed_call(self, query, key, context.causal, context.query_offset)
+        causal, padding_mask, training = context.causal, context.padding_mask, context.training
         q = heads_first(query)  # (B, h, L, dh)
-        v = heads_first(repeat_kv_heads(value, num_heads))  # (B, h, L, dv)
+        v = heads_first(value)  # (B, h, L, dv)
         rotations = self.current_rotations(training)  # (R, dh, b/2)
         if self.shared_qk:
             k = unit(ops.cast(q, "float32"))  # (B, h, L, dh) normalised queries
             q_buckets = k_buckets = lsh_hash(k, rotations, self.num_buckets)  # (B, h, R, L)
         else:
-            k = heads_first(repeat_kv_heads(key, num_heads))  # (B, h, L, dh)
+            k = heads_first(key)  # (B, h, L, dh)
             q_buckets = lsh_hash(q, rotations, self.num_buckets)
             k_buckets = lsh_hash(k, rotations, self.num_buckets)
         args = (q, k, v, q_buckets, k_buckets, self.chunk_size, self.num_buckets)
         kwargs = {"causal": causal, "key_mask": padding_mask, "shared_qk": self.shared_qk}
-        if return_attention_scores:
+        if context.return_scores:
             out, weights = bucketed_attention_dense(*args, **kwargs)  # (B,h,L,dv), (B,h,L,L)
             return heads_last(out), weights
         return heads_last(bucketed_attention(*args, **kwargs))  # (B, L, h, dv)

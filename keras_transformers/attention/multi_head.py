@@ -8,6 +8,11 @@ projects the queries and a fused key/value pair. ``num_key_value_heads < num_hea
 grouped-query attention (``= 1``: multi-query). The attention core (``attention=``) is any
 registered name, a config dict or an instance; ``position=`` any score-side positional encoding.
 
+The projections are public so other layers (memory blocks) reuse them: :meth:`project_qkv`
+gives the per-head ``q, k, v`` and :meth:`project_output` merges the heads. The core's
+capability attributes are enforced here (cross-attention, KV cache); decoding with ``cache=``
+has one path for every caching core, its :meth:`~AttentionCore.decode_step`.
+
 Shapes: ``query (B, Lq, d)``, ``value/key (B, Lk, d_kv)`` -> ``(B, Lq, output_dim or d)``;
 ``padding_mask (B, Lk)`` bool (True = keep); ``attention_mask (B, Lq, Lk)`` bool; scores
 ``(B, h, Lq, Lk)``.
@@ -25,6 +30,7 @@ from keras import ops
 
 from keras_transformers import positional
 from keras_transformers.attention import registry
+from keras_transformers.attention.base import check_int
 from keras_transformers.ops.masks import check_attention_mask, check_padding_mask
 
 
@@ -64,20 +70,22 @@ class MultiHeadAttention(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        if int(num_heads) < 1:
-            raise ValueError(f"num_heads={num_heads}: must be >= 1.")
-        if int(key_dim) < 1:
-            raise ValueError(f"key_dim={key_dim}: must be >= 1.")
-        self.num_heads = int(num_heads)
-        self.key_dim = int(key_dim)
-        self.value_dim = int(value_dim) if value_dim else self.key_dim
+        self.num_heads = check_int("num_heads", num_heads)
+        self.key_dim = check_int("key_dim", key_dim)
+        self.value_dim = self.key_dim if value_dim is None else check_int("value_dim", value_dim)
+        if output_dim is not None:
+            check_int("output_dim", output_dim)
         self.output_dim = output_dim
         self.dropout = float(dropout)
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout={dropout}: must be in [0, 1).")
         self.use_bias = use_bias
         self.causal = bool(causal)
-        self.num_key_value_heads = int(num_key_value_heads or num_heads)
+        self.num_key_value_heads = (
+            self.num_heads
+            if num_key_value_heads is None
+            else check_int("num_key_value_heads", num_key_value_heads)
+        )
         if self.num_heads % self.num_key_value_heads:
             raise ValueError(
                 f"num_key_value_heads={num_key_value_heads} must divide num_heads={num_heads}."
@@ -119,6 +127,8 @@ class MultiHeadAttention(keras.layers.Layer):
         d_model = int(query_shape[-1])
         h, h_kv, dh, dv = self.num_heads, self.num_key_value_heads, self.key_dim, self.value_dim
         self._self_attention = value_shape is None and key_shape is None
+        if not self._self_attention:
+            self._check_cross_attention()
         self._separate_key = key_shape is not None
         if self._self_attention:
             width = h * dh + h_kv * dh + h_kv * dv
@@ -200,7 +210,7 @@ class MultiHeadAttention(keras.layers.Layer):
         )
 
     def project_output(self, out):
-        """Merge the heads and apply the output projection: ``(B, Lq, h, dv)`` -> ``(B, Lq, d_out)``."""
+        """Merge the heads, then the output projection: ``(B, Lq, h, dv)`` -> ``(B, Lq, d_out)``."""
         out = ops.reshape(out, ops.shape(out)[:2] + (self.num_heads * self.value_dim,))
         return self._project(out, self.output_kernel, self.output_bias)  # (B, Lq, d_out)
 
@@ -231,100 +241,58 @@ class MultiHeadAttention(keras.layers.Layer):
             padding_mask = key_mask if key_mask is not None else value_mask
             if padding_mask is None and value is None:
                 padding_mask = query_mask
+        if value is not None or key is not None:
+            self._check_cross_attention()
+        core = self.attention_core
         q, k, v = self.project_qkv(query, value, key)
-        batch = query.shape[0]
-        q_len = ops.shape(q)[1]
+        # q (B, Lq, h, dh), k (B, Lk, h_kv, dh), v (B, Lk, h_kv, dv)
         query_offset = 0
         if cache is not None:
-            if not self._self_attention:
-                raise ValueError("cache= is supported for self-attention only.")
-            if not self.attention_core.supports_cache:
-                raise ValueError(
-                    f"attention={self.attention_core.registry_name!r} does not support a KV cache."
-                )
-            if cache_index is None:
-                raise ValueError("cache_index is required with cache=.")
+            self._check_cache_call(cache_index, return_attention_scores)
             query_offset = cache_index
-        positions = ops.arange(q_len, dtype="int32") + query_offset
         if self.position is not None:
-            q, k = self.position.transform_qk(
-                q,
-                k,
-                positions,
-                positions if (value is None) else ops.arange(ops.shape(k)[1], dtype="int32"),
-            )
-        if cache is not None and self._core_caches():
-            if return_attention_scores:
-                raise ValueError(
-                    f"attention={self.attention_core.registry_name!r}: return_attention_scores is "
-                    "not available while decoding with a cache."
-                )
-            out, cache = self.attention_core.decode_step(
-                q,
-                k,
-                v,
-                cache,
-                cache_index,
-                padding_mask=padding_mask,
-                causal=self.causal,
-                position=self.position,
-                training=training,
-            )  # (B, Lq, h, dv), the core's updated cache
-            out = self.project_output(out)  # (B, Lq, d_out)
-            if query_mask is not None:
-                out = out * ops.cast(query_mask, out.dtype)[..., None]
-            return out, cache
-        if cache is not None:
-            new_kv = ops.stack([k, ops.cast(v, k.dtype)], axis=1)  # (B, 2, Lq, h_kv, dh)
-            cache = ops.slice_update(
-                cache, (0, 0, cache_index, 0, 0), ops.cast(new_kv, cache.dtype)
-            )
-            k, v = cache[:, 0], cache[:, 1]  # (B, L_max, h_kv, dh)
-            valid = ops.arange(ops.shape(k)[1]) < cache_index + q_len  # (L_max,)
-            valid = ops.broadcast_to(valid[None, :], (ops.shape(k)[0], ops.shape(k)[1]))
-            padding_mask = (
-                valid
-                if padding_mask is None
-                else ops.logical_and(ops.cast(padding_mask, "bool"), valid)
-            )
-        k_len = k.shape[1]
-        padding_mask = check_padding_mask(padding_mask, batch, k_len)
-        attention_mask = check_attention_mask(attention_mask, batch, query.shape[1], k_len)
-        if attention_mask is not None and not self.attention_core.supports_attention_mask:
-            raise ValueError(
-                f"attention={self.attention_core.registry_name!r} does not accept an arbitrary "
-                "attention_mask (B, Lq, Lk); use padding_mask (B, Lk) and causal=True."
-            )
+            positions = ops.arange(ops.shape(q)[1], dtype="int32") + query_offset  # (Lq,)
+            key_positions = (
+                positions if value is None else ops.arange(ops.shape(k)[1], dtype="int32")
+            )  # (Lk,)
+            q, k = self.position.transform_qk(q, k, positions, key_positions)
         dropout = None
         if self.weights_dropout is not None:
 
             def dropout(w):
                 return self.weights_dropout(w, training=training)
 
-        core_kwargs = {} if global_mask is None else {"global_mask": ops.cast(global_mask, "bool")}
-        record = self.record_attention_scores and not return_attention_scores
-        if record:
-            try:
-                _, self.last_attention_scores = self.attention_core(
-                    q,
-                    k,
-                    v,
-                    **core_kwargs,
-                    padding_mask=padding_mask,
-                    attention_mask=attention_mask,
-                    causal=self.causal,
-                    position=self.position,
-                    query_offset=query_offset,
-                    training=False,
-                    return_attention_scores=True,
-                )
-            except NotImplementedError:
-                self.last_attention_scores = None
-        result = self.attention_core(
+        if global_mask is not None:
+            global_mask = ops.cast(global_mask, "bool")  # (B, L)
+        if cache is not None:
+            context = core.context(
+                padding_mask=padding_mask,
+                attention_mask=attention_mask,
+                causal=self.causal,
+                position=self.position,
+                query_offset=cache_index,
+                weights_dropout=dropout,
+                training=training,
+                global_mask=global_mask,
+            )
+            out, cache = core.decode_step(q, k, v, cache, cache_index, context)
+            # out (B, Lq, h, dv), cache: the core's updated decoding state
+            return self._finish(out, query_mask), cache
+
+        batch, k_len = query.shape[0], k.shape[1]
+        padding_mask = check_padding_mask(padding_mask, batch, k_len)
+        attention_mask = check_attention_mask(attention_mask, batch, query.shape[1], k_len)
+        # Recording (kt.callbacks.AttentionMapLogger): the same forward pass also returns the
+        # weights, so the maps are those of the output this call computes.
+        record = (
+            self.record_attention_scores
+            and not return_attention_scores
+            and core.supports_attention_scores
+        )
+        result = core(
             q,
             k,
             v,
-            **core_kwargs,
             padding_mask=padding_mask,
             attention_mask=attention_mask,
             causal=self.causal,
@@ -332,60 +300,69 @@ class MultiHeadAttention(keras.layers.Layer):
             query_offset=query_offset,
             weights_dropout=dropout,
             training=training,
-            return_attention_scores=return_attention_scores,
+            return_attention_scores=return_attention_scores or record,
+            global_mask=global_mask,
         )
-        scores = None
-        if return_attention_scores:
-            out, scores = result
+        if return_attention_scores or record:
+            out, scores = result  # (B, Lq, h, dv), (B, h, Lq, Lk)
         else:
-            out = result
+            out, scores = result, None
+        if self.record_attention_scores:
+            self.last_attention_scores = scores
+        out = self._finish(out, query_mask)  # (B, Lq, d_out)
+        return (out, scores) if return_attention_scores else out
+
+    def _finish(self, out, query_mask):
+        """Output projection ``(B, Lq, h, dv) -> (B, Lq, d_out)``, padded queries zeroed."""
         out = self.project_output(out)  # (B, Lq, d_out)
         if query_mask is not None:
             out = out * ops.cast(query_mask, out.dtype)[..., None]
-        outputs = (out,)
+        return out
+
+    def _check_cross_attention(self):
+        core = self.attention_core
+        if not core.supports_cross_attention:
+            raise ValueError(
+                f"attention={core.variant!r} does not support cross-attention (value= or key= "
+                "given): it needs the keys to be the queries' own sequence. Use a core with "
+                "supports_cross_attention, e.g. attention='full', for cross-attention."
+            )
+
+    def _check_cache_call(self, cache_index, return_attention_scores):
+        core = self.attention_core
+        if not self._self_attention:
+            raise ValueError("cache= is supported for self-attention only.")
+        if not core.supports_cache:
+            raise ValueError(f"attention={core.variant!r} does not support a KV cache.")
+        if cache_index is None:
+            raise ValueError("cache_index is required with cache=.")
         if return_attention_scores:
-            outputs += (scores,)
-        if cache is not None:
-            outputs += (cache,)
-        return outputs[0] if len(outputs) == 1 else outputs
+            raise ValueError(
+                f"attention={core.variant!r}: return_attention_scores is not available while "
+                "decoding with a cache."
+            )
 
     # ------------------------------------------------------------------ cache
-    def _core_caches(self):
-        """True when the core keeps its own decoding state (``init_cache``/``decode_step``)."""
-        from keras_transformers.attention.base import AttentionCore
-
-        return type(self.attention_core).init_cache is not AttentionCore.init_cache
-
     def init_cache(self, batch_size, max_length, dtype=None):
         """An empty decoding cache for ``cache=`` (self-attention, causal decoding).
 
-        Full attention: keys and values of every position, ``(B, 2, L_max, h_kv, dh)``.
-        Cores with their own state define ``init_cache``/``decode_step`` and choose the format (a
-        sliding window keeps a ring buffer ``(B, 2, w + 1, h_kv, dh)``, kernelised cores the
-        recurrent state ``(B, h, r, dv + 1)``).
+        The core chooses the format (:meth:`AttentionCore.init_cache`): full attention keeps the
+        keys and values of every position, ``(B, 2, L_max, h_kv, dh)``; a sliding window a ring
+        buffer ``(B, 2, w + 1, h_kv, dh)``; kernelised cores the recurrent state
+        ``(B, h, r, dv + 1)``.
         """
-        dtype = dtype or self.compute_dtype
-        if not self.attention_core.supports_cache:
-            raise ValueError(
-                f"attention={self.attention_core.registry_name!r} does not support a KV cache."
-            )
-        if self._core_caches():
-            return self.attention_core.init_cache(
-                batch_size,
-                max_length,
-                num_heads=self.num_heads,
-                num_key_value_heads=self.num_key_value_heads,
-                key_dim=self.key_dim,
-                value_dim=self.value_dim,
-                dtype=dtype,
-            )
-        if self.value_dim != self.key_dim:
-            raise ValueError(
-                f"a KV cache needs value_dim == key_dim; got value_dim={self.value_dim}, "
-                f"key_dim={self.key_dim}."
-            )
-        shape = (batch_size, 2, max_length, self.num_key_value_heads, self.key_dim)
-        return ops.zeros(shape, dtype=dtype)
+        core = self.attention_core
+        if not core.supports_cache:
+            raise ValueError(f"attention={core.variant!r} does not support a KV cache.")
+        return core.init_cache(
+            batch_size,
+            max_length,
+            num_heads=self.num_heads,
+            num_key_value_heads=self.num_key_value_heads,
+            key_dim=self.key_dim,
+            value_dim=self.value_dim,
+            dtype=dtype or self.compute_dtype,
+        )
 
     def compute_mask(self, query, *args, query_mask=None, mask=None, **kwargs):
         return query_mask if query_mask is not None else mask

@@ -47,7 +47,7 @@ from keras_transformers.attention.base import AttentionCore
 from keras_transformers.attention.linear import check_int
 from keras_transformers.attention.lsh import check_bucketed_call, unit
 from keras_transformers.attention.registry import register
-from keras_transformers.ops.attention import heads_first, heads_last, repeat_kv_heads
+from keras_transformers.ops.attention import heads_first, heads_last
 from keras_transformers.ops.hashing import (
     bucketed_attention,
     bucketed_attention_dense,
@@ -131,33 +131,19 @@ class RoutingAttention(AttentionCore):
         new = unit(self.decay * old + (1.0 - self.decay) * means)
         self.centroids.assign(ops.where((counts > 0)[..., None], new, old))
 
-    def call(
-        self,
-        query,
-        key,
-        value,
-        padding_mask=None,
-        attention_mask=None,
-        causal=False,
-        position=None,
-        query_offset=0,
-        weights_dropout=None,
-        training=None,
-        return_attention_scores=False,
-        global_mask=None,
-    ):
-        check_bucketed_call(self, query, key, attention_mask, causal, query_offset)
-        self.check_position(position)
-        num_heads = query.shape[2]
+    def compute(self, query, key, value, context):
+        """``query (B, L, h, dh)``, ``key/value (B, L, h, ·)`` -> ``(B, L, h, dv)``."""
+        check_bucketed_call(self, query, key, context.causal, context.query_offset)
+        causal, padding_mask, training = context.causal, context.padding_mask, context.training
         centroids = ops.convert_to_tensor(self.centroids)  # (h, k, dh)
         q = heads_first(query)  # (B, h, L, dh)
-        v = heads_first(repeat_kv_heads(value, num_heads))  # (B, h, L, dv)
+        v = heads_first(value)  # (B, h, L, dv)
         q_unit = unit(ops.cast(q, "float32"))  # (B, h, L, dh)
         q_clusters = nearest_centroid(q_unit, centroids)  # (B, h, 1, L)
         if self.shared_qk:
             k, k_unit, k_clusters = q_unit, q_unit, q_clusters
         else:
-            k = heads_first(repeat_kv_heads(key, num_heads))  # (B, h, L, dh)
+            k = heads_first(key)  # (B, h, L, dh)
             k_unit = unit(ops.cast(k, "float32"))
             k_clusters = nearest_centroid(k_unit, centroids)
         if training:
@@ -177,7 +163,7 @@ class RoutingAttention(AttentionCore):
                 self.update_centroids(both, assigned, valid)
         args = (q, k, v, q_clusters, k_clusters, self.chunk_size, self.num_clusters)
         kwargs = {"causal": causal, "key_mask": padding_mask, "shared_qk": self.shared_qk}
-        if return_attention_scores:
+        if context.return_scores:
             out, weights = bucketed_attention_dense(*args, **kwargs)  # (B,h,L,dv), (B,h,L,L)
             return heads_last(out), weights
         return heads_last(bucketed_attention(*args, **kwargs))  # (B, L, h, dv)

@@ -10,10 +10,12 @@ from keras_transformers.callbacks.summaries import heatmap_png, summary_writer
 class AttentionMapLogger(keras.callbacks.Callback):
     """Every ``every_n_epochs``, run ``sample`` through the model and log attention heatmaps.
 
-    Each :class:`~keras_transformers.attention.MultiHeadAttention` in the model keeps its
-    ``(B, h, Lq, Lk)`` weights for that one forward pass (the core's dense debug path; cores that
-    cannot materialise weights are skipped). One image per layer and head is written under the tag
-    ``attention/<layer>/head_<i>`` for the first example of ``sample``.
+    Each :class:`~keras_transformers.attention.MultiHeadAttention` in the model keeps the
+    ``(B, h, Lq, Lk)`` weights of that one forward pass: its core runs once, asked for the output
+    and the weights together (the core's dense path), so the maps are those of the output. Layers
+    whose core has ``supports_attention_scores = False`` are skipped. One image per layer and
+    head is written under the tag ``attention/<layer>/head_<i>`` for the first example of
+    ``sample``.
 
     Args:
         sample: model input for one or a few examples (array or dict of arrays).
@@ -41,7 +43,11 @@ class AttentionMapLogger(keras.callbacks.Callback):
 
     def collect(self):
         """Run the sample once and return ``{layer_path: (h, Lq, Lk) weights}``."""
-        layers = self.attention_layers()
+        layers = [
+            layer
+            for layer in self.attention_layers()
+            if layer.attention_core.supports_attention_scores
+        ]
         for layer in layers:
             layer.record_attention_scores = True
             layer.last_attention_scores = None

@@ -126,6 +126,25 @@ def test_bad_inputs_raise_clear_errors():
         kt.attention.MultiHeadAttention(num_heads=2, key_dim=4, position="rotary")
 
 
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"num_heads": 2.7, "key_dim": 4}, "num_heads=2.7"),
+        ({"num_heads": 2, "key_dim": 4.5}, "key_dim=4.5"),
+        ({"num_heads": 2, "key_dim": 4, "value_dim": 3.5}, "value_dim=3.5"),
+        ({"num_heads": 4, "key_dim": 4, "num_key_value_heads": 1.5}, "num_key_value_heads=1.5"),
+        ({"num_heads": True, "key_dim": 4}, "num_heads=True"),
+        ({"num_heads": 0, "key_dim": 4}, "num_heads=0"),
+    ],
+)
+def test_fractional_sizes_are_refused_not_truncated(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        kt.attention.MultiHeadAttention(**kwargs)
+    # whole floats are fine
+    layer = kt.attention.MultiHeadAttention(num_heads=2.0, key_dim=4.0)
+    assert (layer.num_heads, layer.key_dim) == (2, 4)
+
+
 def test_permutation_equivariance_without_positions():
     layer = kt.attention.MultiHeadAttention(num_heads=2, key_dim=4)
     x = RNG.normal(size=(1, 7, 8)).astype("float32")

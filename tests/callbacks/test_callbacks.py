@@ -67,6 +67,35 @@ def test_event_files_hold_images_text_scalars_hparams(trained_logdir):
     assert "tokens_per_second" in history.history
 
 
+def test_attention_maps_come_from_one_forward_pass(monkeypatch, tmp_path):
+    x = np.random.default_rng(0).normal(size=(2, 6, 8)).astype("float32")
+    inputs = keras.Input((6, 8))
+    layer = kt.attention.MultiHeadAttention(num_heads=2, key_dim=4, causal=True)
+    model = keras.Model(inputs, layer(inputs))
+    plain = keras.ops.convert_to_numpy(model(x, training=False))
+    core_class = type(layer.attention_core)
+    calls = []
+    original = core_class.compute
+
+    def counting_compute(self, *args, **kwargs):
+        calls.append(kwargs.get("context", args[-1]).return_scores)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(core_class, "compute", counting_compute)
+    logger = kt.callbacks.AttentionMapLogger(x, str(tmp_path))
+    logger.set_model(model)
+    maps = logger.collect()
+    assert calls == [True]  # the core ran once, and that pass also gave the weights
+    (weights,) = maps.values()  # (h, Lq, Lk) of example 0
+    assert weights.shape == (2, 6, 6)
+    np.testing.assert_allclose(weights.sum(-1), 1.0, atol=1e-5)
+    assert np.abs(weights[:, np.triu(np.ones((6, 6), bool), k=1)]).max() == 0.0  # causal
+    assert layer.record_attention_scores is False and layer.last_attention_scores is None
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(model(x, training=False)), plain, atol=1e-6
+    )
+
+
 def test_attention_rollout_is_row_stochastic():
     maps = [np.random.default_rng(i).dirichlet(np.ones(5), size=(2, 5)) for i in range(3)]
     rollout = kt.callbacks.attention_rollout(maps)
