@@ -31,18 +31,21 @@ from keras import ops
 
 from keras_transformers.attention.base import AttentionCore
 from keras_transformers.attention.registry import register
-from keras_transformers.ops.attention import heads_first, heads_last, repeat_kv_heads
-from keras_transformers.ops.blocks import num_blocks, pad_length, split_blocks
-from keras_transformers.ops.global_local import (
-    Segment,
-    check_int,
-    check_self_attention,
-    lookup,
+from keras_transformers.ops.attention import heads_last
+from keras_transformers.ops.blocks import (
     neighbour_blocks,
-    random_block_table,
-    segment_attention,
+    num_blocks,
+    pad_length,
     slice_axis,
+    split_blocks,
 )
+from keras_transformers.ops.global_local import (
+    dense_attention,
+    global_rows,
+    heads_first_qkv,
+    random_block_table,
+)
+from keras_transformers.ops.sparse_patterns import SparsePart, check_int, sparse_attention
 
 
 @register("bigbird")
@@ -65,6 +68,7 @@ class BigBirdAttention(AttentionCore):
     supports_cross_attention = False
     supports_cache = False
     supports_causal = True
+    handles_grouped_kv = True
     example_config = {
         "block_size": 4,
         "num_window_blocks": 3,
@@ -159,45 +163,14 @@ class BigBirdAttention(AttentionCore):
             mask &= np.tril(np.ones((length, length), bool))
         return mask
 
-    # ----------------------------------------------------------------- call
-    def call(
-        self,
-        query,
-        key,
-        value,
-        padding_mask=None,
-        attention_mask=None,
-        causal=False,
-        position=None,
-        query_offset=0,
-        weights_dropout=None,
-        training=None,
-        return_attention_scores=False,
-        global_mask=None,
-    ):
-        length = check_self_attention(self, query, key, attention_mask, query_offset)
-        if global_mask is not None:
-            raise ValueError(
-                "attention='bigbird' uses fixed global blocks (num_global_blocks), not "
-                "global_mask; use attention='longformer' for per-sequence global positions."
-            )
-        num_heads = query.shape[2]
-        q = heads_first(query)  # (B, h, L, dh)
-        k = heads_first(repeat_kv_heads(key, num_heads))  # (B, h, L, dh)
-        v = heads_first(repeat_kv_heads(value, num_heads))  # (B, h, L, dv)
-        if padding_mask is not None:
-            padding_mask = ops.cast(padding_mask, "bool")
-        dropout = weights_dropout if (weights_dropout is not None and training) else None
-        positions = np.arange(length)
-        if return_attention_scores:
-            rel_full = positions[None, :] - positions[:, None]  # (L, L): debug path only
-            mask = ops.convert_to_tensor(self.pattern(length, causal))[None, None]
-            if padding_mask is not None:
-                mask = ops.logical_and(mask, padding_mask[:, None, None, :])
-            out, w = segment_attention(
-                q, [Segment(k, v, mask, rel_full)], position, causal, dropout
-            )
-            return heads_last(out), w[0]
+    # ----------------------------------------------------------------- compute
+    def compute(self, query, key, value, context):
+        length, q, k, v, padding_mask = heads_first_qkv(self, query, key, value, context)
+        causal = context.causal
+        if context.return_scores:
+            mask = self.pattern(length, causal)  # (L, L): debug path only
+            out, weights = dense_attention(q, k, v, mask, length, context, padding_mask)
+            return heads_last(out), weights
 
         lay = self.layout(length, causal)
         b, n, g = lay["b"], lay["n"], lay["g"]
@@ -205,25 +178,14 @@ class BigBirdAttention(AttentionCore):
         outs = []
         if num_global:
             # global rows: the first g blocks attend to every key, O(g·b·L)
-            rel = positions[None, :] - positions[:num_global, None]  # (g·b, L)
-            mask = ops.convert_to_tensor(rel <= 0 if causal else np.ones(rel.shape, bool))
-            mask = mask[None, None]  # (1, 1, g·b, L)
-            if padding_mask is not None:
-                mask = ops.logical_and(mask, padding_mask[:, None, None, :])
-            rows, _ = segment_attention(
-                slice_axis(q, 0, num_global, 2),
-                [Segment(k, v, mask, rel)],
-                position,
-                causal,
-                dropout,
-            )
-            outs.append(rows)  # (B, h, g·b, dv)
+            qg = slice_axis(q, 0, num_global, 2)  # (B, h, g·b, dh)
+            outs.append(global_rows(qg, k, v, np.arange(num_global), length, context, padding_mask))
         if g < n:
-            outs.append(self._local(q, k, v, padding_mask, causal, position, dropout, length, lay))
+            outs.append(self._local(q, k, v, padding_mask, context, length, lay))
         out = outs[0] if len(outs) == 1 else ops.concatenate(outs, axis=2)
         return heads_last(slice_axis(out, 0, length, 2))  # (B, L, h, dv)
 
-    def _local(self, q, k, v, padding_mask, causal, position, dropout, length, lay):
+    def _local(self, q, k, v, padding_mask, context, length, lay):
         """Window + global columns + random blocks for query blocks ``g .. n-1``."""
         b, n, g = lay["b"], lay["n"], lay["g"]
         before, after = lay["before"], lay["after"]
@@ -235,43 +197,32 @@ class BigBirdAttention(AttentionCore):
         vb = split_blocks(vp, b, axis=2)  # (B, h, n, b, dv)
         qpos = np.arange(n * b).reshape(n, b)[g:]  # (n', b)
 
-        def key_mask(kpos, valid, local=None):
-            """Mask ``(B|1, 1, n', b|1, K)`` from static key positions/validity ``(n', K)``,
-            the padding mask and an optional block-independent ``(b, K)`` part."""
-            valid = valid & (kpos >= 0) & (kpos < length)
-            mask = None
-            if not valid.all():
-                mask = ops.convert_to_tensor(valid)[None, None, :, None, :]
-            if padding_mask is not None:
-                ok = lookup(padding_mask, kpos, length)[:, None, :, None, :]  # (B, 1, n', 1, K)
-                mask = ok if mask is None else ops.logical_and(mask, ok)
-            if local is not None:
-                part = ops.convert_to_tensor(local)  # (b, K)
-                mask = part if mask is None else ops.logical_and(mask, part)
-            return mask
-
         # window blocks (global blocks among them are covered by the global columns)
         span = (before + 1 + after) * b
         wpos = (np.arange(n)[:, None] - before) * b + np.arange(span)[None, :]  # (n, K)
         wpos = wpos[g:]
-        wk = neighbour_blocks(kb, before, after, axis=2, start=g)  # (B, h, n', K, dh)
-        wv = neighbour_blocks(vb, before, after, axis=2, start=g)  # (B, h, n', K, dv)
         # key_pos - query_pos inside a block does not depend on the block: (b, K)
         rel = (np.arange(span)[None, :] - before * b) - np.arange(b)[:, None]
-        segments = [
-            Segment(wk, wv, key_mask(wpos, wpos >= g * b, rel <= 0 if causal else None), rel[None])
-        ]
+        pattern = (wpos >= g * b)[:, None, :]  # (n', 1, K)
+        if context.causal:
+            pattern = pattern & (rel <= 0)  # (n', b, K)
+        window = SparsePart(
+            qb,
+            neighbour_blocks(kb, before, after, axis=2, start=g),  # (B, h, n', K, dh)
+            neighbour_blocks(vb, before, after, axis=2, start=g),  # (B, h, n', K, dv)
+            qpos,
+            wpos,
+            pattern,
+            rel=rel[None],
+        )
+        parts = [window]
         if g:
             # global columns: the first g·b tokens, all before any local query
-            gmask = None
-            if padding_mask is not None:
-                gmask = padding_mask[:, None, None, None, : g * b]  # (B, 1, 1, 1, g·b)
-            rel = np.arange(g * b)[None, None, :] - qpos[:, :, None]  # (n', b, g·b)
             kg, vg = slice_axis(kp, 0, g * b, 2), slice_axis(vp, 0, g * b, 2)  # (B, h, g·b, ·)
-            segments.append(Segment(kg, vg, gmask, rel, shared=True))
+            parts.append(SparsePart(qb, kg, vg, qpos, np.arange(g * b)))
         r = self.num_random_blocks
         if r:
-            table = self.random_blocks(length, causal)[g:]  # (n', r)
+            table = self.random_blocks(length, context.causal)[g:]  # (n', r)
             idx = ops.convert_to_tensor(np.maximum(table, 0).reshape(-1).astype("int32"))
             rk = ops.take(kb, idx, axis=2)  # (B, h, n'·r, b, dh)
             rv = ops.take(vb, idx, axis=2)
@@ -279,10 +230,10 @@ class BigBirdAttention(AttentionCore):
             rv = ops.reshape(rv, (-1, rv.shape[1], n - g, r * b, rv.shape[-1]))
             rpos = (np.maximum(table, 0)[..., None] * b + np.arange(b)).reshape(n - g, r * b)
             rvalid = np.repeat(table >= 0, b, axis=1)  # (n', r·b)
-            rel = rpos[:, None, :] - qpos[:, :, None]
-            segments.append(Segment(rk, rv, key_mask(rpos, rvalid), rel))
-        out, _ = segment_attention(qb, segments, position, causal, dropout)  # (B, h, n', b, dv)
-        return ops.reshape(out, (-1, out.shape[1], (n - g) * b, out.shape[-1]))
+            parts.append(SparsePart(qb, rk, rv, qpos, rpos, rvalid[:, None, :]))
+        return sparse_attention(
+            parts, length, padding_mask, context.position, context.causal, context.dropout
+        )  # (B, h, n'·b, dv)
 
     def get_config(self):
         config = super().get_config()

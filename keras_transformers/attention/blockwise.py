@@ -37,6 +37,7 @@ from keras import ops
 from keras_transformers.attention.registry import register
 from keras_transformers.attention.sparse_core import SparsePatternCore
 from keras_transformers.ops import sparse_patterns as sp
+from keras_transformers.ops.blocks import split_blocks
 
 _NAMED = ("identity", "shift", "random")
 
@@ -129,16 +130,16 @@ class BlockwiseAttention(SparsePatternCore):
     def _parts(self, q, k, v, length, lp, causal):
         n, block = self.blocks_for(length)
         perm = np.asarray(self.permutation_for(n), "int32")
-        qb = sp.to_blocks(q, block)  # (B, h, n, b, dh)
+        qb = split_blocks(q, block)  # (B, h, n, b, dh)
         index = ops.convert_to_tensor(perm)
-        kb = ops.take(sp.to_blocks(k, block), index, axis=2)  # (B, h, n, b, dh): block π(i)
-        vb = ops.take(sp.to_blocks(v, block), index, axis=2)  # (B, h, n, b, dv)
+        kb = ops.take(split_blocks(k, block), index, axis=2)  # (B, h, n, b, dh): block π(i)
+        vb = ops.take(split_blocks(v, block), index, axis=2)  # (B, h, n, b, dv)
         qpos = np.arange(lp).reshape(n, block)  # (n, b)
         kpos = perm[:, None] * block + np.arange(block)[None, :]  # (n, b)
         pattern = np.ones((n, block, block), bool)
         if causal:
             pattern = kpos[:, None, :] <= qpos[:, :, None]
-        return [sp.SparsePart(qb, kb, vb, qpos, kpos, pattern, layout=sp.row_layout(lp))]
+        return [sp.SparsePart(qb, kb, vb, qpos, kpos, pattern)]
 
     def get_config(self):
         return {

@@ -43,19 +43,18 @@ from keras import ops
 from keras_transformers.attention.base import AttentionCore
 from keras_transformers.attention.registry import register
 from keras_transformers.ops.attention import heads_first, heads_last, repeat_kv_heads
+from keras_transformers.ops.blocks import slice_axis
 from keras_transformers.ops.global_local import (
     BandPlan,
-    Segment,
     band_diagonals,
     band_keys,
-    check_int,
-    check_self_attention,
+    dense_attention,
+    global_rows,
+    heads_first_qkv,
     interleave_blocks,
-    lookup,
-    segment_attention,
-    slice_axis,
     uninterleave_blocks,
 )
+from keras_transformers.ops.sparse_patterns import SparsePart, check_int, sparse_attention
 
 
 @register("etc")
@@ -74,6 +73,7 @@ class ETCAttention(AttentionCore):
     supports_cross_attention = False
     supports_cache = False
     supports_causal = True
+    handles_grouped_kv = True
     example_config = {"num_global_tokens": 2, "window": 2}
     #: Settings of benchmarks/attention_scaling.py (radius 128, 16 global tokens).
     benchmark_config = {"num_global_tokens": 16, "window": 128}
@@ -99,91 +99,52 @@ class ETCAttention(AttentionCore):
         left, right = (self.window, 0) if causal else (self.window, self.window)
         return BandPlan(long_length, left, right, 1, self.block_size or max(self.window, 1))
 
-    def call(
-        self,
-        query,
-        key,
-        value,
-        padding_mask=None,
-        attention_mask=None,
-        causal=False,
-        position=None,
-        query_offset=0,
-        weights_dropout=None,
-        training=None,
-        return_attention_scores=False,
-        global_mask=None,
-    ):
-        length = check_self_attention(self, query, key, attention_mask, query_offset)
-        if global_mask is not None:
-            raise ValueError(
-                "attention='etc' takes its global tokens as the first num_global_tokens positions "
-                "(see GlobalTokenPrepender), not from global_mask; use attention='longformer' for "
-                "per-sequence global positions."
-            )
+    def compute(self, query, key, value, context):
+        length, q, k, v, padding_mask = heads_first_qkv(self, query, key, value, context)
         n_g = self.num_global_tokens
         if n_g > length:
             raise ValueError(f"num_global_tokens={n_g}: must be <= the sequence length {length}.")
-        num_heads = query.shape[2]
-        q = heads_first(query)  # (B, h, L, dh)
-        k = heads_first(repeat_kv_heads(key, num_heads))  # (B, h, L, dh)
-        v = heads_first(repeat_kv_heads(value, num_heads))  # (B, h, L, dv)
-        if padding_mask is not None:
-            padding_mask = ops.cast(padding_mask, "bool")
-        dropout = weights_dropout if (weights_dropout is not None and training) else None
-        if return_attention_scores:
-            mask = ops.convert_to_tensor(self.pattern(length, causal))[None, None]
-            if padding_mask is not None:
-                mask = ops.logical_and(mask, padding_mask[:, None, None, :])
-            rel = np.arange(length)[None, :] - np.arange(length)[:, None]
-            out, weights = segment_attention(
-                q, [Segment(k, v, mask, rel)], position, causal, dropout
-            )
-            return heads_last(out), weights[0]
+        if context.return_scores:
+            mask = self.pattern(length, context.causal)  # (L, L)
+            out, weights = dense_attention(q, k, v, mask, length, context, padding_mask)
+            return heads_last(out), weights
 
-        kpos = np.arange(length)
         outs = []
         if n_g:
             # g2g + g2l: each global query over all keys, O(n_g · L)
-            rel = kpos[None, :] - np.arange(n_g)[:, None]  # (n_g, L)
-            mask = ops.convert_to_tensor(rel <= 0 if causal else np.ones(rel.shape, bool))
-            mask = mask[None, None]  # (1, 1, n_g, L)
-            if padding_mask is not None:
-                mask = ops.logical_and(mask, padding_mask[:, None, None, :])
-            out_g, _ = segment_attention(
-                slice_axis(q, 0, n_g, 2), [Segment(k, v, mask, rel)], position, causal, dropout
-            )
-            outs.append(out_g)  # (B, h, n_g, dv)
+            qg = slice_axis(q, 0, n_g, 2)  # (B, h, n_g, dh)
+            outs.append(global_rows(qg, k, v, np.arange(n_g), length, context, padding_mask))
         n_l = length - n_g
         if n_l:
-            outs.append(self._long(q, k, v, padding_mask, causal, position, dropout, n_g, n_l))
+            outs.append(self._long(q, k, v, padding_mask, context, n_g, n_l))
         out = outs[0] if len(outs) == 1 else ops.concatenate(outs, axis=2)
         return heads_last(out)  # (B, L, h, dv)
 
-    def _long(self, q, k, v, padding_mask, causal, position, dropout, n_g, n_l):
+    def _long(self, q, k, v, padding_mask, context, n_g, n_l):
         """l2l band + l2g columns for the long queries: ``(B, h, n_l, dv)``."""
-        plan = self.plan(n_l, causal)
+        plan = self.plan(n_l, context.causal)
         ql, kl, vl = (slice_axis(t, n_g, n_g + n_l, 2) for t in (q, k, v))
         qb = ops.squeeze(interleave_blocks(ql, plan), 2)  # (B, h, n, b, dh)
-        kb = ops.squeeze(band_keys(kl, plan), 2)  # (B, h, n, K, dh)
-        vb = ops.squeeze(band_keys(vl, plan), 2)  # (B, h, n, K, dv)
-        keys = ops.convert_to_tensor(plan.real[0])[None]  # (1, n, K)
-        if padding_mask is not None:
-            keys = ops.logical_and(keys, lookup(padding_mask[:, n_g:], plan.key_positions[0], n_l))
-        band = ops.convert_to_tensor(plan.band)  # (b, K)
-        mask = ops.logical_and(band, keys[:, None, :, None, :])  # (B|1, 1, n, b, K)
-        segments = [Segment(kb, vb, mask, plan.rel[0])]
+        qpos = plan.query_positions[0] + n_g  # (n, b), positions in the whole sequence
+        kpos = np.where(plan.real[0], plan.key_positions[0] + n_g, -1)  # (n, K); -1 = none
+        band = SparsePart(
+            qb,
+            ops.squeeze(band_keys(kl, plan), 2),  # (B, h, n, K, dh)
+            ops.squeeze(band_keys(vl, plan), 2),  # (B, h, n, K, dv)
+            qpos,
+            kpos,
+            plan.band,  # (b, K)
+            rel=plan.rel[0],
+        )
+        parts = [band]
         if n_g:
             # l2g: every long query sees every global token (they all precede it)
-            qpos = plan.query_positions[0] + n_g  # (n, b)
-            rel = np.arange(n_g)[None, None, :] - qpos[..., None]  # (n, b, n_g)
-            gmask = None
-            if padding_mask is not None:
-                gmask = padding_mask[:, None, None, None, :n_g]  # (B, 1, 1, 1, n_g)
             kg, vg = slice_axis(k, 0, n_g, 2), slice_axis(v, 0, n_g, 2)  # (B, h, n_g, ·)
-            segments.append(Segment(kg, vg, gmask, rel, shared=True))
-        out, _ = segment_attention(qb, segments, position, causal, dropout)  # (B, h, n, b, dv)
-        return uninterleave_blocks(ops.expand_dims(out, 2), plan)  # (B, h, n_l, dv)
+            parts.append(SparsePart(qb, kg, vg, qpos, np.arange(n_g)))
+        out = sparse_attention(
+            parts, n_g + n_l, padding_mask, context.position, context.causal, context.dropout
+        )  # (B, h, n·b, dv)
+        return uninterleave_blocks(out, plan)  # (B, h, n_l, dv)
 
     def l2l_band_scores(self, query, key, causal=False):
         """The paper's l2l score tensor ``(B, h, n_l, 2w+1)`` (``w + 1`` columns when causal).

@@ -42,6 +42,7 @@ from keras import ops
 from keras_transformers.attention.registry import register
 from keras_transformers.attention.sparse_core import SparsePatternCore
 from keras_transformers.ops import sparse_patterns as sp
+from keras_transformers.ops.blocks import split_blocks
 
 
 def fixed_parts(q, k, v, length, lp, stride, summary_size, causal, mode, layer_index):
@@ -61,7 +62,7 @@ def fixed_parts(q, k, v, length, lp, stride, summary_size, causal, mode, layer_i
 
     def summary(heads, dedupe):
         def cells(x):  # (B, h, Lp, c') -> (B, h, 1, n·c, c'): the last c of every block
-            blocks = sp.to_blocks(x, stride)[:, :, :, stride - c :]  # (B, h, n, c, c')
+            blocks = split_blocks(x, stride)[:, :, :, stride - c :]  # (B, h, n, c, c')
             return ops.reshape(blocks, (-1, x.shape[1], 1, n * c, x.shape[3]))
 
         qs = ops.reshape(q, (-1, q.shape[1], 1, lp, q.shape[3]))  # (B, h, 1, Lp, dh)
@@ -73,15 +74,7 @@ def fixed_parts(q, k, v, length, lp, stride, summary_size, causal, mode, layer_i
             pattern &= kpos[:, None, :] <= qpos[:, :, None]
         if dedupe:  # the own block is in A(1)
             pattern &= (kpos[:, None, :] // stride) != (qpos[:, :, None] // stride)
-        return sp.SparsePart(
-            qs,
-            cells(k),
-            cells(v),
-            qpos,
-            kpos,
-            sp.with_heads(pattern, heads),
-            layout=sp.row_layout(lp),
-        )
+        return sp.SparsePart(qs, cells(k), cells(v), qpos, kpos, sp.with_heads(pattern, heads))
 
     return sp.factorized_parts(own_block, summary, mode, layer_index, num_heads)
 

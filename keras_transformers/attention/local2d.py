@@ -39,6 +39,7 @@ from keras import ops
 from keras_transformers.attention.registry import register
 from keras_transformers.attention.sparse_core import SparsePatternCore
 from keras_transformers.ops import sparse_patterns as sp
+from keras_transformers.ops.blocks import gather_positions
 
 
 def _grid_layout(height, width, hq, wq):
@@ -46,7 +47,7 @@ def _grid_layout(height, width, hq, wq):
     hp, wp = sp.ceil_div(height, hq) * hq, sp.ceil_div(width, wq) * wq
     nh, nw = hp // hq, wp // wq
 
-    def from_flat(x, groups=None):
+    def from_flat(x):
         heads, c = x.shape[1], x.shape[3]
         x = ops.reshape(x, (-1, heads, height, width, c))
         if hp > height or wp > width:
@@ -161,9 +162,9 @@ class Local2DAttention(SparsePatternCore):
         hm, wm = min(self.memory_height, height), min(self.memory_width, width)
         qpos, kpos, pattern = local2d_positions(length, height, width, hq, wq, hm, wm, causal)
         layout = _grid_layout(height, width, hq, wq)
-        qb = layout[1](q, qpos.shape[0])  # (B, h, G, hq·wq, dh)
-        kb = sp.gather_positions(k, kpos)  # (B, h, G, m, dh)
-        vb = sp.gather_positions(v, kpos)  # (B, h, G, m, dv)
+        qb = layout[1](q)  # (B, h, G, hq·wq, dh)
+        kb = gather_positions(k, kpos)  # (B, h, G, m, dh)
+        vb = gather_positions(v, kpos)  # (B, h, G, m, dv)
         return [sp.SparsePart(qb, kb, vb, qpos, kpos, pattern, layout=layout)]
 
     def get_config(self):

@@ -39,21 +39,21 @@ from keras import ops
 
 from keras_transformers.attention.base import AttentionCore
 from keras_transformers.attention.registry import register
-from keras_transformers.ops.attention import heads_first, heads_last, repeat_kv_heads
+from keras_transformers.ops.attention import heads_last
+from keras_transformers.ops.blocks import lookup
 from keras_transformers.ops.global_local import (
     BandPlan,
-    Segment,
     band_keys,
-    check_int,
-    check_self_attention,
+    dense_attention,
     gather_global,
+    global_rows,
+    heads_first_qkv,
     interleave_blocks,
-    lookup,
     scatter_global_rows,
-    segment_attention,
     select_global_positions,
     uninterleave_blocks,
 )
+from keras_transformers.ops.sparse_patterns import SparsePart, check_int, sparse_attention
 
 
 @register("longformer")
@@ -78,6 +78,8 @@ class LongformerAttention(AttentionCore):
     supports_cross_attention = False
     supports_cache = False
     supports_causal = True
+    supports_global_tokens = True
+    handles_grouped_kv = True
     example_config = {"window": 2, "dilation": [1, 2], "global_tokens": [0], "max_global": 4}
     #: Settings of benchmarks/attention_scaling.py (window 128 like the other local cores).
     benchmark_config = {"window": 128, "dilation": [1, 1, 2, 2], "global_tokens": [0]}
@@ -132,7 +134,7 @@ class LongformerAttention(AttentionCore):
             )
         self.built = True
 
-    def _global_set(self, global_mask, length, batch_like):
+    def _global_set(self, global_mask, length):
         """Static ``(positions list)`` or dynamic ``(positions (B,G), valid (B,G), eff (B,L))``."""
         if global_mask is None:
             if not self.global_tokens:
@@ -155,35 +157,15 @@ class LongformerAttention(AttentionCore):
         positions, valid, effective = select_global_positions(is_global, self.capacity(length))
         return {"static": False, "positions": positions, "valid": valid, "effective": effective}
 
-    # ----------------------------------------------------------------- call
-    def call(
-        self,
-        query,
-        key,
-        value,
-        padding_mask=None,
-        attention_mask=None,
-        causal=False,
-        position=None,
-        query_offset=0,
-        weights_dropout=None,
-        training=None,
-        return_attention_scores=False,
-        global_mask=None,
-    ):
-        length = check_self_attention(self, query, key, attention_mask, query_offset)
-        num_heads = query.shape[2]
-        q = heads_first(query)  # (B, h, L, dh)
-        k = heads_first(repeat_kv_heads(key, num_heads))  # (B, h, L, dh)
-        v = heads_first(repeat_kv_heads(value, num_heads))  # (B, h, L, dv)
-        if padding_mask is not None:
-            padding_mask = ops.cast(padding_mask, "bool")
-        dropout = weights_dropout if (weights_dropout is not None and training) else None
-        glob = self._global_set(global_mask, length, q)
-        if return_attention_scores:
-            out, weights = self._dense(q, k, v, padding_mask, causal, position, dropout, glob)
+    # ----------------------------------------------------------------- compute
+    def compute(self, query, key, value, context):
+        length, q, k, v, padding_mask = heads_first_qkv(self, query, key, value, context)
+        glob = self._global_set(context.global_mask, length)
+        if context.return_scores:
+            out, weights = self._dense(q, k, v, padding_mask, context, glob)
             return heads_last(out), weights
 
+        num_heads = q.shape[1]
         dilations = self.head_dilations(num_heads)
         groups = sorted(set(dilations))
         outs, order = [], []
@@ -195,78 +177,68 @@ class LongformerAttention(AttentionCore):
             else:
                 idx = ops.convert_to_tensor(np.asarray(heads, "int32"))
                 qg, kg, vg = (ops.take(t, idx, axis=1) for t in (q, k, v))
-            outs.append(
-                self._local(
-                    qg,
-                    kg,
-                    vg,
-                    d,
-                    glob,
-                    padding_mask,
-                    causal,
-                    position,
-                    dropout,
-                    length,
-                    None if len(groups) == 1 else heads,
-                )
-            )
+            group_heads = None if len(groups) == 1 else heads
+            outs.append(self._local(qg, kg, vg, d, glob, padding_mask, context, group_heads))
         out = outs[0] if len(outs) == 1 else ops.concatenate(outs, axis=1)
         if order != sorted(order):
             inverse = np.argsort(np.asarray(order)).astype("int32")
             out = ops.take(out, ops.convert_to_tensor(inverse), axis=1)  # (B, h, L, dv)
         if glob is not None:
-            out = self._global_rows(
-                out, q, k, v, glob, padding_mask, causal, position, dropout, length
-            )
+            out = self._global_rows(out, q, k, v, glob, padding_mask, context)
         return heads_last(out)  # (B, L, h, dv)
 
-    def _local(self, q, k, v, d, glob, padding_mask, causal, position, dropout, length, heads):
+    def _local(self, q, k, v, d, glob, padding_mask, context, heads):
         """Band (+ global columns) for heads sharing dilation ``d``: ``(B, hg, L, dv)``."""
-        left, right = self.sides(causal)
-        block = self.block_size or (max(left, right, 1))
-        plan = BandPlan(length, left, right, d, block)
+        length = q.shape[2]
+        left, right = self.sides(context.causal)
+        plan = BandPlan(length, left, right, d, self.block_size or max(left, right, 1))
         qb = interleave_blocks(q, plan)  # (B, hg, d, n, b, dh)
-        kb = band_keys(k, plan)  # (B, hg, d, n, K, dh)
-        vb = band_keys(v, plan)  # (B, hg, d, n, K, dv)
-        key_static = plan.real  # (d, n, K): real tokens
-        key_ok = None  # (B, d, n, K)
-        if padding_mask is not None:
-            key_ok = lookup(padding_mask, plan.key_positions, length)
+        pattern = plan.band  # (b, K)
+        mask = None
         if glob is not None:
             # global keys are attended through the global columns; drop them from the band
             if glob["static"]:
                 is_global = np.zeros((length,), bool)
                 is_global[glob["positions"]] = True
-                key_static = key_static & ~is_global[np.clip(plan.key_positions, 0, length - 1)]
+                local_key = ~is_global[np.clip(plan.key_positions, 0, length - 1)]  # (d, n, K)
+                pattern = pattern & local_key[:, :, None, :]  # (d, n, b, K)
             else:
                 local_key = ops.logical_not(lookup(glob["effective"], plan.key_positions, length))
-                key_ok = local_key if key_ok is None else ops.logical_and(key_ok, local_key)
-        keys = ops.convert_to_tensor(key_static)[None]  # (1, d, n, K)
-        if key_ok is not None:
-            keys = ops.logical_and(keys, key_ok)  # (B, d, n, K)
-        band = ops.convert_to_tensor(plan.band)  # (b, K)
-        mask = ops.logical_and(band, keys[:, None, :, :, None, :])  # (B|1, 1, d, n, b, K)
-        segments = [Segment(kb, vb, mask, plan.rel)]
+                mask = local_key[:, None, :, :, None, :]  # (B, 1, d, n, 1, K)
+        band = SparsePart(
+            qb,
+            band_keys(k, plan),  # (B, hg, d, n, K, dh)
+            band_keys(v, plan),  # (B, hg, d, n, K, dv)
+            plan.query_positions,
+            plan.key_positions,
+            pattern,
+            mask=mask,
+            rel=plan.rel,
+        )
+        parts = [band]
         if glob is not None:
-            segments.append(self._global_columns(k, v, glob, plan, padding_mask, causal, length))
-        out, _ = segment_attention(qb, segments, position, causal, dropout, heads=heads)
+            parts.append(self._global_columns(qb, k, v, glob, plan, padding_mask, context))
+        out = sparse_attention(
+            parts,
+            length,
+            padding_mask,
+            context.position,
+            context.causal,
+            context.dropout,
+            heads=heads,
+        )  # (B, hg, d·n·b, dv)
         return uninterleave_blocks(out, plan)  # (B, hg, L, dv)
 
-    def _global_columns(self, k, v, glob, plan, padding_mask, causal, length):
+    def _global_columns(self, qb, k, v, glob, plan, padding_mask, context):
+        """Every local query block sees the ``G`` global keys (shared by all blocks)."""
         qpos = plan.query_positions  # (d, n, b)
         if glob["static"]:
             pos = glob["positions"]  # (G,)
             idx = ops.convert_to_tensor(pos)
             kg = ops.take(k, idx, axis=2)  # (B, hg, G, dh), shared by all query blocks
             vg = ops.take(v, idx, axis=2)  # (B, hg, G, dv)
-            rel = pos[None, None, None, :] - qpos[..., None]  # (d, n, b, G)
-            mask = None
-            if causal:
-                mask = ops.convert_to_tensor(rel <= 0)[None, None]  # (1, 1, d, n, b, G)
-            if padding_mask is not None:
-                key_ok = ops.take(padding_mask, idx, axis=1)[:, None, None, None, None, :]
-                mask = key_ok if mask is None else ops.logical_and(mask, key_ok)
-            return Segment(kg, vg, mask, rel, shared=True)
+            pattern = (pos[None, None, None, :] <= qpos[..., None]) if context.causal else None
+            return SparsePart(qb, kg, vg, qpos, pos, pattern)  # pattern (d, n, b, G)
         pos, valid = glob["positions"], glob["valid"]  # (B, G)
         kg = gather_global(k, pos)  # (B, hg, G, dh)
         vg = gather_global(v, pos)  # (B, hg, G, dv)
@@ -276,23 +248,17 @@ class LongformerAttention(AttentionCore):
         if padding_mask is not None:
             key_ok = ops.logical_and(key_ok, ops.take_along_axis(padding_mask, pos, axis=1))
         mask = key_ok[:, None, None, None, :]  # (B, 1, 1, 1, G)
-        if causal:
+        if context.causal:
             mask = ops.logical_and(mask, rel <= 0)  # (B, d, n, b, G)
-        return Segment(kg, vg, mask[:, None], rel, per_batch=True, shared=True)
+        return SparsePart(qb, kg, vg, mask=mask[:, None], rel=rel, per_batch=True)
 
-    def _global_rows(self, out, q, k, v, glob, padding_mask, causal, position, dropout, length):
+    def _global_rows(self, out, q, k, v, glob, padding_mask, context):
         """Global queries attend to all keys: ``O(G·L)``."""
-        kpos = np.arange(length)
+        length = q.shape[2]
         if glob["static"]:
             pos = glob["positions"]
-            idx = ops.convert_to_tensor(pos)
-            qg = ops.take(q, idx, axis=2)  # (B, h, G, dh)
-            rel = kpos[None, :] - pos[:, None]  # (G, L)
-            mask = np.ones(rel.shape, bool) if not causal else rel <= 0
-            mask = ops.convert_to_tensor(mask)[None, None]  # (1, 1, G, L)
-            if padding_mask is not None:
-                mask = ops.logical_and(mask, padding_mask[:, None, None, :])
-            rows, _ = segment_attention(qg, [Segment(k, v, mask, rel)], position, causal, dropout)
+            qg = ops.take(q, ops.convert_to_tensor(pos), axis=2)  # (B, h, G, dh)
+            rows = global_rows(qg, k, v, pos, length, context, padding_mask)  # (B, h, G, dv)
             slot = np.zeros((length,), "int32")
             slot[pos] = np.arange(pos.size)
             is_global = np.zeros((length,), bool)
@@ -301,14 +267,17 @@ class LongformerAttention(AttentionCore):
             return ops.where(ops.convert_to_tensor(is_global)[None, None, :, None], placed, out)
         pos, valid = glob["positions"], glob["valid"]  # (B, G)
         qg = gather_global(q, pos)  # (B, h, G, dh)
-        rel = ops.convert_to_tensor(kpos.astype("int32"))[None, None, :] - pos[:, :, None]
+        kpos = ops.convert_to_tensor(np.arange(length).astype("int32"))
+        rel = kpos[None, None, :] - pos[:, :, None]  # (B, G, L)
         mask = valid[:, :, None]  # (B, G, 1)
-        if causal:
+        if context.causal:
             mask = ops.logical_and(mask, rel <= 0)  # (B, G, L)
-        if padding_mask is not None:
-            mask = ops.logical_and(mask, padding_mask[:, None, :])
-        seg = Segment(k, v, mask[:, None], rel, per_batch=True)
-        rows, _ = segment_attention(qg, [seg], position, causal, dropout)  # (B, h, G, dv)
+        part = SparsePart(
+            qg, k, v, key_positions=np.arange(length), mask=mask[:, None], rel=rel, per_batch=True
+        )
+        rows = sparse_attention(
+            [part], length, padding_mask, context.position, context.causal, context.dropout
+        )  # (B, h, G, dv)
         return scatter_global_rows(out, rows, pos, valid)
 
     # ----------------------------------------------------------------- debug path
@@ -327,27 +296,25 @@ class LongformerAttention(AttentionCore):
             mask &= rel[None] <= 0
         return mask
 
-    def _dense(self, q, k, v, padding_mask, causal, position, dropout, glob):
+    def _dense(self, q, k, v, padding_mask, context, glob):
         """Dense equivalent ``(B, h, L, L)`` (debug path for ``return_attention_scores``)."""
         num_heads, length = q.shape[1], q.shape[2]
-        rel = np.arange(length)[None, :] - np.arange(length)[:, None]
+        causal = context.causal
         if glob is None or glob["static"]:
             is_global = None
             if glob is not None:
                 is_global = np.zeros((length,), bool)
                 is_global[glob["positions"]] = True
-            mask = ops.convert_to_tensor(self.pattern(length, num_heads, causal, is_global))[None]
+            mask = self.pattern(length, num_heads, causal, is_global)  # (h, L, L)
         else:
+            rel = np.arange(length)[None, :] - np.arange(length)[:, None]
             band = ops.convert_to_tensor(self.pattern(length, num_heads, causal))[None]
             eff = glob["effective"]  # (B, L)
             cover = ops.logical_or(eff[:, None, None, :], eff[:, None, :, None])  # (B, 1, L, L)
             if causal:
                 cover = ops.logical_and(cover, ops.convert_to_tensor(rel <= 0))
             mask = ops.logical_or(band, cover)  # (B, h, L, L)
-        if padding_mask is not None:
-            mask = ops.logical_and(mask, padding_mask[:, None, None, :])
-        out, weights = segment_attention(q, [Segment(k, v, mask, rel)], position, causal, dropout)
-        return out, weights[0]
+        return dense_attention(q, k, v, mask, length, context, padding_mask)
 
     def get_config(self):
         config = super().get_config()

@@ -3,9 +3,9 @@ blockwise).
 
 Each subclass describes its pattern as :class:`~keras_transformers.ops.sparse_patterns.SparsePart`
 groups through ``_parts(q, k, v, length, padded_length, causal)`` and ``_padded_length(length)``;
-this class runs them with :func:`~keras_transformers.ops.sparse_patterns.run_sparse_core` (padding
-to the block size, grouped KV heads, masks, positions, the dense debug path) and exposes the
-static pattern.
+this class runs them through the one blocked engine,
+:func:`~keras_transformers.ops.sparse_patterns.sparse_compute` (padding to the block size,
+grouped KV heads, masks, positions, the dense debug path) and exposes the static pattern.
 """
 
 from keras_transformers.attention.base import AttentionCore
@@ -20,38 +20,10 @@ class SparsePatternCore(AttentionCore):
     supports_cross_attention = False
     supports_cache = False
     supports_causal = True
+    handles_grouped_kv = True
 
-    def call(
-        self,
-        query,
-        key,
-        value,
-        padding_mask=None,
-        attention_mask=None,
-        causal=False,
-        position=None,
-        query_offset=0,
-        weights_dropout=None,
-        training=None,
-        return_attention_scores=False,
-        global_mask=None,
-    ):
-        return sp.run_sparse_core(
-            self,
-            query,
-            key,
-            value,
-            self._parts,
-            self._padded_length,
-            padding_mask,
-            attention_mask,
-            causal,
-            position,
-            query_offset,
-            weights_dropout,
-            training,
-            return_attention_scores,
-        )
+    def compute(self, query, key, value, context):
+        return sp.sparse_compute(self, query, key, value, context, self._parts, self._padded_length)
 
     def static_pattern(self, length, causal=False, num_heads=1):
         """Numpy bool ``(h, L, L)``: which keys each query may attend (no padding)."""

@@ -42,6 +42,7 @@ from keras_transformers.attention.registry import register
 from keras_transformers.attention.sliding_window import band_pattern
 from keras_transformers.attention.sparse_core import SparsePatternCore
 from keras_transformers.ops import sparse_patterns as sp
+from keras_transformers.ops.blocks import to_columns
 
 
 def strided_parts(q, k, v, length, lp, stride, causal, mode, layer_index):
@@ -65,9 +66,9 @@ def strided_parts(q, k, v, length, lp, stride, causal, mode, layer_index):
         )
 
     def strided(heads, dedupe):
-        qc = sp.to_columns(q, stride)  # (B, h, ℓ, n, dh): column r = positions r, r + ℓ, ...
-        kc = sp.to_columns(k, stride)  # (B, h, ℓ, n, dh)
-        vc = sp.to_columns(v, stride)  # (B, h, ℓ, n, dv)
+        qc = to_columns(q, stride)  # (B, h, ℓ, n, dh): column r = positions r, r + ℓ, ...
+        kc = to_columns(k, stride)  # (B, h, ℓ, n, dh)
+        vc = to_columns(v, stride)  # (B, h, ℓ, n, dv)
         pos = np.arange(lp).reshape(n, stride).T  # (ℓ, n)
         steps = np.arange(n)[None, :] - np.arange(n)[:, None]  # (n_q, n_k): (j - i) / ℓ
         pattern = np.ones((n, n), bool)
@@ -76,7 +77,7 @@ def strided_parts(q, k, v, length, lp, stride, causal, mode, layer_index):
         if dedupe:  # A(1) already has |i - j| <= ℓ
             pattern &= np.abs(steps) >= 2
         pattern = sp.with_heads(pattern[None], heads)  # (1, n, n) or (h, 1, n, n)
-        return sp.SparsePart(qc, kc, vc, pos, pos, pattern, layout=sp.column_layout(lp))
+        return sp.SparsePart(qc, kc, vc, pos, pos, pattern, layout=sp.column_layout(lp, stride))
 
     return sp.factorized_parts(local, strided, mode, layer_index, num_heads)
 

@@ -2,15 +2,31 @@
 
 Sparse cores work on ``(B, h, n, block, dh)`` tensors: queries of block ``i`` attend to a small,
 fixed set of key blocks gathered next to them, so memory is ``O(L · keys_per_query)`` and never
-``O(L²)``.
+``O(L²)``. Static positions (numpy) select keys with :func:`gather_positions` and read a key mask
+with :func:`lookup`; they are constants of the graph, so everything traces under XLA.
 """
 
+import numpy as np
 from keras import ops
 
 
 def num_blocks(length, block_size):
-    """``ceil(length / block_size)`` for a static Python int length."""
+    """``ceil(length / block_size)`` for static Python ints."""
     return -(-int(length) // int(block_size))
+
+
+#: ``ceil(a / b)`` for Python ints (the same function under its arithmetic name).
+ceil_div = num_blocks
+
+
+def pad_axis(x, target, axis=2, value=0):
+    """Pad ``axis`` of ``x`` at the end up to the static length ``target``."""
+    pad = int(target) - int(x.shape[axis])
+    if pad <= 0:
+        return x
+    widths = [(0, 0)] * len(x.shape)
+    widths[axis] = (0, pad)
+    return ops.pad(x, widths, constant_values=value)
 
 
 def pad_length(x, multiple, axis=2, value=0):
@@ -24,12 +40,7 @@ def pad_length(x, multiple, axis=2, value=0):
             "Sparse attention needs a static sequence length; build the model with a fixed "
             "max_length (Input(shape=(L,)))."
         )
-    pad = num_blocks(length, multiple) * multiple - length
-    if pad:
-        widths = [(0, 0)] * len(x.shape)
-        widths[axis] = (0, pad)
-        x = ops.pad(x, widths, constant_values=value)
-    return x, length
+    return pad_axis(x, num_blocks(length, multiple) * multiple, axis, value), length
 
 
 def split_blocks(x, block_size, axis=2):
@@ -50,6 +61,11 @@ def merge_blocks(x, axis=2):
         shape[0] = ops.shape(x)[0]
     new_shape = shape[:axis] + [x.shape[axis] * x.shape[axis + 1]] + shape[axis + 2 :]
     return ops.reshape(x, tuple(new_shape))
+
+
+def to_columns(x, stride):
+    """``(B, h, Lp, c) -> (B, h, stride, Lp / stride, c)``: column ``r`` holds ``r, r + ℓ, ...``."""
+    return ops.transpose(split_blocks(x, stride), (0, 1, 3, 2, 4))
 
 
 def slice_axis(x, start, stop, axis):
@@ -100,27 +116,31 @@ def neighbour_positions(num, block_size, before, after):
     """Absolute key positions ``(n, (before + 1 + after) * block)`` of :func:`neighbour_blocks`.
 
     Positions that fall off either end are returned as they are (negative or ``>= n·block``);
-    callers mask them with :func:`valid_positions`.
+    callers mask them.
     """
     starts = (ops.arange(num, dtype="int32") - before) * block_size  # (n,)
     span = (before + 1 + after) * block_size
     return starts[:, None] + ops.arange(span, dtype="int32")[None, :]
 
 
-def valid_positions(positions, length):
-    """Bool mask of positions inside ``[0, length)``."""
-    return ops.logical_and(positions >= 0, positions < length)
+def gather_positions(x, positions):
+    """``x (B, h, Lp, c)`` at static positions ``(*P)`` -> ``(B, h, *P, c)``.
 
-
-def gather_key_mask(padding_mask, positions, length):
-    """Look up a ``(B, L)`` key padding mask at arbitrary positions ``(...)`` -> ``(B, ...)``.
-
-    Positions outside ``[0, length)`` come back False. ``padding_mask`` None means all valid.
+    Positions outside ``[0, Lp)`` are clipped (callers mask them out).
     """
-    inside = valid_positions(positions, length)
-    if padding_mask is None:
-        return inside[None]
-    flat = ops.reshape(ops.clip(positions, 0, length - 1), (-1,))
-    gathered = ops.take(ops.cast(padding_mask, "bool"), flat, axis=1)  # (B, prod)
-    gathered = ops.reshape(gathered, (-1,) + tuple(positions.shape))
-    return ops.logical_and(gathered, inside[None])
+    positions = np.asarray(positions)
+    lp = x.shape[2]
+    flat = np.clip(positions, 0, lp - 1).reshape(-1).astype("int32")
+    out = ops.take(x, ops.convert_to_tensor(flat), axis=2)  # (B, h, prod(P), c)
+    return ops.reshape(out, (-1, x.shape[1]) + tuple(positions.shape) + (x.shape[3],))
+
+
+def lookup(mask, positions, length):
+    """Read a ``(B, L)`` bool mask at static ``positions`` (any shape) -> ``(B, *positions)``;
+    positions outside ``[0, length)`` read False."""
+    positions = np.asarray(positions)
+    inside = (positions >= 0) & (positions < length)
+    flat = np.clip(positions, 0, length - 1).reshape(-1).astype("int32")
+    got = ops.take(ops.cast(mask, "bool"), ops.convert_to_tensor(flat), axis=1)  # (B, P)
+    got = ops.reshape(got, (-1,) + positions.shape)
+    return ops.logical_and(got, ops.convert_to_tensor(inside)[None])

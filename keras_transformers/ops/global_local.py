@@ -1,16 +1,20 @@
-"""Blocked kernels for attention that mixes a local band with global and random keys.
+"""Global-local attention on the blocked engine: the pieces that Longformer, ETC and BigBird add.
 
-Used by the Longformer, ETC and BigBird cores. Every query block attends to the union of a few
-*key segments* (its neighbour blocks, a handful of gathered global keys, a few random blocks); one
-softmax runs over the concatenated segment scores, so the result equals dense masked attention with
-the union pattern while memory stays ``O(L · keys_per_query)``.
+Every query block attends to the union of a few key sets (its neighbour blocks, a handful of
+global keys, a few random blocks); each set is a
+:class:`~keras_transformers.ops.sparse_patterns.SparsePart` and
+:func:`~keras_transformers.ops.sparse_patterns.sparse_attention`, the one engine of all the sparse
+cores, runs one softmax over their union, so the result equals dense masked attention with the
+union pattern while memory stays ``O(L · keys_per_query)``. This module adds what the fixed
+patterns do not need:
 
-Layouts:
-
-* per-head tensors ``(B, h, L, dh)`` (heads first);
-* blocked queries ``(B, h, *A, b, dh)`` where ``A`` are block axes, e.g. ``(d, n)`` for ``d``
-  interleaved dilation classes of ``n`` blocks of ``b`` tokens;
-* a segment's keys ``(B|1, h, *A|1, K, dh)``: they broadcast against the query's block axes.
+* :class:`BandPlan`: a (dilated) band laid out as ``d`` interleaved classes of ``n`` blocks of
+  ``b`` tokens, queries ``(B, h, d, n, b, dh)`` and keys ``(B, h, d, n, K, dh)``;
+* global rows (:func:`global_rows`): a few queries that attend to every key;
+* per-sequence global sets (:func:`select_global_positions`, :func:`gather_global`,
+  :func:`scatter_global_rows`) with static shapes;
+* BigBird's seeded random key blocks (:func:`random_block_table`);
+* the dense debug path of these cores (:func:`dense_attention`).
 
 Everything static (positions, band masks, random tables) is computed in numpy from Python-int
 shapes, so the kernels trace under XLA (``jit_compile=True``) and run on every Keras backend.
@@ -19,250 +23,96 @@ shapes, so the kernels trace under XLA (``jit_compile=True``) and run on every K
 import numpy as np
 from keras import ops
 
+from keras_transformers.ops.attention import heads_first, repeat_kv_heads
 from keras_transformers.ops.blocks import neighbour_blocks, num_blocks, slice_axis
-
-# Finite stand-in for -inf (as in ops.attention): exp(-1e9 - max) underflows to exactly 0.
-_MASK_VALUE = -1e9
+from keras_transformers.ops.sparse_patterns import (
+    SparsePart,
+    check_self_attention,
+    sparse_attention,
+)
 
 __all__ = [
     "BandPlan",
-    "Segment",
     "band_diagonals",
     "band_keys",
-    "check_int",
-    "check_self_attention",
+    "dense_attention",
     "gather_global",
+    "global_rows",
+    "heads_first_qkv",
     "interleave_blocks",
-    "lookup",
-    "neighbour_blocks",
     "random_block_table",
     "scatter_global_rows",
-    "segment_attention",
-    "slice_axis",
     "select_global_positions",
     "soft_mask_logits",
-    "static_length",
     "uninterleave_blocks",
 ]
 
 
-def static_length(x, axis, name="sequence"):
-    """The static size of ``axis``, or a clear error when it is unknown."""
-    length = x.shape[axis]
-    if length is None:
-        raise ValueError(
-            f"The {name} length must be static for blocked sparse attention; build the model "
-            "with a fixed length (keras.Input(shape=(L, ...)))."
-        )
-    return int(length)
+def heads_first_qkv(core, query, key, value, context):
+    """The shared start of the global-local cores: checks, then heads-first ``q, k, v``.
 
-
-def check_int(name, value, minimum):
-    """Validate an integer constructor argument (``ValueError: window=0: must be ...``)."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name}={value!r}: must be an integer >= {minimum}.")
-    return int(value)
-
-
-def check_self_attention(core, query, key, attention_mask, query_offset):
-    """Checks shared by the local+global cores; returns the static sequence length."""
-    name = core.registry_name
-    if attention_mask is not None:
-        raise ValueError(
-            f"attention={name!r} does not accept an arbitrary attention_mask (B, Lq, Lk); use "
-            "padding_mask (B, Lk) and causal=True."
-        )
-    if not (isinstance(query_offset, int) and query_offset == 0):
-        raise ValueError(f"attention={name!r} does not support a KV cache (query_offset != 0).")
-    length = static_length(query, 1, "query")
-    if static_length(key, 1, "key") != length:
-        raise ValueError(
-            f"attention={name!r} is self-attention only: query length {length} != key length "
-            f"{key.shape[1]}."
-        )
-    return length
-
-
-# ----------------------------------------------------------------------------- segments
-class Segment:
-    """One group of keys that a block of queries attends to.
-
-    Args:
-        key: ``(B|1, h, *A|1, K, dh)``, or ``(B|1, h, K, dh)`` with ``shared=True`` (the same
-            keys for every query block, e.g. gathered global tokens).
-        value: like ``key`` with ``dv`` features.
-        mask: bool broadcastable to the scores ``(B, h, *A, Lq, K)`` (True = attend) or None.
-        rel: relative positions ``key_pos - query_pos``: int ``(*A, Lq, K)`` (numpy or tensor,
-            broadcastable over ``A``), or ``(B, *A, Lq, K)`` with ``per_batch=True`` when the key
-            positions differ between sequences (dynamic global tokens). Needed only with a
-            score-side position bias.
-        per_batch: ``rel`` carries a leading batch axis.
-        shared: ``key``/``value`` have no block axes; the query blocks are flattened into one
-            matmul instead of broadcasting the keys over the blocks.
+    Returns ``(L, q (B, h, L, dh), k (B, h, L, dh), v (B, h, L, dv), padding_mask (B, L) bool or
+    None)``; grouped key/value heads are repeated to ``h``.
     """
-
-    def __init__(self, key, value, mask=None, rel=None, per_batch=False, shared=False):
-        self.key = key
-        self.value = value
-        self.mask = mask
-        self.rel = rel
-        self.per_batch = bool(per_batch)
-        self.shared = bool(shared)
-
-
-def _as_int_tensor(rel):
-    if isinstance(rel, np.ndarray):
-        return ops.convert_to_tensor(rel.astype("int32"))
-    return ops.cast(rel, "int32")
+    length = check_self_attention(core, query, key, context.query_offset)
+    num_heads = query.shape[2]
+    q = heads_first(query)  # (B, h, L, dh)
+    k = heads_first(repeat_kv_heads(key, num_heads))  # (B, h, L, dh)
+    v = heads_first(repeat_kv_heads(value, num_heads))  # (B, h, L, dv)
+    padding_mask = context.padding_mask
+    if padding_mask is not None:
+        padding_mask = ops.cast(padding_mask, "bool")  # (B, L)
+    return length, q, k, v, padding_mask
 
 
-def _batch_inside(x):
-    """``(B, h, ...) -> (1, h, B, ...)``: moves the batch among the block axes so that a
-    per-batch relative-position tensor ``(B, ..., Lq, Lk)`` fits the positional hooks, which
-    broadcast ``rel`` ``(...)`` against ``(B, h, ...)``."""
-    return ops.expand_dims(ops.swapaxes(x, 0, 1), 0)
+def global_rows(q, k, v, positions, length, context, padding_mask=None):
+    """Queries at static ``positions (G,)`` attend to every key: ``(B, h, G, dv)``, ``O(G·L)``.
+
+    ``q (B, h, G, dh)`` are those queries; ``k, v (B, h, L, ·)`` all the keys; with causal keys
+    ``j <= position`` only.
+    """
+    positions = np.asarray(positions)
+    kpos = np.arange(length)
+    pattern = (kpos[None, :] <= positions[:, None]) if context.causal else None  # (G, L)
+    part = SparsePart(q, k, v, positions, kpos, pattern)
+    return sparse_attention(
+        [part], length, padding_mask, context.position, context.causal, context.dropout
+    )
 
 
-def _batch_outside(x):
-    """Inverse of :func:`_batch_inside` for a result ``(1, h, B, ...)``."""
-    return ops.swapaxes(x[0], 0, 1)
-
-
-def _select_heads(term, axis, heads, position):
-    """Keep the heads ``heads`` of a per-head positional term computed for all heads (ALiBi
-    slopes, T5 tables) when the query holds only a subset of the heads."""
-    if heads is None or term is None or axis < 0:
-        return term
-    total = position.num_heads
-    if total is None or term.shape[axis] != total or total == len(heads):
-        return term
-    return ops.take(term, ops.convert_to_tensor(np.asarray(heads, "int32")), axis=axis)
-
-
-def _segment_bias(position, segment, query, causal, heads):
-    rel = _as_int_tensor(segment.rel)
-    if segment.per_batch:
-        bias = position.score_bias(rel, _batch_inside(query), _batch_inside(segment.key), causal)
-    else:
-        bias = position.score_bias(rel, query, segment.key, causal)
-    if bias is None:
-        return None
-    # the head axis sits just before rel's axes: (h, *rel) or (B|1, h, *rel)
-    return _select_heads(bias, len(bias.shape) - len(rel.shape) - 1, heads, position)
-
-
-def _flat(x):
-    """``(B, h, *A, Lq, e) -> (B, h, prod(A)·Lq, e)``."""
-    rows = int(np.prod(x.shape[2:-1]))
-    return ops.reshape(x, (-1, x.shape[1], rows, x.shape[-1]))
-
-
-def _scores(query, seg, scale):
-    """``q kᵀ · scale`` ``(B, h, *A, Lq, K)`` for one segment."""
-    key_t = ops.swapaxes(seg.key, -1, -2)
-    if seg.shared and len(query.shape) > 4:
-        s = ops.matmul(_flat(query), key_t)  # (B, h, prod(A)·Lq, K)
-        s = ops.reshape(s, (-1,) + tuple(query.shape[1:-1]) + (seg.key.shape[-2],))
-    else:
-        s = ops.matmul(query, key_t)
-    return s * ops.cast(scale, s.dtype)
-
-
-def _weighted_values(w, seg):
-    """``w v`` ``(B, h, *A, Lq, dv)`` for one segment."""
-    value = ops.cast(seg.value, w.dtype)
-    if seg.shared and len(w.shape) > 4:
-        out = ops.matmul(_flat(w), value)  # (B, h, prod(A)·Lq, dv)
-        return ops.reshape(out, (-1,) + tuple(w.shape[1:-1]) + (value.shape[-1],))
-    return ops.matmul(w, value)
-
-
-def segment_attention(
-    query, segments, position=None, causal=False, dropout=None, scale=None, heads=None
-):
-    """Softmax attention of ``query`` over the union of key segments.
-
-    ``out = Σ_s softmax_all(q k_sᵀ · scale + bias_s, mask_s) v_s`` where the softmax normalises
-    over the keys of all segments together. Like ``ops.attention.masked_softmax`` it runs in
-    float32 whatever the input dtype (mixed precision safe), masks by exclusion (never NaN) and
-    gives zero weights (so zero output) to a query with no key left. The segments are never
-    concatenated: one running maximum and one denominator are shared across them.
+def dense_attention(q, k, v, mask, length, context, padding_mask=None):
+    """The dense equivalent of a global-local core (debug path of ``return_attention_scores``).
 
     Args:
-        query: ``(B, h, *A, Lq, dh)``.
-        segments: list of :class:`Segment`.
-        position: score-side positional encoding (its ``score_bias``/``value_term`` hooks are
-            applied per segment with the segment's ``rel``) or None.
-        causal: forwarded to the hooks (it selects e.g. T5's unidirectional buckets).
-        dropout: callable on the weights (applied per segment), or None.
-        scale: defaults to ``1 / sqrt(dh)``.
-        heads: indices of the query's heads among the positional encoding's heads, when
-            ``query`` holds a subset of them (Longformer's dilation groups); None = all.
+        q, k, v: heads-first ``(B, h, L, ·)``.
+        mask: the core's pattern: numpy bool ``(L, L)`` / ``(h, L, L)``, or a bool tensor
+            ``(B, h|1, L, L)`` (per-sequence global tokens).
 
     Returns:
-        ``(output (B, h, *A, Lq, dv), [weights (B, h, *A, Lq, K_s) per segment])``.
+        ``(output (B, h, L, dv), weights (B, h, L, L))``; builds ``L x L`` tensors on purpose.
     """
-    if scale is None:
-        scale = 1.0 / float(query.shape[-1]) ** 0.5
-    use_bias = position is not None and position.has_score_bias
-    use_value_term = position is not None and position.has_value_term
-    dtype = query.dtype
-    scores = []
-    for seg in segments:
-        if (use_bias or use_value_term) and seg.rel is None:
-            raise ValueError("A positional bias needs the relative positions of every segment.")
-        s = _scores(query, seg, scale)
-        if use_bias:
-            bias = _segment_bias(position, seg, query, causal, heads)
-            if bias is not None:
-                if seg.per_batch:
-                    s = _batch_outside(_batch_inside(s) + ops.cast(bias, s.dtype))
-                else:
-                    s = s + ops.cast(bias, s.dtype)
-        s = ops.cast(s, "float32")
-        if seg.mask is not None:
-            s = ops.where(seg.mask, s, _MASK_VALUE)
-        scores.append(s)
-    peak = None
-    for s in scores:
-        m = ops.max(s, axis=-1, keepdims=True)
-        peak = m if peak is None else ops.maximum(peak, m)
-    peak = ops.stop_gradient(peak)  # (B, h, *A, Lq, 1)
-    exps, denom = [], None
-    for seg, s in zip(segments, scores):
-        e = ops.exp(s - peak)
-        if seg.mask is not None:
-            e = ops.where(seg.mask, e, 0.0)
-        exps.append(e)
-        total = ops.sum(e, axis=-1, keepdims=True)
-        denom = total if denom is None else denom + total
-    inv = 1.0 / ops.maximum(denom, 1e-30)
-    out, parts = None, []
-    for seg, e in zip(segments, exps):
-        w = ops.cast(e * inv, dtype)  # (B, h, *A, Lq, K_s)
-        if dropout is not None:
-            w = dropout(w)
-        parts.append(w)
-        term = _weighted_values(w, seg)  # (B, h, *A, Lq, dv)
-        if use_value_term:
-            rel = _as_int_tensor(seg.rel)
-            if seg.per_batch:
-                extra = position.value_term(_batch_inside(w), rel)
-                extra = None if extra is None else _batch_outside(extra)
-            else:
-                extra = position.value_term(w, rel)
-            extra = _select_heads(extra, 1, heads, position)
-            if extra is not None:
-                term = term + ops.cast(extra, term.dtype)
-        out = term if out is None else out + term
-    return out, parts
+    pos = np.arange(length)
+    static = isinstance(mask, np.ndarray)
+    part = SparsePart(
+        q, k, v, pos, pos, pattern=mask if static else None, mask=None if static else mask
+    )
+    out, weights = sparse_attention(
+        [part],
+        length,
+        padding_mask,
+        context.position,
+        context.causal,
+        context.dropout,
+        return_weights=True,
+    )
+    return out, weights[0]
 
 
 def soft_mask_logits(scores, mask, constant=10000.0):
     """ETC's additive masking ``a - (1 - M) · C`` (Ainslie et al., 2020; ``C = 10000``).
 
-    Kept for reference and tests: the cores use the hard mask of ``masked_softmax``, which equals
-    this up to ``exp(-C) ≈ 0`` on rows with at least one key and gives zeros on empty rows.
+    Kept for reference and tests: the cores drop masked logits exactly, which equals this up to
+    ``exp(-C) ≈ 0`` on rows with at least one key and gives zeros on empty rows.
     """
     penalty = (1.0 - ops.cast(mask, scores.dtype)) * ops.cast(constant, scores.dtype)
     return scores - penalty
@@ -350,17 +200,6 @@ def band_keys(x, plan):
     """Blocked neighbour keys ``(B, h, L, e) -> (B, h, d, n, K, e)``."""
     blocks = interleave_blocks(x, plan)
     return neighbour_blocks(blocks, plan.before, plan.after, axis=3)
-
-
-def lookup(mask, positions, length):
-    """Read a ``(B, L)`` bool mask at static ``positions`` (any shape) -> ``(B, *positions)``;
-    positions outside ``[0, length)`` read False."""
-    positions = np.asarray(positions)
-    inside = (positions >= 0) & (positions < length)
-    flat = np.clip(positions, 0, length - 1).reshape(-1).astype("int32")
-    got = ops.take(ops.cast(mask, "bool"), ops.convert_to_tensor(flat), axis=1)  # (B, P)
-    got = ops.reshape(got, (-1,) + positions.shape)
-    return ops.logical_and(got, ops.convert_to_tensor(inside)[None])
 
 
 def band_diagonals(block_scores, plan):

@@ -1,15 +1,23 @@
-"""Block-sparse attention engine shared by the fixed-pattern cores.
+"""The one blocked attention engine of the sparse cores.
 
-The cores ``local``, ``local2d``, ``sliding_window``, ``strided``, ``fixed`` and ``blockwise`` (and
-any other core that wants it) describe their sparsity pattern as one or more :class:`SparsePart`:
-a group of queries ``(B, h, G, bq, dh)`` together with the small set of keys ``(B, h, G, m, dh)``
-that every query of the group may look at, the static absolute positions of both and a static
-boolean pattern ``(G, bq, m)``. :func:`sparse_attention` then computes one softmax *jointly* over
-all parts of a query (the union of the parts' key sets) without ever forming an ``L x L`` tensor:
-memory and time are ``O(L · Σ_parts m_part)``.
+Every sparse core, fixed-pattern (``local``, ``local2d``, ``sliding_window``, ``strided``,
+``fixed``, ``blockwise``, ``adaptive_span``) or global-local (``longformer``, ``etc``,
+``bigbird``), describes its pattern as a list of :class:`SparsePart`: a group of queries
+``(B, h, *A, bq, dh)`` together with the small set of keys ``(B, h, *A, m, dh)`` that every query
+of the group may look at (``A`` are block axes: ``(G,)`` blocks, ``(d, n)`` dilation classes of
+blocks, or none). :func:`sparse_attention` computes one softmax *jointly* over all the parts of
+a query (the union of their key sets) without ever forming an ``L x L`` tensor: memory and time
+are ``O(L · Σ_parts m_part)``.
+
+Besides ``q, k, v`` a part may carry static numpy positions of its queries and keys (keys outside
+``[0, L)`` are masked, the key padding mask is read at them and the relative positions of a
+position bias come from them), a static numpy pattern, a dynamic bool mask and dynamic relative
+positions (per-sequence global tokens), and a layout mapping its query groups to the sequence
+rows when the parts group the queries differently (rows, columns, 2D blocks).
 
 Patterns and positions are built with numpy at trace time from static Python ints, so they are
-constants of the graph (XLA friendly); only the key padding mask is dynamic.
+constants of the graph (XLA friendly). :mod:`keras_transformers.ops.global_local` adds the
+global-token pieces (dilated band plans, per-sequence global sets, random blocks) on top.
 
 Shapes: ``B`` batch, ``h`` heads, ``L`` length, ``Lp`` length padded to the blocking, ``G`` query
 groups (usually blocks), ``bq`` queries per group, ``m`` keys per group, ``dh``/``dv`` head sizes.
@@ -19,13 +27,38 @@ import numpy as np
 from keras import ops
 
 from keras_transformers.ops.attention import heads_first, heads_last, repeat_kv_heads
+from keras_transformers.ops.blocks import (
+    ceil_div,
+    gather_positions,
+    neighbour_blocks,
+    pad_axis,
+    split_blocks,
+    to_columns,
+)
 
-_MASK_VALUE = -1e9
+# Finite stand-in for -inf: exp(-1e9 - max) underflows to exactly 0 in float32.
+MASK_VALUE = -1e9
 
-
-def ceil_div(a, b):
-    """``ceil(a / b)`` for Python ints."""
-    return -(-int(a) // int(b))
+__all__ = [
+    "FACTORIZED_MODES",
+    "MASK_VALUE",
+    "SparsePart",
+    "band_part",
+    "ceil_div",
+    "check_int",
+    "check_mode",
+    "check_self_attention",
+    "column_layout",
+    "dense_pattern",
+    "factorized_parts",
+    "run_sparse_core",
+    "sparse_attention",
+    "sparse_compute",
+    "static_length",
+    "static_mask",
+    "to_columns",
+    "with_heads",
+]
 
 
 def check_int(name, value, minimum=None, allow_none=False):
@@ -53,117 +86,212 @@ def static_length(x, axis, name):
     return int(length)
 
 
-# --------------------------------------------------------------------------- layout helpers
-def pad_axis(x, target, axis=2, value=0):
-    """Pad ``axis`` of ``x`` at the end up to the static length ``target``."""
-    pad = target - int(x.shape[axis])
-    if pad <= 0:
-        return x
-    widths = [(0, 0)] * len(x.shape)
-    widths[axis] = (0, pad)
-    return ops.pad(x, widths, constant_values=value)
+def check_self_attention(core, query, key, query_offset=0):
+    """Checks shared by the blocked cores (static-length self-attention, no KV cache); returns
+    the static sequence length ``L``."""
+    name = core.variant
+    if not (isinstance(query_offset, int) and query_offset == 0):
+        raise ValueError(f"attention={name!r} does not support a KV cache (query_offset > 0).")
+    length = static_length(query, 1, name)
+    key_length = static_length(key, 1, name)
+    if key_length != length:
+        raise ValueError(
+            f"attention={name!r} is self-attention only: key length {key_length} must equal the "
+            f"query length {length}."
+        )
+    return length
 
 
-def to_blocks(x, block_size):
-    """``(B, h, Lp, c) -> (B, h, Lp / block, block, c)``."""
-    h, lp, c = x.shape[1], x.shape[2], x.shape[3]
-    return ops.reshape(x, (-1, h, lp // block_size, block_size, c))
+# --------------------------------------------------------------------------- layouts
+def group_layout(query_shape):
+    """``to_flat``/``from_flat`` for groups that are consecutive rows: ``(B, h, *A, bq, c)`` <->
+    ``(B, h, prod(A)·bq, c)`` (reshapes only)."""
+    groups = tuple(int(s) for s in query_shape[2:-1])
+    rows = int(np.prod(groups))
 
+    def to_flat(x):
+        return ops.reshape(x, (-1, x.shape[1], rows, x.shape[-1]))
 
-def to_columns(x, stride):
-    """``(B, h, Lp, c) -> (B, h, stride, Lp / stride, c)``: column ``r`` holds ``r, r + ℓ, ...``."""
-    return ops.transpose(to_blocks(x, stride), (0, 1, 3, 2, 4))
-
-
-def neighbours(blocks, before, after):
-    """``(B, h, n, b, c) -> (B, h, n, (before + 1 + after)·b, c)``: block ``i`` with its neighbours
-    ``i - before .. i + after`` (zero blocks past either end)."""
-    n = blocks.shape[2]
-    if before or after:
-        blocks = ops.pad(blocks, [(0, 0), (0, 0), (before, after), (0, 0), (0, 0)])
-    parts = [blocks[:, :, o : o + n] for o in range(before + after + 1)]
-    return parts[0] if len(parts) == 1 else ops.concatenate(parts, axis=3)
-
-
-def gather_positions(x, positions):
-    """``x (B, h, Lp, c)`` at static positions ``(G, m)`` -> ``(B, h, G, m, c)``.
-
-    Positions outside ``[0, Lp)`` are clipped (callers mask them out).
-    """
-    positions = np.asarray(positions)
-    lp = x.shape[2]
-    flat = np.clip(positions, 0, lp - 1).reshape(-1).astype("int32")
-    out = ops.take(x, ops.convert_to_tensor(flat), axis=2)  # (B, h, G·m, c)
-    return ops.reshape(out, (-1, x.shape[1]) + tuple(positions.shape) + (x.shape[3],))
-
-
-def row_layout(length):
-    """``to_flat``/``from_flat`` pair for groups that are consecutive blocks of ``Lp``."""
-
-    def to_flat(x):  # (B, h, G, bq, c) -> (B, h, G·bq, c)
-        return ops.reshape(x, (-1, x.shape[1], x.shape[2] * x.shape[3], x.shape[4]))
-
-    def from_flat(x, groups):  # (B, h, Lp, c) -> (B, h, G, Lp/G, c)
-        return ops.reshape(x, (-1, x.shape[1], groups, length // groups, x.shape[3]))
+    def from_flat(x):
+        return ops.reshape(x, (-1, x.shape[1]) + groups + (x.shape[-1],))
 
     return to_flat, from_flat
 
 
-def column_layout(length):
+def column_layout(length, stride):
     """``to_flat``/``from_flat`` for groups that are the columns ``r, r + ℓ, ...`` (``G = ℓ``)."""
+    n = length // stride
 
     def to_flat(x):  # (B, h, ℓ, n, c) -> (B, h, n·ℓ, c)
         x = ops.transpose(x, (0, 1, 3, 2, 4))
-        return ops.reshape(x, (-1, x.shape[1], x.shape[2] * x.shape[3], x.shape[4]))
+        return ops.reshape(x, (-1, x.shape[1], length, x.shape[4]))
 
-    def from_flat(x, groups):  # (B, h, Lp, c) -> (B, h, ℓ, n, c)
-        x = ops.reshape(x, (-1, x.shape[1], length // groups, groups, x.shape[3]))
+    def from_flat(x):  # (B, h, Lp, c) -> (B, h, ℓ, n, c)
+        x = ops.reshape(x, (-1, x.shape[1], n, stride, x.shape[3]))
         return ops.transpose(x, (0, 1, 3, 2, 4))
 
     return to_flat, from_flat
 
 
-# --------------------------------------------------------------------------- parts and engine
+# --------------------------------------------------------------------------- parts
 class SparsePart:
-    """One key set per query group.
+    """One key set per query group: a term of the joint softmax.
 
     Args:
-        query: ``(B, h, G, bq, dh)``.
-        key: ``(B, h or 1, G or 1, m, dh)``.
-        value: ``(B, h or 1, G or 1, m, dv)``.
-        query_positions: numpy int ``(G, bq)``, absolute positions in the unpadded sequence.
-        key_positions: numpy int ``(G, m)`` (or ``(1, m)``); positions outside ``[0, L)`` are
-            masked out automatically.
-        pattern: numpy bool broadcastable to ``(G, bq, m)`` or ``(h, G, bq, m)``: which of the
-            gathered keys each query may attend (causality, band, dedup across parts, heads).
-        layout: ``(to_flat, from_flat)``; ``to_flat`` maps ``(B, h, G, bq, c)`` to the sequence
-            layout ``(B, h, Lp, c)`` and ``from_flat(x, G)`` back. Defaults to :func:`row_layout`.
+        query: ``(B, h, *A, bq, dh)``.
+        key: ``(B|1, h|1, *A|1, m, dh)``, or ``(B, h, m, dh)`` shared by every group (global
+            keys: the groups are then flattened into one matmul).
+        value: like ``key`` with ``dv`` features.
+        query_positions: numpy int ``(*A, bq)``: absolute positions (for relative positions).
+        key_positions: numpy int ``(*A|1, m)``: absolute key positions; those outside
+            ``[0, L)`` are masked and the key padding mask is read at them. None: the caller
+            masks the keys itself (``mask``).
+        pattern: numpy bool broadcastable to ``(*A, bq, m)``, or ``(h, *A, bq, m)`` (one pattern
+            per head, see :func:`with_heads`): which of the gathered keys each query may attend.
+        layout: ``(to_flat, from_flat)`` between ``(B, h, *A, bq, c)`` and the sequence rows
+            ``(B, h, R, c)``; default :func:`group_layout` (consecutive rows).
+        mask: dynamic bool broadcastable to the scores ``(B, h, *A, bq, m)`` (True = attend).
+        rel: relative positions ``key_pos - query_pos`` (numpy or int tensor broadcastable to
+            ``(*A, bq, m)``; ``(B, *A, bq, m)`` with ``per_batch``) instead of the positions'.
+        per_batch: ``rel`` has a leading batch axis (per-sequence key positions).
     """
 
-    def __init__(self, query, key, value, query_positions, key_positions, pattern, layout=None):
+    def __init__(
+        self,
+        query,
+        key,
+        value,
+        query_positions=None,
+        key_positions=None,
+        pattern=None,
+        layout=None,
+        mask=None,
+        rel=None,
+        per_batch=False,
+    ):
         self.query = query
         self.key = key
         self.value = value
-        self.query_positions = np.asarray(query_positions, "int64")
-        self.key_positions = np.asarray(key_positions, "int64")
-        self.pattern = np.asarray(pattern, bool)
-        if layout is None:
-            layout = row_layout(int(query.shape[2]) * int(query.shape[3]))
-        self.layout = layout
+        self.query_positions = _as_array(query_positions, "int64")
+        self.key_positions = _as_array(key_positions, "int64")
+        self.pattern = _as_array(pattern, bool)
+        self.per_head = self.pattern is not None and self.pattern.ndim == len(query.shape) - 1
+        self.mask = mask
+        self.rel = rel
+        self.per_batch = bool(per_batch)
+        self.shared = len(key.shape) < len(query.shape)
+        self.custom_layout = layout is not None
+        self.layout = layout if layout is not None else group_layout(query.shape)
 
     def relative_positions(self):
-        """``key_pos - query_pos`` as int32 ``(G, bq, m)``."""
-        rel = self.key_positions[:, None, :] - self.query_positions[:, :, None]
-        return ops.convert_to_tensor(rel.astype("int32"))
+        """``key_pos - query_pos`` as int32 ``(*A, bq, m)`` (``(B, *A, bq, m)`` per batch)."""
+        rel = self.rel
+        if rel is None:
+            if self.query_positions is None or self.key_positions is None:
+                raise ValueError("A positional bias needs the relative positions of every part.")
+            rel = self.key_positions[..., None, :] - self.query_positions[..., :, None]
+        if isinstance(rel, np.ndarray):
+            return ops.convert_to_tensor(rel.astype("int32"))
+        return ops.cast(rel, "int32")
+
+
+def _as_array(x, dtype):
+    return None if x is None else np.asarray(x, dtype)
 
 
 def static_mask(part, length):
-    """Numpy bool mask of a part, including key validity: ``(G, bq, m)`` or ``(h, G, bq, m)``."""
+    """Numpy bool mask of a part: its pattern and the validity of its key positions, broadcastable
+    to ``(*A, bq, m)`` (``(h, *A, bq, m)`` for per-head patterns); None when unconstrained."""
+    if part.key_positions is None:
+        return part.pattern
     k = part.key_positions
-    valid = np.logical_and(k >= 0, k < length)[:, None, :]  # (G, 1, m)
-    return np.logical_and(part.pattern, valid)
+    valid = np.logical_and(k >= 0, k < length)[..., None, :]  # (*A, 1, m)
+    return valid if part.pattern is None else np.logical_and(part.pattern, valid)
 
 
+def _mask_bias(part, length, key_valid):
+    """Additive float32 ``0 / -1e9`` mask of a part (pattern, key validity, padding) or None."""
+    bias = None
+    static = static_mask(part, length)
+    if static is not None and not static.all():
+        static = static[None] if part.per_head else static[None, None]  # (1, 1|h, *A, bq, m)
+        bias = ops.convert_to_tensor(np.where(static, 0.0, MASK_VALUE).astype("float32"))
+    if key_valid is not None and part.key_positions is not None:
+        kv = gather_positions(
+            ops.cast(key_valid, "float32")[:, None, :, None], part.key_positions
+        )  # (B, 1, *A, m, 1)
+        pad = (1.0 - ops.swapaxes(kv, -1, -2)) * MASK_VALUE  # (B, 1, *A, 1, m)
+        missing = len(part.query.shape) - len(pad.shape)  # keys shared by all the groups
+        if missing > 0:
+            pad = ops.reshape(pad, (-1, 1) + (1,) * missing + tuple(pad.shape[2:]))
+        bias = pad if bias is None else bias + pad
+    if part.mask is not None:
+        dyn = ops.where(part.mask, 0.0, MASK_VALUE)  # (B|1, 1|h, *A, bq|1, m)
+        bias = dyn if bias is None else bias + dyn
+    return bias
+
+
+def _batch_inside(x):
+    """``(B, h, ...) -> (1, h, B, ...)``: moves the batch among the block axes so that a
+    per-batch relative-position tensor ``(B, ..., Lq, Lk)`` fits the positional hooks, which
+    broadcast ``rel`` ``(...)`` against ``(B, h, ...)``."""
+    return ops.expand_dims(ops.swapaxes(x, 0, 1), 0)
+
+
+def _batch_outside(x):
+    """Inverse of :func:`_batch_inside` for a result ``(1, h, B, ...)``."""
+    return ops.swapaxes(x[0], 0, 1)
+
+
+def _select_heads(term, axis, heads, position):
+    """Keep the heads ``heads`` of a per-head positional term computed for all heads (ALiBi
+    slopes, T5 tables) when the query holds only a subset of the heads."""
+    if heads is None or term is None or axis < 0:
+        return term
+    total = position.num_heads
+    if total is None or term.shape[axis] != total or total == len(heads):
+        return term
+    return ops.take(term, ops.convert_to_tensor(np.asarray(heads, "int32")), axis=axis)
+
+
+def _merge_groups(x):
+    """``(B, h, *A, bq, e) -> (B, h, prod(A)·bq, e)``."""
+    rows = int(np.prod(x.shape[2:-1]))
+    return ops.reshape(x, (-1, x.shape[1], rows, x.shape[-1]))
+
+
+def _matmul(x, y, shared):
+    """``x (B, h, *A, bq, ·) @ y``; a ``shared`` ``y (B, h, ·, ·)`` takes the groups as rows."""
+    if shared and len(x.shape) > 4:
+        out = ops.matmul(_merge_groups(x), y)  # (B, h, prod(A)·bq, ·)
+        return ops.reshape(out, (-1,) + tuple(x.shape[1:-1]) + (y.shape[-1],))
+    return ops.matmul(x, y)
+
+
+def _score_bias(position, part, rel, causal, heads):
+    """The positional score bias of a part (float32, broadcastable to its scores) or None."""
+    if part.per_batch:
+        bias = position.score_bias(rel, _batch_inside(part.query), _batch_inside(part.key), causal)
+    else:
+        bias = position.score_bias(rel, part.query, part.key, causal)
+    if bias is None:
+        return None
+    # the head axis sits just before rel's axes: (h, *rel) or (B|1, h, *rel)
+    bias = _select_heads(bias, len(bias.shape) - len(rel.shape) - 1, heads, position)
+    return ops.cast(bias, "float32")
+
+
+def _value_term(position, part, weights, rel, heads):
+    """The positional value term ``(B, h, *A, bq, dv)`` of a part's weights, or None."""
+    if part.per_batch:
+        term = position.value_term(_batch_inside(weights), rel)
+        term = None if term is None else _batch_outside(term)
+    else:
+        term = position.value_term(weights, rel)
+    return _select_heads(term, 1, heads, position)
+
+
+# --------------------------------------------------------------------------- the engine
 def sparse_attention(
     parts,
     length,
@@ -173,71 +301,83 @@ def sparse_attention(
     dropout=None,
     scale=None,
     value_channels=None,
+    heads=None,
+    return_weights=False,
 ):
     """Softmax attention over the union of the parts' key sets.
 
-    The softmax is joint across parts and runs in float32 whatever the compute dtype. Masks are
-    folded into one additive ``0 / -1e9`` float32 term per part (static pattern + key padding),
-    and, unless the weights themselves are needed (dropout, positional value terms), the
-    normalisation is applied once to the output instead of to every weight.
+    ``out_i = Σ_p softmax_{j ∈ ∪_p S_p(i)}(q_i k_jᵀ · scale + bias_ij) v_j``: the softmax is joint
+    across parts (one running maximum and one denominator per query row; the parts' keys are never
+    concatenated) and runs in float32 whatever the compute dtype. Masks are folded into one
+    additive ``0 / -1e9`` float32 term per part (static pattern, key validity, padding, dynamic
+    mask); unless the weights themselves are needed (dropout, positional value terms, returned
+    weights), the normalisation is applied once to the output instead of to every weight.
 
     Args:
-        parts: list of :class:`SparsePart`, all covering the same padded sequence ``Lp``.
-        length: unpadded sequence length ``L`` (keys at ``>= L`` are masked).
-        key_valid: bool ``(B, Lp)`` key padding mask (True = keep) or None.
+        parts: list of :class:`SparsePart`.
+        length: sequence length ``L`` (key positions ``>= L`` are masked).
+        key_valid: bool ``(B, Lk)`` key padding mask read at the key positions (True = keep).
         position: score-side positional encoding or None; its ``score_bias``/``value_term`` get
-            each part's relative positions ``(G, bq, m)``.
-        causal: forwarded to ``position.score_bias``.
+            each part's relative positions.
+        causal: forwarded to the positional hooks (e.g. T5's unidirectional buckets).
         dropout: callable applied to each part's attention weights, or None.
         scale: score scale, default ``1/sqrt(dh)``.
         value_channels: when the values carry extra channels (the debug path appends an identity),
             the positional value term is added to the first ``value_channels`` only.
+        heads: indices of the query's heads among the positional encoding's heads, when the
+            queries hold a subset of them (Longformer's dilation groups); None = all.
+        return_weights: also return the normalised weights of every part.
 
     Returns:
-        ``(B, h, Lp, dv)``. A query with nothing to attend gets zeros.
+        ``(B, h, R, dv)`` in the sequence rows of the parts' layouts (``[weights (B, h, *A, bq,
+        m) per part]`` too with ``return_weights``). A query with nothing to attend gets zeros.
     """
     dh = parts[0].query.shape[-1]
     if scale is None:
         scale = 1.0 / float(dh) ** 0.5
     use_bias = position is not None and position.has_score_bias
     use_values = position is not None and position.has_value_term
-    normalise_weights = use_values or dropout is not None
+    normalise_weights = use_values or dropout is not None or return_weights
+    # Parts that group the queries alike share their row reductions without any reshaping.
+    aligned = len(parts) == 1 or all(
+        not p.custom_layout and p.query.shape[2:-1] == parts[0].query.shape[2:-1] for p in parts
+    )
 
     def flat(part, x):
-        return part.layout[0](x)
+        return x if aligned else part.layout[0](x)
 
     def unflat(part, x):
-        return part.layout[1](x, part.query.shape[2])
+        return x if aligned else part.layout[1](x)
 
     scores, rels = [], []
     row_max = None
     for part in parts:
         q = part.query * ops.cast(scale, part.query.dtype)
-        s = ops.matmul(q, ops.swapaxes(part.key, -1, -2))  # (B, h, G, bq, m)
+        s = _matmul(q, ops.swapaxes(part.key, -1, -2), part.shared)  # (B, h, *A, bq, m)
         s = ops.cast(s, "float32")
         rel = part.relative_positions() if (use_bias or use_values) else None
         if use_bias:
-            bias = position.score_bias(rel, part.query, part.key, causal)
+            bias = _score_bias(position, part, rel, causal, heads)
             if bias is not None:
-                s = s + ops.cast(bias, "float32")
+                s = _batch_outside(_batch_inside(s) + bias) if part.per_batch else s + bias
         mask_bias = _mask_bias(part, length, key_valid)
         if mask_bias is not None:
             s = s + mask_bias
         scores.append(s)
         rels.append(rel)
-        m = flat(part, ops.max(s, axis=-1, keepdims=True))  # (B, h, Lp, 1)
+        m = flat(part, ops.max(s, axis=-1, keepdims=True))  # (B, h, R, 1)
         row_max = m if row_max is None else ops.maximum(row_max, m)
     # Rows with no key keep a max near -1e9; the floor sends all their exps to exactly 0.
-    row_max = ops.maximum(ops.stop_gradient(row_max), _MASK_VALUE / 2)
+    row_max = ops.maximum(ops.stop_gradient(row_max), MASK_VALUE / 2)
     exps, denom = [], None
     for part, s in zip(parts, scores):
-        e = ops.exp(s - unflat(part, row_max))  # (B, h, G, bq, m) float32
+        e = ops.exp(s - unflat(part, row_max))  # (B, h, *A, bq, m) float32
         exps.append(e)
-        d = flat(part, ops.sum(e, axis=-1, keepdims=True))  # (B, h, Lp, 1)
+        d = flat(part, ops.sum(e, axis=-1, keepdims=True))  # (B, h, R, 1)
         denom = d if denom is None else denom + d
     # Empty rows (denominator 0) have all-zero numerators: divide them by 1 (finite gradients).
     denom = ops.where(denom > 0, denom, 1.0)
-    out = None
+    out, weights = None, []
     for part, e, rel in zip(parts, exps, rels):
         dtype = part.query.dtype
         if normalise_weights:
@@ -247,9 +387,10 @@ def sparse_attention(
         w = ops.cast(e, dtype)
         if dropout is not None:
             w = dropout(w)
-        o = ops.matmul(w, ops.cast(part.value, dtype))  # (B, h, G, bq, dv)
+        weights.append(w)
+        o = _matmul(w, ops.cast(part.value, dtype), part.shared)  # (B, h, *A, bq, dv)
         if use_values:
-            term = position.value_term(w, rel)
+            term = _value_term(position, part, w, rel, heads)
             if term is not None:
                 term = ops.cast(term, o.dtype)
                 extra = o.shape[-1] - term.shape[-1]
@@ -260,23 +401,58 @@ def sparse_attention(
         out = o if out is None else out + o
     if not normalise_weights:
         out = ops.cast(ops.cast(out, "float32") / denom, out.dtype)
-    return out
+    if aligned:
+        out = parts[0].layout[0](out)  # (B, h, R, dv)
+    return (out, weights) if return_weights else out
 
 
-def _mask_bias(part, length, key_valid):
-    """Additive float32 ``0 / -1e9`` mask of a part (pattern, key validity, padding) or None."""
-    static = static_mask(part, length)
-    static = static[None] if static.ndim == 4 else static[None, None]  # (1, 1|h, G, bq, m)
-    bias = None
-    if not static.all():
-        bias = ops.convert_to_tensor(np.where(static, 0.0, _MASK_VALUE).astype("float32"))
-    if key_valid is not None:
-        kv = gather_positions(
-            ops.cast(key_valid, "float32")[:, None, :, None], part.key_positions
-        )  # (B, 1, G, m, 1)
-        pad = (1.0 - ops.swapaxes(kv, -1, -2)) * _MASK_VALUE  # (B, 1, G, 1, m)
-        bias = pad if bias is None else bias + pad
-    return bias
+def sparse_compute(core, query, key, value, context, build_parts, padded_length):
+    """The ``compute`` of a fixed-pattern core (self-attention, static length).
+
+    Args:
+        core: the calling :class:`~keras_transformers.attention.base.AttentionCore`.
+        query: ``(B, L, h, dh)``; key/value ``(B, L, h_kv, dh|dv)`` (grouped heads are repeated
+            here).
+        context: the call's :class:`~keras_transformers.attention.base.AttentionContext`.
+        build_parts: ``f(q, k, v, L, Lp, causal) -> list[SparsePart]`` on heads-first padded
+            tensors ``(B, h, Lp, ·)``.
+        padded_length: ``f(L) -> Lp``.
+
+    Returns:
+        ``(B, L, h, dv)``; with ``context.return_scores`` also the dense equivalent weights
+        ``(B, h, L, L)`` (debug path: the values are extended with an identity so that the output
+        carries the weights; this builds ``L x L`` tensors on purpose).
+    """
+    length = check_self_attention(core, query, key, context.query_offset)
+    num_heads = query.shape[2]
+    key = repeat_kv_heads(key, num_heads)
+    value = repeat_kv_heads(value, num_heads)
+    lp = int(padded_length(length))
+    q = pad_axis(heads_first(query), lp)  # (B, h, Lp, dh)
+    k = pad_axis(heads_first(key), lp)  # (B, h, Lp, dh)
+    v = pad_axis(heads_first(value), lp)  # (B, h, Lp, dv)
+    dv = v.shape[-1]
+    if context.return_scores:
+        eye = ops.eye(lp, dtype=v.dtype)[None, None]  # (1, 1, Lp, Lp)
+        eye = ops.broadcast_to(eye, (ops.shape(v)[0], num_heads, lp, lp))
+        v = ops.concatenate([v, eye], axis=-1)  # (B, h, Lp, dv + Lp)
+    key_valid = None
+    if context.padding_mask is not None:
+        key_valid = pad_axis(ops.cast(context.padding_mask, "bool"), lp, axis=1, value=False)
+    parts = build_parts(q, k, v, length, lp, context.causal)
+    out = sparse_attention(
+        parts,
+        length,
+        key_valid,
+        context.position,
+        context.causal,
+        context.dropout,
+        value_channels=dv if context.return_scores else None,
+    )  # (B, h, Lp, dv [+ Lp])
+    result = heads_last(out[:, :, :length, :dv])  # (B, L, h, dv)
+    if context.return_scores:
+        return result, out[:, :, :length, dv : dv + length]  # (B, h, L, L)
+    return result
 
 
 def run_sparse_core(
@@ -295,68 +471,18 @@ def run_sparse_core(
     training=None,
     return_attention_scores=False,
 ):
-    """The shared ``call`` of a sparse-pattern core (self-attention, static length).
-
-    Args:
-        core: the calling :class:`AttentionCore` (for its name in errors).
-        query: ``(B, L, h, dh)``; key/value ``(B, L, h_kv, dh|dv)``.
-        build_parts: ``f(q, k, v, L, Lp, causal) -> list[SparsePart]`` on heads-first padded
-            tensors ``(B, h, Lp, ·)``.
-        padded_length: ``f(L) -> Lp``.
-        return_attention_scores: also return the dense equivalent ``(B, h, L, L)`` weights
-            (debug path: the values are extended with an identity so that the output carries
-            the weights; this builds ``L x L`` tensors on purpose).
-
-    Returns:
-        ``(B, L, h, dv)`` (and ``(B, h, L, L)`` weights).
-    """
-    name = getattr(core, "registry_name", type(core).__name__)
-    if attention_mask is not None:
-        raise ValueError(
-            f"attention={name!r} does not accept an arbitrary attention_mask (B, Lq, Lk); use "
-            "padding_mask (B, Lk) and causal=True."
-        )
-    if not (isinstance(query_offset, int) and query_offset == 0):
-        raise ValueError(f"attention={name!r} does not support a KV cache (query_offset > 0).")
-    length = static_length(query, 1, name)
-    key_length = static_length(key, 1, name)
-    if key_length != length:
-        raise ValueError(
-            f"attention={name!r} is self-attention only: key length {key_length} must equal the "
-            f"query length {length}."
-        )
-    num_heads = query.shape[2]
-    key = repeat_kv_heads(key, num_heads)
-    value = repeat_kv_heads(value, num_heads)
-    lp = int(padded_length(length))
-    q = pad_axis(heads_first(query), lp)  # (B, h, Lp, dh)
-    k = pad_axis(heads_first(key), lp)  # (B, h, Lp, dh)
-    v = pad_axis(heads_first(value), lp)  # (B, h, Lp, dv)
-    dv = v.shape[-1]
-    if return_attention_scores:
-        eye = ops.eye(lp, dtype=v.dtype)[None, None]  # (1, 1, Lp, Lp)
-        eye = ops.broadcast_to(eye, (ops.shape(v)[0], num_heads, lp, lp))
-        v = ops.concatenate([v, eye], axis=-1)  # (B, h, Lp, dv + Lp)
-    key_valid = None
-    if padding_mask is not None:
-        key_valid = pad_axis(ops.cast(padding_mask, "bool"), lp, axis=1, value=False)  # (B, Lp)
-    parts = build_parts(q, k, v, length, lp, causal)
-    dropout = weights_dropout if (weights_dropout is not None and training) else None
-    out = sparse_attention(
-        parts,
-        length,
-        key_valid,
-        position,
-        causal,
-        dropout,
-        value_channels=dv if return_attention_scores else None,
+    """:func:`sparse_compute` for a core still called with the keyword form of ``call``."""
+    context = core.context(
+        padding_mask=padding_mask,
+        attention_mask=attention_mask,
+        causal=causal,
+        position=position,
+        query_offset=query_offset,
+        weights_dropout=weights_dropout,
+        training=training,
+        return_attention_scores=return_attention_scores,
     )
-    # out: (B, h, Lp, dv [+ Lp])
-    result = heads_last(out[:, :, :length, :dv])  # (B, L, h, dv)
-    if return_attention_scores:
-        weights = out[:, :, :length, dv : dv + length]  # (B, h, L, L)
-        return result, weights
-    return result
+    return sparse_compute(core, query, key, value, context, build_parts, padded_length)
 
 
 # --------------------------------------------------------------------------- pattern helpers
@@ -367,14 +493,14 @@ def band_part(q, k, v, length, lp, block, before, after, pattern_fn, heads=None)
     (numpy bool ``(h,)``) restricts the part to some heads.
     """
     n = lp // block
-    qb = to_blocks(q, block)  # (B, h, n, b, dh)
-    kb = neighbours(to_blocks(k, block), before, after)  # (B, h, n, m, dh)
-    vb = neighbours(to_blocks(v, block), before, after)  # (B, h, n, m, dv)
+    qb = split_blocks(q, block)  # (B, h, n, b, dh)
+    kb = neighbour_blocks(split_blocks(k, block), before, after)  # (B, h, n, m, dh)
+    vb = neighbour_blocks(split_blocks(v, block), before, after)  # (B, h, n, m, dv)
     qpos = np.arange(lp).reshape(n, block)  # (n, b)
     span = (before + 1 + after) * block
     kpos = (np.arange(n)[:, None] - before) * block + np.arange(span)[None, :]  # (n, m)
     pattern = with_heads(pattern_fn(qpos[:, :, None], kpos[:, None, :]), heads)  # (n, b, m)
-    return SparsePart(qb, kb, vb, qpos, kpos, pattern, layout=row_layout(lp))
+    return SparsePart(qb, kb, vb, qpos, kpos, pattern)
 
 
 def dense_pattern(build_parts, length, padded_length, causal, num_heads=1):
@@ -387,11 +513,12 @@ def dense_pattern(build_parts, length, padded_length, causal, num_heads=1):
     parts = build_parts(zeros, zeros, zeros, length, lp, causal)
     pattern = np.zeros((num_heads, length, length), bool)
     for part in parts:
+        qpos = part.query_positions
+        shape = qpos.shape + part.key_positions.shape[-1:]  # (G, bq, m)
         mask = static_mask(part, length)
-        if mask.ndim == 3:
-            mask = np.broadcast_to(mask[None], (num_heads,) + mask.shape)
-        qpos = np.broadcast_to(part.query_positions[:, :, None], mask.shape[1:])
-        kpos = np.broadcast_to(part.key_positions[:, None, :], mask.shape[1:])
+        mask = np.broadcast_to(mask if part.per_head else mask[None], (num_heads,) + shape)
+        qpos = np.broadcast_to(qpos[..., None], mask.shape[1:])
+        kpos = np.broadcast_to(part.key_positions[..., None, :], mask.shape[1:])
         for head in range(num_heads):
             sel = mask[head] & (qpos < length)
             pattern[head, qpos[sel], kpos[sel]] = True
