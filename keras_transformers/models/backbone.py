@@ -115,6 +115,8 @@ def run_backbone(
     tie_embeddings=True,
     embedded=None,
     embedding_norm=False,
+    position_layer=None,
+    layer_norm_epsilon=1e-5,
     prefix="",
     **block_inputs,
 ):
@@ -134,13 +136,16 @@ def run_backbone(
         embedded: ``(B, L, d)`` inputs already embedded (Decision Transformer); then
             ``token_embedding`` is None.
         embedding_norm: a LayerNorm after the embeddings.
+        position_layer: a ready embedding-side position layer (ViT's 2D table) instead of the
+            one ``position`` names.
+        layer_norm_epsilon: of ``embedding_norm`` and ``final_norm``.
         prefix: prepended to the layer names (``encoder_`` / ``decoder_`` in seq2seq).
 
     Returns:
         ``(hidden (B, L, d), parts)``: ``parts`` maps each name of :data:`PARTS` to its layer
         (None where absent; ``transformer_layers`` to the list of blocks).
     """
-    embed_pos, _ = resolve_position(position)
+    embed_pos, _ = (None, None) if position_layer is not None else resolve_position(position)
     parts = dict.fromkeys(PARTS)
     if embedded is None:
         parts["token_embedding"] = ReversibleEmbedding(
@@ -149,12 +154,12 @@ def run_backbone(
         x = parts["token_embedding"](token_ids)  # (B, L, d)
     else:
         x = embedded
-    parts["position_embedding"] = embedding_position_layer(
+    parts["position_embedding"] = position_layer or embedding_position_layer(
         embed_pos, max_length, f"{prefix}position_embedding"
     )
     if embedding_norm:
         parts["embedding_norm"] = keras.layers.LayerNormalization(
-            epsilon=1e-5, name=f"{prefix}embedding_norm"
+            epsilon=layer_norm_epsilon, name=f"{prefix}embedding_norm"
         )
     if dropout:
         parts["embedding_dropout"] = keras.layers.Dropout(
@@ -168,7 +173,7 @@ def run_backbone(
         x = block(x, **block_inputs)  # (B, L, d)
     if norm_first:
         parts["final_norm"] = keras.layers.LayerNormalization(
-            epsilon=1e-5, name=f"{prefix}final_norm"
+            epsilon=layer_norm_epsilon, name=f"{prefix}final_norm"
         )
         x = parts["final_norm"](x)
     return x, parts

@@ -26,13 +26,8 @@ import numpy as np
 from keras import ops
 
 from keras_transformers import attention as attention_registry
-from keras_transformers import positional
-from keras_transformers.blocks import TransformerEncoderBlock
-from keras_transformers.models.layers import (
-    SequencePooling,
-    embedding_position_layer,
-    resolve_position,
-)
+from keras_transformers.models.backbone import BackboneModel, check_model_sizes, make_blocks
+from keras_transformers.models.layers import SequencePooling, resolve_position
 
 PATCH_MODES = ("conv", "reshape")
 VIT_POOLING = ("cls", "mean")
@@ -265,20 +260,104 @@ class SinusoidalPosition2D(keras.layers.Layer):
 
 
 def _grid_attention(attention, grid_height, grid_width, pooling):
-    """Resolve ``attention``; a ``local2d`` core without a grid gets the patch grid."""
+    """Resolve ``attention``; a core that works on a token grid gets the patch grid.
+
+    Asks the core (``uses_token_grid`` / ``with_grid``); a core that has not declared it yet but
+    takes ``height``/``width`` arguments is configured through its config.
+    """
     core = attention_registry.fresh(attention)
-    if core.registry_name != "local2d":
+    config = core.get_config()
+    on_grid = core.uses_token_grid or ("height" in config and "width" in config)
+    if not on_grid:
         return core
     if pooling == "cls":
         raise ValueError(
-            "attention='local2d' works on the patch grid, where a class token has no place; use "
-            "pooling='mean' with it."
+            f"attention={core.variant!r} works on the patch grid, where a class token has no "
+            "place; use pooling='mean' with it."
         )
-    config = core.get_config()
+    if config.get("height") is not None or config.get("width") is not None:
+        return core  # the user's grid
+    if core.uses_token_grid:
+        return core.with_grid(grid_height, grid_width)
     config.pop("name", None)
-    if config.get("height") is None and config.get("width") is None:
-        config["height"], config["width"] = grid_height, grid_width
+    config["height"], config["width"] = grid_height, grid_width
     return core.__class__.from_config(config)
+
+
+@keras.saving.register_keras_serializable(package="keras_transformers")
+class VisionTransformer(BackboneModel):
+    """Vision Transformer classifier on the shared backbone (patches instead of tokens).
+
+    ``VisionTransformer(**config)`` with the arguments of :func:`build_vit`. Parts:
+    ``patch_embedding``, ``class_token`` (None with mean pooling), the backbone's
+    ``position_embedding``, ``transformer_layers``, ``final_norm`` (``token_embedding`` is
+    None), ``pooling`` and ``classifier_head``.
+    """
+
+    default_name = "vit"
+
+    def build_graph(
+        self,
+        image_size,
+        patch_size,
+        num_classes,
+        channels=3,
+        d_model=64,
+        num_heads=4,
+        num_layers=4,
+        ff_dim=None,
+        attention="full",
+        position="learned",
+        pooling="cls",
+        patch_embedding="conv",
+        dropout=0.1,
+        activation="gelu",
+        norm_first=True,
+    ):
+        height, width = _pair("image_size", image_size)
+        ph, pw = _pair("patch_size", patch_size)
+        grid_h, grid_w = height // ph, width // pw
+        prefix = 1 if pooling == "cls" else 0
+        images = keras.Input(shape=(height, width, int(channels)), name="images")
+        self.patch_embedding = PatchEmbedding(
+            (ph, pw), d_model, mode=patch_embedding, name="patch_embedding"
+        )
+        x = self.patch_embedding(images)  # (B, N, d)
+        self.class_token = ClassToken(name="class_token") if prefix else None
+        if self.class_token is not None:
+            x = self.class_token(x)  # (B, N + 1, d)
+        position_layer, score_pos = None, None
+        if position == "sinusoid2d":
+            position_layer = SinusoidalPosition2D(grid_h, grid_w, prefix, name="position_embedding")
+        else:
+            _, score_pos = resolve_position(position)
+        blocks = make_blocks(
+            "encoder",
+            num_layers,
+            d_model,
+            num_heads,
+            ff_dim or 4 * d_model,
+            _grid_attention(attention, grid_h, grid_w, pooling),
+            score_pos,
+            norm_first=norm_first,
+            dropout=dropout,
+            activation=activation,
+        )
+        x = self.assemble(
+            None,
+            blocks,
+            embedded=x,
+            max_length=grid_h * grid_w + prefix,
+            position=None if position_layer is not None else position,
+            position_layer=position_layer,
+            dropout=dropout,
+            norm_first=norm_first,
+            layer_norm_epsilon=1e-6,
+        )  # (B, L, d)
+        self.pooling = SequencePooling(pooling, name="pooling")
+        pooled = keras.layers.Dropout(dropout, name="head_dropout")(self.pooling(x))
+        self.classifier_head = keras.layers.Dense(num_classes, dtype="float32", name="logits")
+        return images, self.classifier_head(pooled)  # (B, num_classes)
 
 
 def build_vit(
@@ -299,7 +378,7 @@ def build_vit(
     norm_first=True,
     name="vit",
 ):
-    """Build a Functional Vision Transformer classifier.
+    """Build a Vision Transformer classifier (:class:`VisionTransformer`).
 
     Args:
         image_size: ``H`` or ``(H, W)``; must be a multiple of ``patch_size``.
@@ -318,7 +397,7 @@ def build_vit(
         dropout: embedding, residual and head dropout.
 
     Returns:
-        ``keras.Model``: ``images (B, H, W, C) float -> logits (B, num_classes)``.
+        :class:`VisionTransformer`: ``images (B, H, W, C) float -> logits (B, num_classes)``.
 
     Example:
         >>> from keras_transformers.models.vit import build_vit
@@ -326,6 +405,7 @@ def build_vit(
         >>> model.output_shape
         (None, 10)
     """
+    config = dict(locals())
     height, width = _pair("image_size", image_size)
     ph, pw = _pair("patch_size", patch_size)
     if height % ph or width % pw:
@@ -337,54 +417,16 @@ def build_vit(
         raise ValueError(f"channels={channels}: must be >= 1.")
     if int(num_classes) < 1:
         raise ValueError(f"num_classes={num_classes}: must be >= 1.")
-    if d_model % num_heads:
-        raise ValueError(f"d_model={d_model} must be divisible by num_heads={num_heads}.")
-    if num_layers < 1:
-        raise ValueError(f"num_layers={num_layers}: must be >= 1.")
+    check_model_sizes(d_model, num_heads, num_layers)
     if pooling not in VIT_POOLING:
         raise ValueError(f"pooling={pooling!r}: allowed values are {', '.join(VIT_POOLING)}.")
     if patch_embedding not in PATCH_MODES:
         raise ValueError(
             f"patch_embedding={patch_embedding!r}: allowed values are {', '.join(PATCH_MODES)}."
         )
-    grid_h, grid_w = height // ph, width // pw
-    num_tokens = grid_h * grid_w + (1 if pooling == "cls" else 0)
-    ff_dim = ff_dim or 4 * d_model
-
-    images = keras.Input(shape=(height, width, int(channels)), name="images")
-    x = PatchEmbedding((ph, pw), d_model, mode=patch_embedding, name="patch_embedding")(images)
-    if pooling == "cls":
-        x = ClassToken(name="class_token")(x)  # (B, N + 1, d)
-    score_pos = None
-    if position == "sinusoid2d":
-        if d_model % 4:
-            raise ValueError(
-                f"d_model={d_model}: position='sinusoid2d' needs a multiple of 4 (a sine and a "
-                "cosine for the patch row and for the column)."
-            )
-        prefix = 1 if pooling == "cls" else 0
-        x = SinusoidalPosition2D(grid_h, grid_w, prefix, name="position_embedding")(x)
-    else:
-        embed_pos, score_pos = resolve_position(position)
-        pos_layer = embedding_position_layer(embed_pos, num_tokens, "position_embedding")
-        if pos_layer is not None:
-            x = pos_layer(x)
-    x = keras.layers.Dropout(dropout, name="embedding_dropout")(x)
-    for i in range(num_layers):
-        x = TransformerEncoderBlock(
-            num_heads,
-            d_model // num_heads,
-            ff_dim,
-            attention=_grid_attention(attention, grid_h, grid_w, pooling),
-            position=None if score_pos is None else positional.fresh(score_pos),
-            norm_first=norm_first,
-            dropout=dropout,
-            activation=activation,
-            name=f"encoder_block_{i}",
-        )(x)
-    if norm_first:
-        x = keras.layers.LayerNormalization(epsilon=1e-6, name="final_norm")(x)
-    pooled = SequencePooling(pooling, name="pooling")(x)
-    pooled = keras.layers.Dropout(dropout, name="head_dropout")(pooled)
-    logits = keras.layers.Dense(num_classes, dtype="float32", name="logits")(pooled)
-    return keras.Model(images, logits, name=name)
+    if position == "sinusoid2d" and d_model % 4:
+        raise ValueError(
+            f"d_model={d_model}: position='sinusoid2d' needs a multiple of 4 (a sine and a "
+            "cosine for the patch row and for the column)."
+        )
+    return VisionTransformer(**config)
