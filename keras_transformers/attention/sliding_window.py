@@ -209,30 +209,22 @@ class SlidingWindowAttention(SparsePatternCore):
         gathered = ops.take(new, last, axis=2)  # (B, 2, W, h_kv, dh)
         return ops.where(written[None, None, :, None, None], gathered, cache)
 
-    def decode_step(
-        self,
-        query,
-        key,
-        value,
-        cache,
-        cache_index,
-        padding_mask=None,
-        causal=True,
-        position=None,
-        training=None,
-    ):
+    def decode_step(self, query, key, value, cache, cache_index, context):
         """Attend ``query (B, l, h, dh)`` at positions ``cache_index..`` over the ring and the new
-        keys; returns ``(output (B, l, h, dv), updated ring)``."""
-        if not causal:
+        keys ``key, value (B, l, h_kv, dh)``; returns ``(output (B, l, h, dv), updated ring)``."""
+        if not context.causal:
             raise ValueError("attention='sliding_window' decodes with a cache only when causal.")
-        if padding_mask is not None:
+        if context.padding_mask is not None:
             raise ValueError(
                 "attention='sliding_window' with a cache does not take a padding_mask; right-pad "
                 "prompts instead (kt.generation.Generator does)."
             )
+        position = context.position
         if isinstance(cache_index, int) and cache_index == 0:
             # pre-fill: the blocked O(L·w) path on the prompt, then keep its last w + 1 keys
-            out = self.call(query, key, value, causal=True, position=position, training=training)
+            out = self.call(
+                query, key, value, causal=True, position=position, training=context.training
+            )  # (B, l, h, dv)
             return out, self._write_ring(cache, key, value, 0)
         slots, length = cache.shape[2], query.shape[1]
         start = ops.cast(cache_index, "int32")
