@@ -112,6 +112,7 @@ class Local2DAttention(SparsePatternCore):
     """
 
     example_config = {"query_height": 2, "query_width": 2, "memory_height": 1, "memory_width": 1}
+    uses_token_grid = True
 
     def __init__(
         self,
@@ -130,6 +131,13 @@ class Local2DAttention(SparsePatternCore):
         self.query_width = sp.check_int("query_width", query_width, 1)
         self.memory_height = sp.check_int("memory_height", memory_height, 0)
         self.memory_width = sp.check_int("memory_width", memory_width, 0)
+
+    def with_grid(self, height, width):
+        """A copy of this core (same blocks and memory) on a ``height x width`` token grid."""
+        config = self.get_config()
+        config.pop("name", None)
+        config["height"], config["width"] = height, width
+        return type(self).from_config(config)
 
     def grid(self, length):
         """``(H, W)`` for a sequence of ``length`` positions."""

@@ -214,3 +214,17 @@ def test_grid_inference_and_validation():
         kt.attention.get("local2d", memory_width=-1)
     clone = type(core).from_config(kt.attention.get("local2d", height=4, width=5).get_config())
     assert clone.grid(20) == (4, 5)
+
+
+def test_with_grid_returns_a_configured_copy():
+    core = kt.attention.get("local2d", query_height=2, query_width=2, memory_height=1)
+    assert core.uses_token_grid
+    on_grid = core.with_grid(4, 6)
+    assert (on_grid.height, on_grid.width) == (4, 6)
+    assert (core.height, core.width) == (None, None)  # the original is unchanged
+    assert on_grid.get_config()["query_height"] == 2
+    assert on_grid.grid(24) == (4, 6)
+    q, k, v = qkv(24)
+    mask = local2d_mask(24, 6, 2, 2, 1, 4, causal=False)
+    out = on_grid(q, k, v)
+    np.testing.assert_allclose(np_(out), reference(q, k, v, mask[None, None])[0], atol=1e-5)
