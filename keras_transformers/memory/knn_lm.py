@@ -224,22 +224,43 @@ class KNNLM(keras.layers.Layer):
         }
 
 
-def _hidden_and_logits_model(model, hidden_layer):
-    try:
-        hidden = model.get_layer(hidden_layer).output
-    except ValueError as err:
-        names = ", ".join(layer.name for layer in model.layers)
+def _hidden_layer(model, hidden_layer=None):
+    """The layer whose output is ``f(x)``: ``hidden_layer`` itself, or by default the model's
+    ``final_norm`` (its last block for a post-norm model)."""
+    if hidden_layer is None:
+        final_norm = getattr(model, "final_norm", None)
+        if final_norm is not None:
+            return final_norm
+        blocks = getattr(model, "transformer_layers", None)
+        if not blocks:
+            raise ValueError(
+                f"model {model.name!r} has no final_norm or transformer_layers attribute (a model "
+                "of kt.models has them): pass hidden_layer=<the layer whose output is f(x)>."
+            )
+        return blocks[-1]
+    if not isinstance(hidden_layer, keras.layers.Layer):
         raise ValueError(
-            f"hidden_layer={hidden_layer!r}: no such layer in the model; layers: {names}."
+            f"hidden_layer={hidden_layer!r}: pass a layer of the model (e.g. model.final_norm or "
+            "model.transformer_layers[i]) or None for the final norm, not a name."
+        )
+    return hidden_layer
+
+
+def _hidden_and_logits_model(model, hidden_layer=None):
+    layer = _hidden_layer(model, hidden_layer)
+    try:
+        return keras.Model(model.inputs, [layer.output, model.outputs[0]])
+    except (AttributeError, ValueError) as err:
+        raise ValueError(
+            f"hidden_layer={layer.name!r}: not a layer called once in the model {model.name!r}."
         ) from err
-    return keras.Model(model.inputs, [hidden, model.outputs[0]])
 
 
 def build_knn_datastore(
     model,
     tokens,
     segment_length,
-    hidden_layer="final_norm",
+    hidden_layer=None,
     batch_size=8,
     datastore_size=None,
     **knn_kwargs,
@@ -248,13 +269,14 @@ def build_knn_datastore(
 
     The stream is cut into non-overlapping windows of ``segment_length`` tokens; every position
     ``t`` of a window gives the key ``hidden[t]`` (the output of ``hidden_layer``, by default the
-    final layer norm that feeds the output projection) and the value ``tokens[t + 1]``.
+    model's ``final_norm``, which feeds the output projection) and the value ``tokens[t + 1]``.
 
     Args:
         model: Functional LM ``token_ids (B, L) -> logits (B, L, V)``.
         tokens: 1-D int token stream.
         segment_length: the model's input length.
-        hidden_layer: name of the layer whose output is ``f(x)``.
+        hidden_layer: the layer of ``model`` whose output is ``f(x)`` (an attribute such as
+            ``model.transformer_layers[-2]``); None: ``model.final_norm``.
         datastore_size: capacity ``S`` (defaults to the number of pairs).
         **knn_kwargs: ``top_k``, ``interpolation``, ``temperature``, ``distance``, ...
 
@@ -284,7 +306,7 @@ def build_knn_datastore(
     return knn
 
 
-def build_knn_lm(model, knn, hidden_layer="final_norm", name="knn_lm"):
+def build_knn_lm(model, knn, hidden_layer=None, name="knn_lm"):
     """Wrap an LM and a :class:`KNNLM` into one Functional model ``token_ids -> log p (B, L, V)``.
 
     The result saves/loads as ``.keras`` with the datastore inside. Train nothing with it: it is an
@@ -296,7 +318,7 @@ def build_knn_lm(model, knn, hidden_layer="final_norm", name="knn_lm"):
     return keras.Model(model.inputs[0], knn(hidden, logits), name=name)
 
 
-def knn_lm_log_probs(model, knn, token_ids, hidden_layer="final_norm", batch_size=8):
+def knn_lm_log_probs(model, knn, token_ids, hidden_layer=None, batch_size=8):
     """Interpolated ``log p(y|x)`` ``(N, L, V)`` of an LM with a datastore, as numpy."""
     probe = _hidden_and_logits_model(model, hidden_layer)
     hidden, logits = probe.predict(np.asarray(token_ids), batch_size=batch_size, verbose=0)
