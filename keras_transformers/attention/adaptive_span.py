@@ -49,7 +49,6 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_transformers.attention.base import AttentionCore
 from keras_transformers.attention.registry import register
 from keras_transformers.attention.sliding_window import window_block_size
 from keras_transformers.attention.sparse_core import SparsePatternCore
@@ -148,9 +147,6 @@ class AdaptiveSpanAttention(SparsePatternCore):
     """
 
     example_config = {"max_span": 8, "ramp": 4, "initial_span": 4.0}
-    # TEMPORARY until SparsePatternCore stops overriding `call`: reach the base's shared call
-    # (and so this class's `compute`).
-    call = AttentionCore.call
 
     def __init__(
         self,
@@ -255,21 +251,14 @@ class AdaptiveSpanAttention(SparsePatternCore):
             return self._parts(q, k, v, length, lp, is_causal, window)
 
         masked = _SpanMaskedPosition(context.position, spans, self.ramp, context.causal)
-        return sp.run_sparse_core(
+        return sp.sparse_compute(
             self,
             query,
             key,
             value,
+            context.replace(position=masked),
             build_parts,
             lambda length: self._padded_length(length, window),
-            padding_mask=context.padding_mask,
-            attention_mask=context.attention_mask,
-            causal=context.causal,
-            position=masked,
-            query_offset=context.query_offset,
-            weights_dropout=context.dropout,
-            training=context.training,
-            return_attention_scores=context.return_scores,
         )
 
     def get_config(self):
