@@ -97,9 +97,10 @@ def make_sampler(args):
 
 
 def train_tiny(logdir):
-    """Train a tiny byte-level LM with examples/train_lm.py's code; return its best.keras."""
-    from keras_transformers import training
+    """Train a tiny byte-level LM by running examples/train_lm.py; return its best.keras."""
+    import runpy
 
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "train_lm.py")
     argv = [
         "--d-model", "32", "--heads", "2", "--layers", "2", "--seq-len", "64",
         "--batch-size", "16", "--epochs", "1", "--steps-per-epoch", "30",
@@ -107,8 +108,12 @@ def train_tiny(logdir):
     ]  # fmt: skip
     if logdir:
         argv += ["--logdir", logdir]
-    history = training.run("lm", argv)
-    return os.path.join(history.logdir, "best.keras")
+    saved, sys.argv = sys.argv, [script, *argv]
+    try:
+        namespace = runpy.run_path(script, run_name="__main__")
+    finally:
+        sys.argv = saved
+    return os.path.join(namespace["args"].logdir, "best.keras")
 
 
 def main(argv=None):
@@ -133,7 +138,7 @@ def main(argv=None):
     import keras
     import numpy as np
 
-    import keras_transformers  # noqa: F401  (registers the layers for loading)
+    import keras_transformers  # noqa: F401  (registers every class a .keras file names)
     from keras_transformers.data.tokenizers import load_tokenizer
     from keras_transformers.generation.generator import Generator
 

@@ -28,7 +28,7 @@ import os
 import sys
 import time
 
-from _argtypes import layer_spec_or_none, number, positive_int
+from keras_transformers.recipes.argtypes import layer_spec_or_none, number, positive_int
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -171,7 +171,7 @@ def main(argv=None, prog=None):
     import keras
     import numpy as np
 
-    from keras_transformers import data, training
+    from keras_transformers import data
     from keras_transformers.models.bert import (
         build_bert_pretrainer,
         load_pretrained_encoder,
@@ -179,12 +179,13 @@ def main(argv=None, prog=None):
         mask_tokens,
     )
     from keras_transformers.models.encoder_classifier import build_encoder_classifier
+    from keras_transformers.recipes import run
 
     started = time.time()
     args.example = "pretrain_bert"
-    training.check_specs(args)
+    run.check_specs(args)
     keras.utils.set_random_seed(args.seed)
-    logdir = training.prepare_logdir(args)
+    logdir = run.prepare_logdir(args)
     print(f"keras {keras.__version__} (backend: {keras.backend.backend()}); logdir: {logdir}")
     results_path = os.path.join(logdir, "results.json")
     results = {}
@@ -198,7 +199,7 @@ def main(argv=None, prog=None):
             json.dump(results, handle, indent=1)
 
     # ----- data ------------------------------------------------------------------------------
-    with training.user_errors("--num-examples"):
+    with run.user_errors("--num-examples"):
         texts, labels, class_names = data.builtin_classification(args.num_examples, seed=args.seed)
     (train_texts, y_train), (val_texts, y_val) = data.train_val_split(
         np.asarray(texts, dtype=object), labels, val_fraction=args.val_fraction, seed=args.seed
@@ -257,18 +258,16 @@ def main(argv=None, prog=None):
 
     def fit(model, phase_dir, lr, epochs, x, y, w, validation):
         os.makedirs(phase_dir, exist_ok=True)
-        steps = training.steps_per_epoch(args, len(y))
+        steps = run.steps_per_epoch(args, len(y))
         total = steps * epochs
         # masked LM: average over the selected tokens only (not over every slot of P)
         reduction = "sum_over_batch_size" if w is None else "mean_with_sample_weight"
         loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction=reduction)
         accuracy = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
         if w is None:
-            training.compile_model(model, phase_args(lr), total, loss=loss, metrics=[accuracy])
+            run.compile_model(model, phase_args(lr), total, loss=loss, metrics=[accuracy])
         else:
-            training.compile_model(
-                model, phase_args(lr), total, loss=loss, weighted_metrics=[accuracy]
-            )
+            run.compile_model(model, phase_args(lr), total, loss=loss, weighted_metrics=[accuracy])
         model.fit(
             x,
             y,
@@ -277,7 +276,7 @@ def main(argv=None, prog=None):
             steps_per_epoch=args.steps_per_epoch,
             epochs=epochs,
             validation_data=validation,
-            callbacks=training.make_callbacks(phase_dir),
+            callbacks=run.make_callbacks(phase_dir),
             verbose=args.verbose,
         )
         return model

@@ -20,7 +20,7 @@ import os
 import sys
 import time
 
-from _argtypes import layer_spec, number, positive_int
+from keras_transformers.recipes.argtypes import layer_spec, number, positive_int
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -135,12 +135,12 @@ def main(argv=None, prog=None):
     import keras
     import numpy as np
 
-    from keras_transformers import training
     from keras_transformers.data.gridworld import GridWorld, generate_dataset, make_windows
     from keras_transformers.models.decision_transformer import (
         build_decision_transformer,
         evaluate_returns,
     )
+    from keras_transformers.recipes import run
 
     if args.d_model % args.heads:
         raise SystemExit(
@@ -149,15 +149,15 @@ def main(argv=None, prog=None):
     started = time.time()
     args.example = "decision_transformer"
     args.position = None
-    training.check_specs(args)
+    run.check_specs(args)
     keras.utils.set_random_seed(args.seed)
-    logdir = training.prepare_logdir(args)
+    logdir = run.prepare_logdir(args)
     print(f"keras {keras.__version__} (backend: {keras.backend.backend()}); logdir: {logdir}")
 
     def make_env():
         return GridWorld(size=args.size, max_steps=args.max_steps, seed=args.layout_seed)
 
-    with training.user_errors("environment"):
+    with run.user_errors("environment"):
         env = make_env()
     print("grid (# wall, ~ lava, G goal):\n" + env.render())
     dataset = generate_dataset(env, args.episodes, seed=args.seed)
@@ -197,8 +197,8 @@ def main(argv=None, prog=None):
         dropout=args.dropout,
         return_scale=scale,
     )
-    steps = training.steps_per_epoch(args, len(y_train))
-    training.compile_model(
+    steps = run.steps_per_epoch(args, len(y_train))
+    run.compile_model(
         model,
         args,
         steps * args.epochs,
@@ -217,7 +217,7 @@ def main(argv=None, prog=None):
         steps_per_epoch=args.steps_per_epoch,
         epochs=args.epochs,
         validation_data=(x_val, y_val, w_val),
-        callbacks=training.make_callbacks(logdir),
+        callbacks=run.make_callbacks(logdir),
         verbose=args.verbose,
     )
 

@@ -23,25 +23,19 @@ start the same command with ``--logdir <that folder>`` to resume an interrupted 
 """
 
 import argparse
-import io
 import os
 import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-
-from keras_transformers import attention as attention_registry  # noqa: E402
-from keras_transformers import positional, training  # noqa: E402
-from keras_transformers.callbacks.attention_maps import (  # noqa: E402
-    AttentionMapLogger,
-    attention_rollout,
+from keras_transformers.recipes.argtypes import (
+    fraction,
+    layer_spec_or_none,
+    non_negative,
+    open_fraction,
+    positive_int,
 )
-from keras_transformers.callbacks.summaries import summary_writer  # noqa: E402
-from keras_transformers.data.images import load_digits, load_image_folder  # noqa: E402
-from keras_transformers.models.vit import build_vit  # noqa: E402
 
 
 def build_parser(prog=None):
@@ -57,7 +51,7 @@ def build_parser(prog=None):
     model = parser.add_argument_group("model")
     model.add_argument(
         "--attention",
-        type=training._layer_spec,
+        type=layer_spec_or_none,
         default="full",
         help="attention core: a name from `keras-transformers list` (local2d fits images; it "
         'needs --pooling mean) or a JSON config such as \'{"name": "local2d", '
@@ -65,44 +59,44 @@ def build_parser(prog=None):
     )
     model.add_argument(
         "--position",
-        type=training._layer_spec,
+        type=layer_spec_or_none,
         default="learned",
         help="position encoding: learned, sinusoid2d, none, or another name from "
         "`keras-transformers list` (default: %(default)s)",
     )
     model.add_argument(
         "--patch-size",
-        type=training._positive_int,
+        type=positive_int,
         default=2,
         help="patch side p (default: %(default)s)",
     )
     model.add_argument(
         "--d-model",
-        type=training._positive_int,
+        type=positive_int,
         default=64,
         help="model width d (default: %(default)s)",
     )
     model.add_argument(
         "--heads",
-        type=training._positive_int,
+        type=positive_int,
         default=4,
         help="attention heads; must divide --d-model (default: %(default)s)",
     )
     model.add_argument(
         "--layers",
-        type=training._positive_int,
+        type=positive_int,
         default=4,
         help="encoder blocks (default: %(default)s)",
     )
     model.add_argument(
         "--ff-dim",
-        type=training._positive_int,
+        type=positive_int,
         default=None,
         help="feed-forward width (default: 2 * d-model)",
     )
     model.add_argument(
         "--dropout",
-        type=training._fraction,
+        type=fraction,
         default=0.0,
         help="dropout rate (default: %(default)s)",
     )
@@ -127,7 +121,7 @@ def build_parser(prog=None):
     )
     data.add_argument(
         "--image-size",
-        type=training._positive_int,
+        type=positive_int,
         default=32,
         help="side images of --data are resized to (default: %(default)s)",
     )
@@ -139,13 +133,13 @@ def build_parser(prog=None):
     )
     data.add_argument(
         "--test-fraction",
-        type=training._open_fraction,
+        type=open_fraction,
         default=0.2,
         help="fraction held out for the final test (default: %(default)s)",
     )
     data.add_argument(
         "--val-fraction",
-        type=training._open_fraction,
+        type=open_fraction,
         default=0.1,
         help="fraction of the rest used for validation (default: %(default)s)",
     )
@@ -159,22 +153,22 @@ def build_parser(prog=None):
     train = parser.add_argument_group("training")
     train.add_argument(
         "--batch-size",
-        type=training._positive_int,
+        type=positive_int,
         default=64,
         help="batch size (default: %(default)s)",
     )
     train.add_argument(
-        "--epochs", type=training._positive_int, default=30, help="epochs (default: %(default)s)"
+        "--epochs", type=positive_int, default=30, help="epochs (default: %(default)s)"
     )
     train.add_argument(
         "--steps-per-epoch",
-        type=training._positive_int,
+        type=positive_int,
         default=None,
         help="batches per epoch (default: one pass over the training data)",
     )
     train.add_argument(
         "--lr",
-        type=training._non_negative_float,
+        type=non_negative,
         default=2e-3,
         help="peak learning rate of AdamW (default: %(default)s)",
     )
@@ -192,7 +186,7 @@ def build_parser(prog=None):
     )
     train.add_argument(
         "--weight-decay",
-        type=training._non_negative_float,
+        type=non_negative,
         default=0.05,
         help="AdamW weight decay (default: %(default)s)",
     )
@@ -223,7 +217,7 @@ def build_parser(prog=None):
     )
     train.add_argument(
         "--rollout-images",
-        type=training._positive_int,
+        type=positive_int,
         default=6,
         help="test images shown in the rollout figure (default: %(default)s)",
     )
@@ -256,6 +250,8 @@ def parse_args(argv=None, prog=None):
 
 def augmenter(seed):
     """Random translation (±10%), rotation (±10°) and zoom (±10%) with a black fill."""
+    import keras
+
     return keras.Sequential(
         [
             keras.layers.RandomTranslation(0.1, 0.1, fill_mode="constant", seed=seed),
@@ -267,10 +263,12 @@ def augmenter(seed):
 
 
 def training_dataset(x, y, args, steps, first_epoch):
-    """The batches of epochs ``first_epoch..epochs-1`` (``training.epoch_stream``), augmented."""
+    """The batches of epochs ``first_epoch..epochs-1`` (``run.epoch_stream``), augmented."""
     import tensorflow as tf
 
-    x_stream, y_stream = training.epoch_stream(
+    from keras_transformers.recipes import run
+
+    x_stream, y_stream = run.epoch_stream(
         (x, y), args.batch_size, steps, args.seed, first_epoch, args.epochs
     )
     dataset = tf.data.Dataset.from_tensor_slices((x_stream, y_stream)).batch(args.batch_size)
@@ -283,94 +281,12 @@ def training_dataset(x, y, args, steps, first_epoch):
     return dataset.prefetch(tf.data.AUTOTUNE)
 
 
-def rollout_grid(model, images, pooling, grid):
-    """``(K, gh, gw)`` rollout of each image: class-token row, or mean row with mean pooling."""
-    helper = AttentionMapLogger(images[:1], logdir=None)
-    helper.set_model(model)
-    grids = []
-    for image in images:
-        helper.sample = image[None]
-        maps = list(helper.collect().values())  # per layer (h, L, L), in layer order
-        if not maps:
-            return None  # the attention core cannot materialise its weights
-        rollout = attention_rollout(maps)  # (L, L)
-        if pooling == "cls":
-            weights = rollout[0, 1:]  # what the class token reads from each patch
-        else:
-            weights = rollout.mean(axis=0)  # what the mean-pooled output reads
-        grids.append(weights.reshape(grid))  # (gh, gw)
-    return np.stack(grids)
-
-
-def rollout_figure(images, grids):
-    """PNG (as ``(H, W, 4)`` uint8) with each image above its rollout map."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-    import PIL.Image
-
-    k = len(images)
-    fig, axes = plt.subplots(2, k, figsize=(1.6 * k, 3.4), dpi=80, squeeze=False)
-    for i in range(k):
-        image = images[i]
-        axes[0, i].imshow(image[..., 0] if image.shape[-1] == 1 else image, cmap="gray")
-        axes[1, i].imshow(grids[i], cmap="inferno")
-        for ax in axes[:, i]:
-            ax.set_xticks([])
-            ax.set_yticks([])
-    axes[0, 0].set_ylabel("image", fontsize=8)
-    axes[1, 0].set_ylabel("rollout", fontsize=8)
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
-    plt.close(fig)
-    buffer.seek(0)
-    return np.asarray(PIL.Image.open(buffer).convert("RGBA"))
-
-
-class RolloutLogger(keras.callbacks.Callback):
-    """Every ``every`` epochs: the rollout figure (``attention_rollout``) and per-head maps."""
-
-    def __init__(self, images, logdir, every, pooling, grid):
-        super().__init__()
-        self.images, self.logdir, self.every = images, logdir, every
-        self.pooling, self.grid = pooling, grid
-        self.heads = AttentionMapLogger(images[:1], logdir, every_n_epochs=every, max_heads=2)
-        self._writer = None
-
-    def set_model(self, model):
-        super().set_model(model)
-        self.heads.set_model(model)
-
-    def log(self, step):
-        import tensorflow as tf
-
-        grids = rollout_grid(self.model, self.images, self.pooling, self.grid)
-        if grids is None:
-            return None
-        figure = rollout_figure(self.images, grids)
-        if self._writer is None:
-            self._writer = summary_writer(self.logdir)
-        with self._writer.as_default(step=step):
-            tf.summary.image("attention_rollout", figure[None])
-        self._writer.flush()
-        return figure
-
-    def on_epoch_end(self, epoch, logs=None):
-        if (epoch + 1) % self.every == 0:
-            self.log(epoch)
-        self.heads.on_epoch_end(epoch, logs)
-
-    def on_train_end(self, logs=None):
-        self.heads.on_train_end(logs)
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
-
-
 def load_data(args):
     """``(x_train, y_train), (x_val, y_val), (x_test, y_test), class_names, description``."""
+    import numpy as np
+
+    from keras_transformers.data.images import load_digits, load_image_folder
+
     if args.data is None:
         (x, y), test, classes = load_digits(args.test_fraction, seed=args.seed)
         source = "built-in 8x8 digits (scikit-learn)"
@@ -390,26 +306,34 @@ def load_data(args):
 
 
 def train(args):
+    # Imported after parsing so that --help and argument errors answer at once.
+    import keras
+
+    from keras_transformers import attention, positional
+    from keras_transformers.callbacks.rollout import RolloutLogger
+    from keras_transformers.models.vit import build_vit
+    from keras_transformers.recipes import run
+
     started = time.time()
-    with training.user_errors("--attention"):
-        attention_registry.get(args.attention)
+    with run.user_errors("--attention"):
+        attention.get(args.attention)
     if args.position not in (None, "sinusoid2d"):
-        with training.user_errors("--position"):
+        with run.user_errors("--position"):
             positional.get(args.position)
     keras.config.set_dtype_policy(args.precision)
     keras.utils.set_random_seed(args.seed)
-    logdir = training.prepare_logdir(args)
+    logdir = run.prepare_logdir(args)
     print(f"keras {keras.__version__} (backend: {keras.backend.backend()}); logdir: {logdir}")
-    with training.user_errors("--data"):
+    with run.user_errors("--data"):
         (x_train, y_train), (x_val, y_val), (x_test, y_test), classes, source = load_data(args)
     print(
         f"data: {source}: {len(x_train)} train / {len(x_val)} validation / {len(x_test)} test "
         f"images of shape {x_train.shape[1:]}, {len(classes)} classes"
     )
     height, width, channels = x_train.shape[1:]
-    steps = training.steps_per_epoch(args, len(x_train))
-    with training.distribution_scope(args):
-        with training.user_errors("model"):
+    steps = run.steps_per_epoch(args, len(x_train))
+    with run.distribution_scope(args):
+        with run.user_errors("model"):
             model = build_vit(
                 (height, width),
                 args.patch_size,
@@ -425,7 +349,7 @@ def train(args):
                 patch_embedding=args.patch_embedding,
                 dropout=args.dropout,
             )
-        training.compile_model(
+        run.compile_model(
             model,
             args,
             steps * args.epochs,
@@ -433,15 +357,9 @@ def train(args):
             metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
         )
     print(f"{steps} steps per epoch, {model.count_params():,} parameters")
-    first_epoch = 0
-    metadata = os.path.join(logdir, "backup", "training_metadata.json")
-    if os.path.exists(metadata):
-        import json
-
-        with open(metadata) as f:
-            first_epoch = min(int(json.load(f).get("epoch", 0)), args.epochs)
+    first_epoch = run.resume_epoch(args)
     rollout_images = x_test[: args.rollout_images]
-    callbacks = training.make_callbacks(logdir) + training.run_callbacks(args, x_train)
+    callbacks = run.make_callbacks(logdir) + run.run_callbacks(args, x_train)
     rollout = None
     if args.log_attention_every > 0:
         grid = (height // args.patch_size, width // args.patch_size)
@@ -472,7 +390,7 @@ def train(args):
                 f"{os.path.join(logdir, 'attention_rollout.png')}"
             )
         rollout.on_train_end()
-    return training._finish(history, args, started, test_accuracy=float(results["accuracy"]))
+    return run.finish(history, args, started=started, test_accuracy=float(results["accuracy"]))
 
 
 def main(argv=None, prog=None):

@@ -253,15 +253,19 @@ def describe(model, args, num_train, num_val, steps):
     )
 
 
-def finish(history, args, **summary):
-    """Attach the run's results to the History, rewrite config.json and print the log folder."""
+def finish(history, args, started=None, **summary):
+    """Attach the run's results to the History, rewrite config.json and print the log folder.
+
+    ``started``: the run's start time (default: when :func:`setup` ran).
+    """
+    started = _clock["started"] if started is None else started
     history.logdir = args.logdir
     history.summary = summary
     write_config(args)  # again: sizes resolved from the data (e.g. --seq-len) are now known
     losses = history.history.get("loss", [])
     if losses:
         print(f"loss: first epoch {losses[0]:.4f}, last epoch {losses[-1]:.4f}")
-    print(f"Finished in {time.time() - _clock['started']:.1f} s.")
+    print(f"Finished in {time.time() - started:.1f} s.")
     print(f"Logs and checkpoints (best.keras, last.keras): {args.logdir}")
     print(f"View the curves with:\n  tensorboard --logdir {args.logdir}")
     return history

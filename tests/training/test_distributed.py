@@ -43,9 +43,11 @@ RUNNER = textwrap.dedent("""
         cpu = tf.config.list_physical_devices("CPU")[0]
         tf.config.set_logical_device_configuration(
             cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-    from keras_transformers import training
-    history = training.run("classifier", sys.argv[2:])
-    with open(sys.argv[1], "w") as f:
+    import runpy
+    script = os.path.join(os.environ["PYTHONPATH"], "examples", "train_classifier.py")
+    out, sys.argv = sys.argv[1], [script, *sys.argv[2:]]
+    history = runpy.run_path(script, run_name="__main__")["history"]
+    with open(out, "w") as f:
         json.dump({"loss": history.history["loss"]}, f)
 """)
 
