@@ -2,7 +2,6 @@
 
 import keras
 from keras import ops
-from keras_hub.layers import ReversibleEmbedding
 
 from keras_transformers import positional
 
@@ -82,28 +81,3 @@ def embedding_position_layer(position, max_length, name):
         config["max_length"] = int(max_length)
     config["name"] = name
     return position.__class__.from_config(config)
-
-
-def embed_lm_tokens(token_ids, vocab_size, d_model, tie_embeddings, position, max_length, dropout):
-    """The front of a decoder LM: token embedding, embedding-side position, dropout.
-
-    Args:
-        token_ids: ``(B, L)`` int input.
-        position: the embedding-side encoding from :func:`resolve_position` (or None).
-        max_length: rows of a learned position table.
-        dropout: rate of the ``embedding_dropout`` layer (none is added for 0).
-
-    Returns:
-        ``(embedding, x)``: the ``ReversibleEmbedding`` named ``token_embedding`` (with
-        ``tie_embeddings`` its ``reverse=True`` call is the output head) and ``x (B, L, d)``.
-    """
-    embedding = ReversibleEmbedding(
-        vocab_size, d_model, tie_weights=tie_embeddings, name="token_embedding"
-    )
-    x = embedding(token_ids)  # (B, L, d)
-    pos_layer = embedding_position_layer(position, max_length, "position_embedding")
-    if pos_layer is not None:
-        x = pos_layer(x)
-    if dropout:
-        x = keras.layers.Dropout(dropout, name="embedding_dropout")(x)
-    return embedding, x

@@ -551,7 +551,7 @@ def build_perceiver_ar(
     core = attention_registry.get(attention)
     if not core.supports_causal:
         raise ValueError(
-            f"attention={core.registry_name!r} does not support causal attention, which the "
+            f"attention={core.variant!r} does not support causal attention, which the "
             "Perceiver AR latent stack needs."
         )
     inputs, x, padding_mask = _inputs_and_embedding(

@@ -101,7 +101,7 @@ def test_sliding_window_cache_is_a_ring_of_w_plus_1():
     gen = Generator(model, jit=False)
     cache = gen.empty_cache(2, MAXLEN)
     assert [tuple(c.shape) for c in cache] == [(2, 2, WINDOW + 1, 1, 8)]
-    mha = model.get_layer("decoder_block_0").self_attention
+    mha = model.transformer_layers[0].self_attention
     assert tuple(mha.init_cache(2, 4096).shape) == (2, 2, WINDOW + 1, 1, 8)  # O(w), not O(L)
     _, _, cache = gen.call_with_cache(np.ones((2, 5), "int32"), cache, 0)
     shapes = set()
@@ -128,7 +128,7 @@ def test_ring_holds_the_last_w_plus_1_keys():
 def test_kernel_cache_is_constant_size_state(name):
     config = {"name": name, "num_features": 12} if name == "performer" else name
     model = build(config, "rope", layers=1)
-    mha = model.get_layer("decoder_block_0").self_attention
+    mha = model.transformer_layers[0].self_attention
     r = 12 if name == "performer" else 8
     assert tuple(mha.init_cache(3, 16).shape) == (3, 2, r, 9)
     assert tuple(mha.init_cache(3, 100000).shape) == (3, 2, r, 9)

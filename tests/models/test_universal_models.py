@@ -42,10 +42,10 @@ def test_classifier_fits_with_ponder_loss_and_round_trips(tmp_path):
     assert len(model.losses) == 1  # the ACT ponder cost
     history = model.fit(x, y, epochs=1, verbose=0)
     assert np.isfinite(history.history["loss"][0])
-    steps = float(model.get_layer("universal_block").average_ponder_steps.numpy())
+    steps = float(model.universal_block.average_ponder_steps.numpy())
     assert 1.0 <= steps <= 3.0
     loaded = round_trip(model, x, tmp_path)
-    assert loaded.get_layer("universal_block").max_steps == 3
+    assert loaded.universal_block.max_steps == 3
 
 
 def test_classifier_weight_count_independent_of_steps():
