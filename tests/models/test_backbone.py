@@ -198,3 +198,15 @@ def test_families_save_and_load_in_a_fresh_process(tmp_path):
             assert got["generated"] is None, family
         else:
             np.testing.assert_array_equal(got["generated"], want["generated"], err_msg=family)
+
+
+def test_backbone_docs_page_runs():
+    """The example of docs/models/backbone.md runs as written."""
+    import pathlib
+    import re
+
+    page = pathlib.Path(__file__).resolve().parents[2] / "docs" / "models" / "backbone.md"
+    blocks = re.findall(r"^```python\n(.*?)^```", page.read_text(), re.DOTALL | re.MULTILINE)
+    assert blocks
+    for source in blocks:
+        exec(compile(source, str(page), "exec"), {"__name__": "__docs__"})  # noqa: S102
