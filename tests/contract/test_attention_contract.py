@@ -2,7 +2,11 @@
 
 Each core runs with its ``example_config`` through ``kt.attention.MultiHeadAttention``:
 output shapes, padding masks, causality, ``.keras`` round trip, finite gradients with one
-``fit`` step (eager and ``jit_compile=True``), mixed precision, and the builders.
+``fit`` step (eager and ``jit_compile=True``), mixed precision, and the builders. What a core may
+refuse is read from its capability attributes (``supports_causal``, ``supports_cross_attention``,
+``supports_cache``, ``supports_attention_scores``, ...), never from its registered name: a core
+that declares a capability must deliver it (cached decoding equals the full pass), one that does
+not must refuse it with a clear error.
 """
 
 import os
