@@ -109,6 +109,29 @@ def test_kv_cache_decoding_equals_full_recompute():
     np.testing.assert_allclose(np.concatenate(steps, 1), full, atol=1e-5)
 
 
+def test_core_cache_protocol_with_grouped_heads():
+    """The core's own init_cache/decode_step (no shell): grouped (B, l, h_kv, dh) keys go into
+    the cache unrepeated, and step-by-step outputs equal one causal call."""
+    core = kt.attention.get("full")
+    q = RNG.normal(size=(2, 5, 4, 8)).astype("float32")  # (B, L, h, dh)
+    k = RNG.normal(size=(2, 5, 2, 8)).astype("float32")  # (B, L, h_kv, dh)
+    v = RNG.normal(size=(2, 5, 2, 8)).astype("float32")
+    want = keras.ops.convert_to_numpy(core(q, k, v, causal=True))  # (B, L, h, dh)
+    cache = core.init_cache(2, 5, 4, 2, 8, 8, "float32")
+    assert tuple(cache.shape) == (2, 2, 5, 2, 8)  # (B, 2, L_max, h_kv, dh)
+    outs = []
+    for t in range(5):
+        context = core.context(causal=True, query_offset=t)
+        out, cache = core.decode_step(
+            q[:, t : t + 1], k[:, t : t + 1], v[:, t : t + 1], cache, t, context
+        )
+        outs.append(keras.ops.convert_to_numpy(out))
+    np.testing.assert_allclose(np.concatenate(outs, 1), want, atol=1e-5)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(cache[:, 0]), k, atol=0)
+    with pytest.raises(ValueError, match="value_dim"):
+        core.init_cache(2, 5, 4, 2, 8, 6, "float32")
+
+
 def test_bad_inputs_raise_clear_errors():
     layer = kt.attention.MultiHeadAttention(num_heads=2, key_dim=4)
     with pytest.raises(ValueError, match="rank 3"):
