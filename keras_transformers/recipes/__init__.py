@@ -7,6 +7,9 @@
   epoch batches, final report.
 * :mod:`~keras_transformers.recipes.lm`, :mod:`~keras_transformers.recipes.classifier`,
   :mod:`~keras_transformers.recipes.seq2seq` -- each task's data and report.
+* :mod:`~keras_transformers.recipes.vit`, :mod:`~keras_transformers.recipes.bert`,
+  :mod:`~keras_transformers.recipes.decision_transformer` -- the flags (imported without Keras),
+  data and reports of the ViT, BERT and Decision Transformer scripts.
 
 ``examples/train_<task>.py`` build, compile and fit their model in plain sight and call these for
 the rest; ``keras-transformers train <task>`` runs those scripts. Submodules load on first use.
@@ -15,7 +18,17 @@ the rest; ``keras-transformers train <task>`` runs those scripts. Submodules loa
 import importlib
 
 EXAMPLES = ("lm", "classifier", "seq2seq")
-_SUBMODULES = ("argtypes", "classifier", "flags", "lm", "run", "seq2seq")
+_SUBMODULES = (
+    "argtypes",
+    "bert",
+    "classifier",
+    "decision_transformer",
+    "flags",
+    "lm",
+    "run",
+    "seq2seq",
+    "vit",
+)
 
 
 def __getattr__(name):

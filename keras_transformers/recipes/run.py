@@ -43,11 +43,14 @@ def user_errors(what):
         raise SystemExit(f"error: {what}: {error}") from error
 
 
-def check_specs(args):
-    """Fail fast (before any data is read) on an unknown or misconfigured --attention/--position."""
+def check_specs(args, known_positions=()):
+    """Fail fast (before any data is read) on an unknown or misconfigured --attention/--position.
+
+    ``known_positions``: names the model builder handles itself (not in the registry).
+    """
     with user_errors("--attention"):
         attention.get(args.attention)
-    if getattr(args, "position", None) is not None:
+    if getattr(args, "position", None) not in (None, *known_positions):
         with user_errors("--position"):
             positional.get(args.position)
 
@@ -68,10 +71,10 @@ def prepare_logdir(args):
     return args.logdir
 
 
-def setup(args):
+def setup(args, known_positions=()):
     """Check the layer names, seed everything, create the log folder and print the run header."""
     _clock["started"] = time.time()
-    check_specs(args)
+    check_specs(args, known_positions)
     keras.config.set_dtype_policy(getattr(args, "precision", "float32"))
     keras.utils.set_random_seed(args.seed)
     logdir = prepare_logdir(args)
@@ -117,22 +120,24 @@ def steps_per_epoch(args, num_train):
     return args.steps_per_epoch or max(1, -(-num_train // args.batch_size))
 
 
-def learning_rate(args, total_steps):
+def learning_rate(args, total_steps, peak=None):
     """``--lr`` under ``--schedule``: linear warm-up then cosine decay to ``0.1 · lr``, or constant.
 
-    The warm-up is ``--warmup-steps`` (default 5% of ``total_steps``, at most 100).
+    The warm-up is ``--warmup-steps`` (default 5% of ``total_steps``, at most 100). ``peak``
+    replaces ``--lr`` (scripts with one learning rate per phase).
     """
+    lr = args.lr if peak is None else peak
     if args.schedule == "constant":
-        return args.lr
+        return lr
     warmup = args.warmup_steps
     if warmup is None:
         warmup = min(100, total_steps // 20)
     warmup = min(warmup, max(total_steps - 1, 0))
     return keras.optimizers.schedules.CosineDecay(
-        initial_learning_rate=0.0 if warmup else args.lr,
+        initial_learning_rate=0.0 if warmup else lr,
         decay_steps=max(total_steps - warmup, 1),
         alpha=0.1,
-        warmup_target=args.lr if warmup else None,
+        warmup_target=lr if warmup else None,
         warmup_steps=warmup,
     )
 

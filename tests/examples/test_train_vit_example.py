@@ -120,7 +120,8 @@ def test_vit_example_help(capsys, monkeypatch):
 
 
 def test_vit_example_rejects_bad_sizes(capsys):
-    module = runpy.run_path(str(SCRIPT))
+    from keras_transformers.recipes import vit
+
     with pytest.raises(SystemExit):
-        module["parse_args"](["--d-model", "30", "--heads", "4"])
+        vit.parse_args(["--d-model", "30", "--heads", "4"])
     assert "must be divisible by --heads" in capsys.readouterr().err

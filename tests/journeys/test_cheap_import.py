@@ -131,3 +131,37 @@ LOAD = """
 def test_load_model_needs_only_the_package_import(checkpoint, imports):
     out = _python(LOAD.format(imports=imports.replace("\n", "\n    ")), checkpoint)
     assert _last_json(out) == ["keras_transformers.optimizers", "NoamSchedule"]
+
+
+def test_every_serialisable_class_of_the_package_is_registered():
+    """Layers, models, losses, metrics, optimizers and schedules defined anywhere in the package
+    are registered after ``import keras_transformers; import keras`` (fresh process). Only
+    abstract bases (subclassed by registered classes) and private helpers may stay out."""
+    out = _python(
+        """
+        import inspect, json, pkgutil, importlib, sys
+        import keras_transformers
+        import keras
+        for info in pkgutil.walk_packages(keras_transformers.__path__, "keras_transformers."):
+            if not info.name.startswith("keras_transformers.cli"):
+                importlib.import_module(info.name)
+        bases = (keras.layers.Layer, keras.losses.Loss, keras.metrics.Metric,
+                 keras.optimizers.Optimizer, keras.optimizers.schedules.LearningRateSchedule)
+        missing, checked = [], 0
+        for name, module in sorted(sys.modules.items()):
+            if not name.startswith("keras_transformers"):
+                continue
+            for cls in vars(module).values():
+                if inspect.isclass(cls) and cls.__module__ == name and issubclass(cls, bases):
+                    checked += 1
+                    registered = keras.saving.get_registered_name(cls)
+                    if keras.saving.get_registered_object(registered) is cls:
+                        continue
+                    if cls.__name__.startswith("_") or cls.__subclasses__():
+                        continue  # private helper or abstract base
+                    missing.append(f"{name}.{cls.__name__}")
+        print(json.dumps({"checked": checked, "missing": missing}))
+        """
+    )
+    result = _last_json(out)
+    assert result["missing"] == [] and result["checked"] > 50, result

@@ -114,6 +114,7 @@ EVALUATE_CLASSIFIER = """
 def _env(**extra):
     env = dict(os.environ)
     env["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    env["KERAS_BACKEND"] = "tensorflow"  # trained and first loaded on TensorFlow
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
     env.update(extra)
     return env
