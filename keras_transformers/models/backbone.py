@@ -213,6 +213,15 @@ class BackboneModel(keras.Model):
             trainable=trainable,
             **kwargs,
         )
+        object.__setattr__(self, "_kt_graph_built", True)
+
+    def __setattr__(self, name, value):
+        # The parts are set while the graph is built, before keras.Model.__init__; on the torch
+        # backend a torch.nn.Module refuses sublayers before its own __init__. Every part is a
+        # layer of the Functional graph, which tracks it, so a plain attribute is enough there.
+        if keras.config.backend() == "torch" and not self.__dict__.get("_kt_graph_built"):
+            return object.__setattr__(self, name, value)
+        return super().__setattr__(name, value)
 
     def build_graph(self, **config):  # pragma: no cover - abstract
         raise NotImplementedError(f"{type(self).__name__} must implement build_graph(**config).")
