@@ -38,11 +38,11 @@ from keras import ops
 
 from keras_transformers.models.backbone import (
     BackboneModel,
+    builder_arguments,
     check_model_sizes,
-    make_blocks,
 )
 from keras_transformers.models.decoder_lm import DecoderLM
-from keras_transformers.models.layers import PaddingMask, SequencePooling, resolve_position
+from keras_transformers.models.layers import PaddingMask, SequencePooling
 
 CONFIDENCE_MEASURES = ("softmax_max", "softmax_response", "saturation")
 EXIT_WEIGHTS = ("uniform", "linear")
@@ -158,49 +158,21 @@ class EarlyExitClassifier(BackboneModel):
 
     default_name = "early_exit_classifier"
 
-    def build_graph(
-        self,
-        vocab_size,
-        num_classes,
-        max_length,
-        d_model=128,
-        num_heads=4,
-        num_layers=4,
-        ff_dim=None,
-        attention="full",
-        position="learned",
-        dropout=0.1,
-        pooling="mean",
-        activation="gelu",
-        norm_first=True,
-    ):
-        _, score_pos = resolve_position(position)
+    def build_graph(self, num_classes, max_length, num_layers, dropout, pooling, **config):
         token_ids = keras.Input(shape=(max_length,), dtype="int32", name="token_ids")
         self.padding_mask_layer = PaddingMask(name="padding_mask")
         padding_mask = self.padding_mask_layer(token_ids)  # (B, L)
-        blocks = make_blocks(
+        self.assemble_stack(
             "encoder",
-            num_layers,
-            d_model,
-            num_heads,
-            ff_dim or 4 * d_model,
-            attention,
-            score_pos,
-            norm_first=norm_first,
-            dropout=dropout,
-            activation=activation,
-        )
-        self.assemble(
             token_ids,
-            blocks,
-            vocab_size=vocab_size,
-            d_model=d_model,
             max_length=max_length,
-            position=position,
+            num_layers=num_layers,
             dropout=dropout,
-            norm_first=False,  # every exit has its own norm
+            final_norm=False,  # every exit has its own norm
             padding_mask=padding_mask,
+            **config,
         )
+        norm_first = config.get("norm_first", True)
         n = range(num_layers)
         self.exit_norms = [
             keras.layers.LayerNormalization(epsilon=1e-5, name=f"exit_norm_{i}")
@@ -279,7 +251,7 @@ def build_early_exit_classifier(
         :class:`EarlyExitPredictor`.
     """
     check_model_sizes(d_model, num_heads, num_layers)
-    return EarlyExitClassifier(**_arguments(locals()))
+    return EarlyExitClassifier(**builder_arguments(locals()))
 
 
 def build_early_exit_lm(
@@ -308,12 +280,7 @@ def build_early_exit_lm(
         ``token_ids (B, L) -> exit logits (B, N, L, V)``; train with ``MultiExitLoss("linear")``.
     """
     check_model_sizes(d_model, num_heads, num_layers)
-    return EarlyExitLM(**_arguments(locals()))
-
-
-def _arguments(builder_locals):
-    """A builder's arguments as the model's config."""
-    return {key: value for key, value in builder_locals.items() if not key.startswith("_")}
+    return EarlyExitLM(**builder_arguments(locals()))
 
 
 def confidence(measure, logits, hidden=None, previous_hidden=None):

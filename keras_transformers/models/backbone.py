@@ -179,6 +179,11 @@ def run_backbone(
     return x, parts
 
 
+def builder_arguments(arguments, drop=()):
+    """A builder's ``locals()`` (taken first thing) as the model's config, less ``drop``."""
+    return {key: value for key, value in arguments.items() if key not in drop}
+
+
 def _serialize(value):
     """A builder argument as a JSON-able value (layer instances as Keras configs)."""
     if isinstance(value, keras.layers.Layer):
@@ -237,6 +242,78 @@ class BackboneModel(keras.Model):
         for part, layer in parts.items():
             setattr(self, prefix + part, layer)
         return x
+
+    def assemble_stack(
+        self,
+        kind,
+        token_ids,
+        num_layers,
+        d_model,
+        num_heads,
+        ff_dim=None,
+        attention="full",
+        position=None,
+        dropout=0.0,
+        activation="gelu",
+        norm_first=True,
+        num_key_value_heads=None,
+        cross_attention=None,
+        replace=None,
+        final_norm=None,
+        **backbone_args,
+    ):
+        """:func:`make_blocks` of ``kind`` then :meth:`assemble`: the usual builder stack.
+
+        Args:
+            kind: ``"encoder"`` or ``"decoder"`` blocks.
+            token_ids: ``(B, L)`` int input (None with ``embedded=``).
+            num_layers: number of blocks ``N``.
+            d_model: model width ``d``.
+            num_heads: attention heads ``h`` (``d_model / h`` per head).
+            ff_dim: feed-forward width (``4·d_model`` by default).
+            attention: the builder's ``attention=``; every block gets a fresh core.
+            position: the builder's ``position=`` (embedding side here, score side in the
+                blocks).
+            dropout: embedding, residual and feed-forward dropout.
+            activation: feed-forward activation.
+            norm_first: pre-norm blocks and a ``final_norm``.
+            num_key_value_heads: grouped key/value heads (None: one per query head).
+            cross_attention: decoder blocks only (None leaves the block's default).
+            replace: ``{index: layer}`` blocks to use instead of the generated ones.
+            final_norm: end with ``final_norm`` (None: when ``norm_first``).
+            **backbone_args: the other arguments of :func:`run_backbone` and the blocks' call
+                inputs (``padding_mask=...``).
+
+        Returns:
+            the hidden states ``(B, L, d)``.
+        """
+        _, score_pos = resolve_position(position)
+        block_args = dict(norm_first=norm_first, dropout=dropout, activation=activation)
+        if num_key_value_heads is not None:
+            block_args["num_key_value_heads"] = num_key_value_heads
+        if cross_attention is not None:
+            block_args["cross_attention"] = cross_attention
+        blocks = make_blocks(
+            kind,
+            num_layers,
+            d_model,
+            num_heads,
+            ff_dim or 4 * d_model,
+            attention,
+            score_pos,
+            **block_args,
+        )
+        for index, block in (replace or {}).items():
+            blocks[index] = block
+        return self.assemble(
+            token_ids,
+            blocks,
+            d_model=d_model,
+            position=position,
+            dropout=dropout,
+            norm_first=norm_first if final_norm is None else final_norm,
+            **backbone_args,
+        )
 
     # ----------------------------------------------------------------------------- config
     def get_config(self):

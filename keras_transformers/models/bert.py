@@ -40,7 +40,7 @@ import numpy as np
 from keras import ops
 
 from keras_transformers.data.tokenizers import BOS_ID, EOS_ID, NUM_SPECIAL_TOKENS, PAD_ID
-from keras_transformers.models.backbone import BackboneModel, check_model_sizes
+from keras_transformers.models.backbone import BackboneModel, builder_arguments, check_model_sizes
 from keras_transformers.models.encoder_classifier import encode_tokens
 from keras_transformers.models.layers import SequencePooling
 
@@ -302,7 +302,12 @@ class BertPretrainer(BackboneModel):
     def build_graph(self, vocab_size, max_length, max_selections, activation="gelu", **encoder):
         token_ids = keras.Input(shape=(max_length,), dtype="int32", name="token_ids")
         hidden, _ = encode_tokens(
-            self, token_ids, vocab_size, max_length, activation=activation, **encoder
+            self,
+            token_ids,
+            vocab_size=vocab_size,
+            max_length=max_length,
+            activation=activation,
+            **encoder,
         )  # (B, L, d)
         mask_positions = keras.Input(shape=(max_selections,), dtype="int32", name="mask_positions")
         table = self.token_embedding(
@@ -357,26 +362,14 @@ def build_bert_pretrainer(
         :func:`build_text_encoder` (``token_embedding``, ``position_embedding``,
         ``encoder_block_<i>``, ``final_norm``).
     """
-    p = int(max_selections or default_max_selections(max_length, selection_rate))
-    if p < 1:
+    config = builder_arguments(locals(), drop=("selection_rate",))
+    config["max_selections"] = int(
+        max_selections or default_max_selections(max_length, selection_rate)
+    )
+    if config["max_selections"] < 1:
         raise ValueError(f"max_selections={max_selections}: must be >= 1")
     check_model_sizes(d_model, num_heads, num_layers)
-    return BertPretrainer(
-        vocab_size=vocab_size,
-        max_length=max_length,
-        max_selections=p,
-        d_model=d_model,
-        num_heads=num_heads,
-        num_layers=num_layers,
-        ff_dim=ff_dim,
-        attention=attention,
-        position=position,
-        dropout=dropout,
-        activation=activation,
-        norm_first=norm_first,
-        num_key_value_heads=num_key_value_heads,
-        name=name,
-    )
+    return BertPretrainer(**config)
 
 
 def _as_model(pretrainer):

@@ -29,8 +29,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_transformers.models.backbone import BackboneModel, check_model_sizes, make_blocks
-from keras_transformers.models.layers import resolve_position
+from keras_transformers.models.backbone import BackboneModel, check_model_sizes
 
 INPUT_NAMES = ("returns_to_go", "states", "actions", "timesteps")
 
@@ -91,24 +90,9 @@ class DecisionTransformer(BackboneModel):
     default_name = "decision_transformer"
 
     def build_graph(
-        self,
-        state_dim,
-        num_actions,
-        context_length,
-        max_timestep,
-        d_model=64,
-        num_heads=4,
-        num_layers=2,
-        ff_dim=None,
-        attention="full",
-        position=None,
-        dropout=0.1,
-        activation="gelu",
-        norm_first=True,
-        return_scale=1.0,
+        self, state_dim, num_actions, context_length, max_timestep, d_model, return_scale, **config
     ):
         k = int(context_length)
-        _, score_pos = resolve_position(position)
         rtg = keras.Input(shape=(k, 1), dtype="float32", name="returns_to_go")
         states = keras.Input(shape=(k, int(state_dim)), dtype="float32", name="states")
         actions = keras.Input(shape=(k,), dtype="int32", name="actions")
@@ -133,28 +117,15 @@ class DecisionTransformer(BackboneModel):
             )
         ]
         x = InterleaveTokens(name="interleave")(tokens)  # (B, 3K, d): R̂_1, s_1, a_1, R̂_2, ...
-        blocks = make_blocks(
+        x = self.assemble_stack(
             "decoder",
-            num_layers,
-            d_model,
-            num_heads,
-            ff_dim or 4 * d_model,
-            attention,
-            score_pos,
-            cross_attention=False,
-            norm_first=norm_first,
-            dropout=dropout,
-            activation=activation,
-        )
-        x = self.assemble(
             None,
-            blocks,
+            d_model=d_model,
+            cross_attention=False,
             embedded=x,
             max_length=3 * k,
-            position=position,
             embedding_norm=True,
-            dropout=dropout,
-            norm_first=norm_first,
+            **config,
         )  # (B, 3K, d), causal over the 3K tokens
         state_tokens = SelectModality(1, name="state_tokens")(x)  # (B, K, d)
         self.action_head = keras.layers.Dense(

@@ -12,11 +12,19 @@ import keras
 
 from keras_transformers.models.backbone import (
     BackboneModel,
+    builder_arguments,
     check_model_sizes,
-    make_blocks,
     needs_static_length,
 )
-from keras_transformers.models.layers import resolve_position
+
+#: build_decoder_lm arguments that only the Transformer-XL form takes
+MEMORY_ARGUMENTS = (
+    "memory_length",
+    "batch_size",
+    "compressed_memory_length",
+    "compression_rate",
+    "compression",
+)
 
 
 @keras.saving.register_keras_serializable(package="keras_transformers")
@@ -42,50 +50,17 @@ class DecoderLM(BackboneModel):
     #: ``stateless_call`` so that it leaves the memories as they were.
     stateful_memory = False
 
-    def build_graph(
-        self,
-        vocab_size,
-        max_length,
-        d_model=128,
-        num_heads=4,
-        num_layers=2,
-        ff_dim=None,
-        attention="full",
-        position="learned",
-        dropout=0.0,
-        activation="gelu",
-        norm_first=True,
-        tie_embeddings=True,
-        num_key_value_heads=None,
-    ):
-        _, score_pos = resolve_position(position)
+    def build_graph(self, max_length, attention="full", **config):
         length = max_length if needs_static_length(attention) else None
         token_ids = keras.Input(shape=(length,), dtype="int32", name="token_ids")
-        blocks = make_blocks(
+        x = self.assemble_stack(
             "decoder",
-            num_layers,
-            d_model,
-            num_heads,
-            ff_dim or 4 * d_model,
-            attention,
-            score_pos,
-            cross_attention=False,
-            norm_first=norm_first,
-            dropout=dropout,
-            activation=activation,
-            num_key_value_heads=num_key_value_heads,
-        )
-        x = self.assemble(
             token_ids,
-            blocks,
-            vocab_size=vocab_size,
-            d_model=d_model,
             max_length=max_length,
-            position=position,
-            dropout=dropout,
-            norm_first=norm_first,
-            tie_embeddings=tie_embeddings,
-        )
+            attention=attention,
+            cross_attention=False,
+            **config,
+        )  # (B, L, d)
         return token_ids, self.logits_output(x)
 
     def logits_output(self, x):
@@ -183,25 +158,11 @@ def build_decoder_lm(
         ``token_ids (B, L) int -> logits (B, L, V) float32``. Train with
         ``SparseCategoricalCrossentropy(from_logits=True)`` on next-token targets.
     """
+    config = dict(locals())
     if memory_length:
-        return _build_memory_lm(**locals())
+        return _build_memory_lm(**config)
     check_model_sizes(d_model, num_heads, num_layers)
-    return DecoderLM(
-        vocab_size=vocab_size,
-        max_length=max_length,
-        d_model=d_model,
-        num_heads=num_heads,
-        num_layers=num_layers,
-        ff_dim=ff_dim,
-        attention=attention,
-        position=position,
-        dropout=dropout,
-        activation=activation,
-        norm_first=norm_first,
-        tie_embeddings=tie_embeddings,
-        num_key_value_heads=num_key_value_heads,
-        name=name,
-    )
+    return DecoderLM(**builder_arguments(config, drop=MEMORY_ARGUMENTS))
 
 
 def _build_memory_lm(**args):

@@ -9,10 +9,9 @@ import keras
 from keras_transformers.models.backbone import (
     BackboneModel,
     check_model_sizes,
-    make_blocks,
     needs_static_length,
 )
-from keras_transformers.models.layers import PaddingMask, SequencePooling, resolve_position
+from keras_transformers.models.layers import PaddingMask, SequencePooling
 
 __all__ = [
     "EncoderClassifier",
@@ -26,57 +25,20 @@ __all__ = [
 ]
 
 
-def encode_tokens(
-    model,
-    token_ids,
-    vocab_size,
-    max_length,
-    d_model=128,
-    num_heads=4,
-    num_layers=2,
-    ff_dim=None,
-    attention="full",
-    position="learned",
-    dropout=0.1,
-    activation="gelu",
-    norm_first=True,
-    num_key_value_heads=None,
-):
+def encode_tokens(model, token_ids, **config):
     """The encoder sequence of ``model``: padding mask + the shared backbone of encoder blocks.
 
-    Sets ``model.padding_mask_layer`` and the backbone parts (:meth:`BackboneModel.assemble`).
+    Sets ``model.padding_mask_layer`` and the backbone parts
+    (:meth:`~keras_transformers.models.backbone.BackboneModel.assemble_stack` with ``config``,
+    the arguments of :func:`build_text_encoder` less ``pooling``).
 
     Returns:
         ``(hidden (B, L, d), padding_mask (B, L))``.
     """
-    _, score_pos = resolve_position(position)
     model.padding_mask_layer = PaddingMask(name="padding_mask")
     padding_mask = model.padding_mask_layer(token_ids)  # (B, L)
-    blocks = make_blocks(
-        "encoder",
-        num_layers,
-        d_model,
-        num_heads,
-        ff_dim or 4 * d_model,
-        attention,
-        score_pos,
-        norm_first=norm_first,
-        dropout=dropout,
-        activation=activation,
-        num_key_value_heads=num_key_value_heads,
-    )
-    x = model.assemble(
-        token_ids,
-        blocks,
-        vocab_size=vocab_size,
-        d_model=d_model,
-        max_length=max_length,
-        position=position,
-        dropout=dropout,
-        norm_first=norm_first,
-        padding_mask=padding_mask,
-    )  # (B, L, d)
-    return x, padding_mask
+    x = model.assemble_stack("encoder", token_ids, padding_mask=padding_mask, **config)
+    return x, padding_mask  # (B, L, d), (B, L)
 
 
 @keras.saving.register_keras_serializable(package="keras_transformers")
@@ -90,9 +52,9 @@ class TextEncoder(BackboneModel):
 
     default_name = "text_encoder"
 
-    def build_graph(self, max_length, pooling="mean", **encoder_args):
+    def build_graph(self, max_length, pooling="mean", **config):
         token_ids = keras.Input(shape=(max_length,), dtype="int32", name="token_ids")
-        x, padding_mask = encode_tokens(self, token_ids, max_length=max_length, **encoder_args)
+        x, padding_mask = encode_tokens(self, token_ids, max_length=max_length, **config)
         self.pooling = SequencePooling(pooling, name="pooling")
         return token_ids, self.pooling(x, padding_mask=padding_mask)  # (B, d)
 
@@ -138,23 +100,9 @@ def build_text_encoder(
     Arguments as in :func:`build_encoder_classifier`. Used on its own for two-tower models
     (retrieval): call the returned model on each input.
     """
+    config = dict(locals())
     check_model_sizes(d_model, num_heads, num_layers)
-    return TextEncoder(
-        vocab_size=vocab_size,
-        max_length=max_length,
-        d_model=d_model,
-        num_heads=num_heads,
-        num_layers=num_layers,
-        ff_dim=ff_dim,
-        attention=attention,
-        position=position,
-        dropout=dropout,
-        pooling=pooling,
-        activation=activation,
-        norm_first=norm_first,
-        num_key_value_heads=num_key_value_heads,
-        name=name,
-    )
+    return TextEncoder(**config)
 
 
 def build_encoder_classifier(
@@ -189,24 +137,9 @@ def build_encoder_classifier(
         ``keras.Model``: ``token_ids (B, L) int -> logits (B, num_classes)``; its encoder is
         ``model.backbone`` (a :class:`TextEncoder` named ``text_encoder``).
     """
+    config = dict(locals())
     check_model_sizes(d_model, num_heads, num_layers)
-    return EncoderClassifier(
-        vocab_size=vocab_size,
-        num_classes=num_classes,
-        max_length=max_length,
-        d_model=d_model,
-        num_heads=num_heads,
-        num_layers=num_layers,
-        ff_dim=ff_dim,
-        attention=attention,
-        position=position,
-        dropout=dropout,
-        pooling=pooling,
-        activation=activation,
-        norm_first=norm_first,
-        num_key_value_heads=num_key_value_heads,
-        name=name,
-    )
+    return EncoderClassifier(**config)
 
 
 def build_retrieval_classifier(vocab_size, max_length, num_classes=2, name="retrieval", **kwargs):

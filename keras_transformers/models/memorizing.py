@@ -26,9 +26,8 @@ import numpy as np
 from keras_transformers.blocks.feedforward import FeedForward
 from keras_transformers.memory.knn import _check_positive_int
 from keras_transformers.memory.memorizing import KNNAugmentedAttention
-from keras_transformers.models.backbone import check_model_sizes, make_blocks
+from keras_transformers.models.backbone import builder_arguments, check_model_sizes
 from keras_transformers.models.decoder_lm import DecoderLM
-from keras_transformers.models.layers import resolve_position
 
 
 @keras.saving.register_keras_serializable(package="keras_transformers")
@@ -162,67 +161,43 @@ class MemorizingLM(DecoderLM):
 
     def build_graph(
         self,
-        vocab_size,
         segment_length,
         batch_size,
         memory_layer_index,
-        memory_size=1024,
-        top_k=32,
-        d_model=128,
-        num_heads=4,
-        num_layers=2,
-        ff_dim=None,
-        position="learned",
-        attention="full",
-        normalize=True,
-        gate_bias_initializer=0.0,
-        chunk_size=4096,
-        dropout=0.0,
-        activation="gelu",
-        norm_first=True,
-        tie_embeddings=True,
+        memory_size,
+        top_k,
+        normalize,
+        gate_bias_initializer,
+        chunk_size,
+        **config,
     ):
-        _, score_pos = resolve_position(position)
-        ff_dim = ff_dim or 4 * d_model
         token_ids = keras.Input(
             shape=(segment_length,), batch_size=batch_size, dtype="int32", name="token_ids"
         )
-        common = dict(norm_first=norm_first, dropout=dropout, activation=activation)
-        blocks = make_blocks(
-            "decoder",
-            num_layers,
-            d_model,
-            num_heads,
-            ff_dim,
-            attention,
-            score_pos,
-            cross_attention=False,
-            **common,
-        )
-        blocks[memory_layer_index] = MemorizingDecoderBlock(
+        d_model, num_heads = config["d_model"], config["num_heads"]
+        memory_block = MemorizingDecoderBlock(
             num_heads,
             d_model // num_heads,
-            ff_dim,
+            config["ff_dim"] or 4 * d_model,
             memory_size,
             batch_size,
             top_k=top_k,
             normalize=normalize,
             gate_bias_initializer=gate_bias_initializer,
             chunk_size=chunk_size,
+            norm_first=config["norm_first"],
+            dropout=config["dropout"],
+            activation=config["activation"],
             name=f"memorizing_block_{memory_layer_index}",
-            **common,
         )
-        x = self.assemble(
+        x = self.assemble_stack(
+            "decoder",
             token_ids,
-            blocks,
-            vocab_size=vocab_size,
-            d_model=d_model,
             max_length=segment_length,
-            position=position,
-            dropout=dropout,
-            norm_first=norm_first,
-            tie_embeddings=tie_embeddings,
-        )
+            cross_attention=False,
+            replace={memory_layer_index: memory_block},
+            **config,
+        )  # (B, L, d)
         return token_ids, self.logits_output(x)
 
 
@@ -273,6 +248,7 @@ def build_memorizing_lm(
         :class:`MemorizingLM` (a :class:`DecoderLM`): ``token_ids (B, L) int -> logits
         (B, L, V) float32``.
     """
+    config = dict(locals())
     check_model_sizes(d_model, num_heads, num_layers)
     vocab_size = _check_positive_int("vocab_size", vocab_size)
     segment_length = _check_positive_int("segment_length", segment_length)
@@ -285,26 +261,8 @@ def build_memorizing_lm(
             f"[0, num_layers={num_layers})."
         )
     return MemorizingLM(
-        vocab_size=vocab_size,
-        segment_length=segment_length,
-        batch_size=batch_size,
-        memory_size=memory_size,
-        top_k=top_k,
-        d_model=d_model,
-        num_heads=num_heads,
-        num_layers=num_layers,
-        ff_dim=ff_dim,
+        **builder_arguments(config, drop=("memory_layer_index",)),
         memory_layer_index=memory_layer_index,
-        position=position,
-        attention=attention,
-        normalize=normalize,
-        gate_bias_initializer=gate_bias_initializer,
-        chunk_size=chunk_size,
-        dropout=dropout,
-        activation=activation,
-        norm_first=norm_first,
-        tie_embeddings=tie_embeddings,
-        name=name,
     )
 
 

@@ -7,8 +7,8 @@ is padding in both streams.
 
 import keras
 
-from keras_transformers.models.backbone import BackboneModel, check_model_sizes, make_blocks
-from keras_transformers.models.layers import PaddingMask, resolve_position
+from keras_transformers.models.backbone import BackboneModel, check_model_sizes
+from keras_transformers.models.layers import PaddingMask
 
 
 @keras.saving.register_keras_serializable(package="keras_transformers")
@@ -30,63 +30,36 @@ class Seq2Seq(BackboneModel):
         tgt_vocab_size,
         src_length,
         tgt_length,
-        d_model=128,
-        num_heads=4,
-        num_encoder_layers=2,
-        num_decoder_layers=2,
-        ff_dim=None,
-        attention="full",
-        position="learned",
-        dropout=0.1,
-        activation="gelu",
-        norm_first=True,
+        num_encoder_layers,
+        num_decoder_layers,
+        **config,
     ):
-        _, score_pos = resolve_position(position)
         enc_ids = keras.Input(shape=(src_length,), dtype="int32", name="encoder_token_ids")
         dec_ids = keras.Input(shape=(tgt_length,), dtype="int32", name="decoder_token_ids")
         enc_mask = PaddingMask(name="encoder_padding_mask")(enc_ids)  # (B, Ls)
         dec_mask = PaddingMask(name="decoder_padding_mask")(dec_ids)  # (B, Lt)
-        ff_dim = ff_dim or 4 * d_model
-        common = dict(position=position, dropout=dropout, norm_first=norm_first, d_model=d_model)
-        block_args = dict(norm_first=norm_first, dropout=dropout, activation=activation)
-        encoded = self.assemble(
+        encoded = self.assemble_stack(
+            "encoder",
             enc_ids,
-            make_blocks(
-                "encoder",
-                num_encoder_layers,
-                d_model,
-                num_heads,
-                ff_dim,
-                attention,
-                score_pos,
-                **block_args,
-            ),
+            num_layers=num_encoder_layers,
             prefix="encoder_",
             vocab_size=src_vocab_size,
             max_length=src_length,
             padding_mask=enc_mask,
-            **common,
+            **config,
         )  # (B, Ls, d)
-        decoded = self.assemble(
+        decoded = self.assemble_stack(
+            "decoder",
             dec_ids,
-            make_blocks(
-                "decoder",
-                num_decoder_layers,
-                d_model,
-                num_heads,
-                ff_dim,
-                attention,
-                score_pos,
-                cross_attention=True,
-                **block_args,
-            ),
+            num_layers=num_decoder_layers,
+            cross_attention=True,
             prefix="decoder_",
             vocab_size=tgt_vocab_size,
             max_length=tgt_length,
             encoder_outputs=encoded,
             padding_mask=dec_mask,
             encoder_padding_mask=enc_mask,
-            **common,
+            **config,
         )  # (B, Lt, d)
         self.output_head = keras.layers.Dense(tgt_vocab_size, dtype="float32", name="logits")
         inputs = {"encoder_token_ids": enc_ids, "decoder_token_ids": dec_ids}
@@ -119,6 +92,6 @@ def build_seq2seq(
         :class:`Seq2Seq`: ``{"encoder_token_ids": (B, Ls), "decoder_token_ids": (B, Lt)} ->
         logits (B, Lt, V_tgt)``. Train with teacher forcing on shifted targets.
     """
+    config = dict(locals())
     check_model_sizes(d_model, num_heads, max(num_encoder_layers, num_decoder_layers))
-    config = {key: value for key, value in locals().items() if not key.startswith("_")}
     return Seq2Seq(**config)

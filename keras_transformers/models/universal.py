@@ -21,7 +21,11 @@ import keras
 from keras_transformers import attention as attention_registry
 from keras_transformers import positional
 from keras_transformers.blocks.universal import UniversalTransformerBlock
-from keras_transformers.models.backbone import BackboneModel, needs_static_length
+from keras_transformers.models.backbone import (
+    BackboneModel,
+    builder_arguments,
+    needs_static_length,
+)
 from keras_transformers.models.decoder_lm import DecoderLM
 from keras_transformers.models.layers import PaddingMask, SequencePooling, resolve_position
 
@@ -196,7 +200,7 @@ def build_universal_transformer_classifier(
         ``keras.Model``: ``token_ids (B, L) int -> logits (B, num_classes)``.
     """
     _check(d_model, num_heads)
-    return UniversalTransformerClassifier(**_arguments(locals()))
+    return UniversalTransformerClassifier(**builder_arguments(locals()))
 
 
 def build_universal_transformer_lm(
@@ -229,9 +233,4 @@ def build_universal_transformer_lm(
         ``token_ids (B, L) int -> logits (B, L, V) float32``.
     """
     _check(d_model, num_heads)
-    return UniversalTransformerLM(**_arguments(locals()))
-
-
-def _arguments(builder_locals):
-    """A builder's arguments as the model's config."""
-    return {key: value for key, value in builder_locals.items() if not key.startswith("_")}
+    return UniversalTransformerLM(**builder_arguments(locals()))

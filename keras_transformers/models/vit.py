@@ -26,8 +26,8 @@ import numpy as np
 from keras import ops
 
 from keras_transformers import attention as attention_registry
-from keras_transformers.models.backbone import BackboneModel, check_model_sizes, make_blocks
-from keras_transformers.models.layers import SequencePooling, resolve_position
+from keras_transformers.models.backbone import BackboneModel, check_model_sizes
+from keras_transformers.models.layers import SequencePooling
 
 PATCH_MODES = ("conv", "reshape")
 VIT_POOLING = ("cls", "mean")
@@ -301,18 +301,14 @@ class VisionTransformer(BackboneModel):
         image_size,
         patch_size,
         num_classes,
-        channels=3,
-        d_model=64,
-        num_heads=4,
-        num_layers=4,
-        ff_dim=None,
-        attention="full",
-        position="learned",
-        pooling="cls",
-        patch_embedding="conv",
-        dropout=0.1,
-        activation="gelu",
-        norm_first=True,
+        channels,
+        d_model,
+        attention,
+        position,
+        pooling,
+        patch_embedding,
+        dropout,
+        **config,
     ):
         height, width = _pair("image_size", image_size)
         ph, pw = _pair("patch_size", patch_size)
@@ -326,33 +322,21 @@ class VisionTransformer(BackboneModel):
         self.class_token = ClassToken(name="class_token") if prefix else None
         if self.class_token is not None:
             x = self.class_token(x)  # (B, N + 1, d)
-        position_layer, score_pos = None, None
+        position_layer = None
         if position == "sinusoid2d":
             position_layer = SinusoidalPosition2D(grid_h, grid_w, prefix, name="position_embedding")
-        else:
-            _, score_pos = resolve_position(position)
-        blocks = make_blocks(
+        x = self.assemble_stack(
             "encoder",
-            num_layers,
-            d_model,
-            num_heads,
-            ff_dim or 4 * d_model,
-            _grid_attention(attention, grid_h, grid_w, pooling),
-            score_pos,
-            norm_first=norm_first,
-            dropout=dropout,
-            activation=activation,
-        )
-        x = self.assemble(
             None,
-            blocks,
+            d_model=d_model,
+            attention=_grid_attention(attention, grid_h, grid_w, pooling),
+            position=None if position_layer is not None else position,
+            dropout=dropout,
             embedded=x,
             max_length=grid_h * grid_w + prefix,
-            position=None if position_layer is not None else position,
             position_layer=position_layer,
-            dropout=dropout,
-            norm_first=norm_first,
             layer_norm_epsilon=1e-6,
+            **config,
         )  # (B, L, d)
         self.pooling = SequencePooling(pooling, name="pooling")
         pooled = keras.layers.Dropout(dropout, name="head_dropout")(self.pooling(x))
