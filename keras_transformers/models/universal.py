@@ -35,18 +35,51 @@ def _check(d_model, num_heads):
         raise ValueError(f"d_model={d_model} must be divisible by num_heads={num_heads}.")
 
 
-def _universal_block(d_model, num_heads, ff_dim, position, attention, causal, **kwargs):
+def _assemble_universal(
+    model,
+    token_ids,
+    causal,
+    vocab_size,
+    max_length,
+    d_model,
+    num_heads,
+    ff_dim,
+    attention,
+    position,
+    dropout,
+    norm_first,
+    tie_embeddings=True,
+    padding_mask=None,
+    **block_args,
+):
+    """The shared backbone with one weight-tied :class:`UniversalTransformerBlock` as its stack;
+    sets ``model.universal_block``. Returns the hidden states ``(B, L, d)``."""
     _, score_pos = resolve_position(position)
-    return UniversalTransformerBlock(
+    model.universal_block = UniversalTransformerBlock(
         num_heads,
         d_model // num_heads,
         ff_dim or 4 * d_model,
         attention=attention_registry.fresh(attention),
         position=None if score_pos is None else positional.fresh(score_pos),
         causal=causal,
+        norm_first=norm_first,
+        dropout=dropout,
         name="universal_block",
-        **kwargs,
+        **block_args,
     )
+    inputs = {} if padding_mask is None else {"padding_mask": padding_mask}
+    return model.assemble(
+        token_ids,
+        [model.universal_block],
+        vocab_size=vocab_size,
+        d_model=d_model,
+        max_length=max_length,
+        position=position,
+        dropout=dropout,
+        norm_first=norm_first,
+        tie_embeddings=tie_embeddings,
+        **inputs,
+    )  # (B, L, d)
 
 
 @keras.saving.register_keras_serializable(package="keras_transformers")
@@ -61,45 +94,18 @@ class UniversalTransformerClassifier(BackboneModel):
 
     default_name = "universal_transformer_classifier"
 
-    def build_graph(
-        self,
-        vocab_size,
-        num_classes,
-        max_length,
-        d_model=128,
-        num_heads=4,
-        ff_dim=None,
-        attention="full",
-        position=None,
-        dropout=0.1,
-        pooling="mean",
-        norm_first=False,
-        **block_args,
-    ):
+    def build_graph(self, num_classes, max_length, dropout, pooling, **config):
         token_ids = keras.Input(shape=(max_length,), dtype="int32", name="token_ids")
-        padding_mask = PaddingMask(name="padding_mask")(token_ids)
-        self.universal_block = _universal_block(
-            d_model,
-            num_heads,
-            ff_dim,
-            position,
-            attention,
-            causal=False,
-            norm_first=norm_first,
-            dropout=dropout,
-            **block_args,
-        )
-        x = self.assemble(
+        padding_mask = PaddingMask(name="padding_mask")(token_ids)  # (B, L)
+        x = _assemble_universal(
+            self,
             token_ids,
-            [self.universal_block],
-            vocab_size=vocab_size,
-            d_model=d_model,
+            False,
             max_length=max_length,
-            position=position,
             dropout=dropout,
-            norm_first=norm_first,
             padding_mask=padding_mask,
-        )
+            **config,
+        )  # (B, L, d)
         self.pooling = SequencePooling(pooling, name="pooling")
         pooled = self.pooling(x, padding_mask=padding_mask)
         pooled = keras.layers.Dropout(dropout, name="head_dropout")(pooled)
@@ -119,44 +125,12 @@ class UniversalTransformerLM(DecoderLM):
 
     default_name = "universal_transformer_lm"
 
-    def build_graph(
-        self,
-        vocab_size,
-        max_length,
-        d_model=128,
-        num_heads=4,
-        ff_dim=None,
-        attention="full",
-        position=None,
-        dropout=0.0,
-        norm_first=False,
-        tie_embeddings=True,
-        **block_args,
-    ):
+    def build_graph(self, max_length, attention, **config):
         length = max_length if needs_static_length(attention) else None
         token_ids = keras.Input(shape=(length,), dtype="int32", name="token_ids")
-        self.universal_block = _universal_block(
-            d_model,
-            num_heads,
-            ff_dim,
-            position,
-            attention,
-            causal=True,
-            norm_first=norm_first,
-            dropout=dropout,
-            **block_args,
-        )
-        x = self.assemble(
-            token_ids,
-            [self.universal_block],
-            vocab_size=vocab_size,
-            d_model=d_model,
-            max_length=max_length,
-            position=position,
-            dropout=dropout,
-            norm_first=norm_first,
-            tie_embeddings=tie_embeddings,
-        )
+        x = _assemble_universal(
+            self, token_ids, True, max_length=max_length, attention=attention, **config
+        )  # (B, L, d)
         return token_ids, self.logits_output(x)
 
 
