@@ -18,6 +18,8 @@ import subprocess
 import sys
 import time
 
+from keras_transformers.recipes.argtypes import non_negative, positive_int
+
 TASKS = ("listops", "text", "retrieval")
 
 
@@ -30,20 +32,22 @@ def parse_args(argv=None):
         "--attention", default="full", help="a registered attention core, or 'all' (default: full)"
     )
     parser.add_argument("--position", default="learned")
-    parser.add_argument("--seq-len", type=int, default=256, help="sequence length (default 256)")
-    parser.add_argument("--examples", type=int, default=2000, help="training examples")
-    parser.add_argument("--d-model", type=int, default=64)
-    parser.add_argument("--heads", type=int, default=4)
-    parser.add_argument("--layers", type=int, default=2)
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument(
+        "--seq-len", type=positive_int, default=256, help="sequence length (default 256)"
+    )
+    parser.add_argument("--examples", type=positive_int, default=2000, help="training examples")
+    parser.add_argument("--d-model", type=positive_int, default=64)
+    parser.add_argument("--heads", type=positive_int, default=4)
+    parser.add_argument("--layers", type=positive_int, default=2)
+    parser.add_argument("--batch-size", type=positive_int, default=32)
+    parser.add_argument("--epochs", type=positive_int, default=3)
+    parser.add_argument("--lr", type=non_negative, default=1e-3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--logdir", default=None, help="default runs/lra/<task>-<timestamp>")
     parser.add_argument("--json", default=None, help="write this run's result as JSON here")
     parser.add_argument(
         "--timeout",
-        type=int,
+        type=positive_int,
         default=1800,
         help="per-variant time limit with --attention all (seconds)",
     )
