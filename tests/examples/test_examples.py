@@ -280,6 +280,12 @@ def test_cli_bench_and_no_command(capsys):
     assert "usage: keras-transformers" in capsys.readouterr().out
 
 
+def test_cli_train_outside_a_checkout_says_to_clone(capsys, monkeypatch):
+    monkeypatch.setattr(cli, "_checkout_dir", lambda name: None)
+    assert cli.main(["train", "lm", "--epochs", "1"]) == 2
+    assert "clone the repository" in capsys.readouterr().err
+
+
 def test_cli_rejects_unknown_example(capsys):
     with pytest.raises(SystemExit) as exit_info:
         cli.main(["train", "nonsense"])
