@@ -22,6 +22,7 @@ import keras
 
 from keras_transformers.attention import MultiHeadAttention
 from keras_transformers.blocks.feedforward import FeedForward
+from keras_transformers.blocks.residual import residual_sublayer
 
 
 @keras.saving.register_keras_serializable(package="keras_transformers")
@@ -124,10 +125,9 @@ class TransformerDecoderBlock(keras.layers.Layer):
         return self.self_attention.init_cache(batch_size, max_length, dtype=dtype)
 
     def _residual(self, x, sublayer, norm, training):
-        h = norm(x) if self.norm_first else x
-        h, extra = sublayer(h)
-        x = x + self.residual_dropout(h, training=training)
-        return (x if self.norm_first else norm(x)), extra
+        return residual_sublayer(
+            x, sublayer, norm, self.residual_dropout, self.norm_first, training
+        )
 
     def call(
         self,

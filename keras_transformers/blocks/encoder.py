@@ -18,6 +18,7 @@ import keras
 
 from keras_transformers.attention import MultiHeadAttention
 from keras_transformers.blocks.feedforward import FeedForward
+from keras_transformers.blocks.residual import residual_sublayer
 
 
 @keras.saving.register_keras_serializable(package="keras_transformers")
@@ -109,18 +110,22 @@ class TransformerEncoderBlock(keras.layers.Layer):
         )
         if global_mask is not None:
             attn_kwargs["global_mask"] = global_mask
-        residual = x
-        h = self.attention_norm(x) if self.norm_first else x
-        h = self.self_attention(h, **attn_kwargs)
-        x = residual + self.residual_dropout(h, training=training)
-        if not self.norm_first:
-            x = self.attention_norm(x)
-        residual = x
-        h = self.feedforward_norm(x) if self.norm_first else x
-        h = self.feedforward(h, training=training)
-        x = residual + self.residual_dropout(h, training=training)
-        if not self.norm_first:
-            x = self.feedforward_norm(x)
+        x, _ = residual_sublayer(
+            x,
+            lambda h: self.self_attention(h, **attn_kwargs),
+            self.attention_norm,
+            self.residual_dropout,
+            self.norm_first,
+            training,
+        )  # (B, L, d)
+        x, _ = residual_sublayer(
+            x,
+            lambda h: self.feedforward(h, training=training),
+            self.feedforward_norm,
+            self.residual_dropout,
+            self.norm_first,
+            training,
+        )  # (B, L, d)
         return x
 
     def compute_mask(self, x, mask=None):
