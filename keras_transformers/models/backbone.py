@@ -325,4 +325,8 @@ class BackboneModel(keras.Model):
 
     @classmethod
     def from_config(cls, config, custom_objects=None):
+        if all(key in config for key in ("layers", "input_layers", "output_layers")):
+            # a file written before the shared backbone (DecoderLM held a Functional config):
+            # it loads as a plain Functional model, without the part attributes
+            return keras.Model.from_config(config, custom_objects=custom_objects)
         return cls(**config)

@@ -234,3 +234,12 @@ def test_generate_compiled_matches_recomputation_and_keeps_memories(family):
         logits = _np(model.generation_logits(logits))
         tokens[:, t] = logits[:, t - 1].argmax(-1)
     np.testing.assert_array_equal(out, tokens[:, : L - 2])
+
+
+def test_a_functional_config_written_before_the_backbone_still_loads():
+    """Files written when DecoderLM held a Functional config load as a plain Functional model."""
+    lm = kt.models.build_decoder_lm(V, L, num_layers=1, **TINY)
+    config = keras.Model(lm.inputs, lm.outputs).get_config()
+    revived = kt.models.DecoderLM.from_config(config)
+    assert type(revived).__name__ == "Functional"
+    assert revived(IDS).shape == (B, L, V)
