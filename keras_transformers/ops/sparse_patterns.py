@@ -51,7 +51,6 @@ __all__ = [
     "column_layout",
     "dense_pattern",
     "factorized_parts",
-    "run_sparse_core",
     "sparse_attention",
     "sparse_compute",
     "static_length",
@@ -453,36 +452,6 @@ def sparse_compute(core, query, key, value, context, build_parts, padded_length)
     if context.return_scores:
         return result, out[:, :, :length, dv : dv + length]  # (B, h, L, L)
     return result
-
-
-def run_sparse_core(
-    core,
-    query,
-    key,
-    value,
-    build_parts,
-    padded_length,
-    padding_mask=None,
-    attention_mask=None,
-    causal=False,
-    position=None,
-    query_offset=0,
-    weights_dropout=None,
-    training=None,
-    return_attention_scores=False,
-):
-    """:func:`sparse_compute` for a core still called with the keyword form of ``call``."""
-    context = core.context(
-        padding_mask=padding_mask,
-        attention_mask=attention_mask,
-        causal=causal,
-        position=position,
-        query_offset=query_offset,
-        weights_dropout=weights_dropout,
-        training=training,
-        return_attention_scores=return_attention_scores,
-    )
-    return sparse_compute(core, query, key, value, context, build_parts, padded_length)
 
 
 # --------------------------------------------------------------------------- pattern helpers
