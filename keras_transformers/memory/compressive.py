@@ -225,11 +225,13 @@ class CompressiveTransformerBlock(TransformerXLBlock):
         """Content-based multi-head attention of ``h (B, L, d)`` over ``memory (B, M, d)`` with
         the block's projections frozen (no positions, no mask): ``(B, L, h·dh)``."""
         sg = ops.stop_gradient
-        q = ops.matmul(self._frozen_norm(h), sg(ops.cast(self.query_kernel, "float32")))
+        attention = self.attention  # the shell's projections, read frozen
+        q = ops.matmul(self._frozen_norm(h), sg(ops.cast(attention.query_kernel, "float32")))
         normed = self._frozen_norm(memory)
-        k = ops.matmul(normed, sg(ops.cast(self.key_kernel, "float32")))
-        v = ops.matmul(normed, sg(ops.cast(self.value_kernel, "float32")))
-        q, k, v = (ops.transpose(self._split_heads(t), (0, 2, 1, 3)) for t in (q, k, v))
+        k = ops.matmul(normed, sg(ops.cast(attention.key_kernel, "float32")))
+        v = ops.matmul(normed, sg(ops.cast(attention.value_kernel, "float32")))
+        heads = (self.batch_size, -1, self.num_heads, self.key_dim)
+        q, k, v = (ops.transpose(ops.reshape(t, heads), (0, 2, 1, 3)) for t in (q, k, v))
         scores = ops.matmul(q, ops.swapaxes(k, -1, -2)) / float(self.key_dim) ** 0.5
         out = ops.matmul(ops.softmax(scores, axis=-1), v)  # (B, h, L, dh)
         return ops.reshape(

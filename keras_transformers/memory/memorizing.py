@@ -45,6 +45,7 @@ import math
 import keras
 from keras import ops
 
+from keras_transformers.attention.multi_head import MultiHeadAttention
 from keras_transformers.memory.knn import KNNMemory, _check_positive_int
 from keras_transformers.memory.state import MemoryReset, memory_layers, reset_memory
 from keras_transformers.ops.attention import attend, masked_softmax
@@ -59,6 +60,10 @@ def _l2_normalize(x, epsilon=1e-6):
 @keras.saving.register_keras_serializable(package="keras_transformers")
 class KNNAugmentedAttention(keras.layers.Layer):
     """Multi-head causal local attention + top-k attention over a kNN memory, gated per head.
+
+    The query/key/value and output projections are those of a
+    :class:`~keras_transformers.attention.MultiHeadAttention` sublayer (``attention``), reached
+    through its ``project_qkv`` / ``project_output``.
 
     Args:
         num_heads: ``h``.
@@ -119,22 +124,19 @@ class KNNAugmentedAttention(keras.layers.Layer):
             name="knn_memory",
         )
         self.weights_dropout = keras.layers.Dropout(dropout, dtype=self.dtype_policy)
+        # the shell's fused q/k/v projection and output projection (self-attention form)
+        self.attention = MultiHeadAttention(
+            num_heads,
+            key_dim,
+            output_dim=output_dim,
+            use_bias=use_bias,
+            dtype=self.dtype_policy,
+            name="attention",
+        )
 
     def build(self, input_shape):
-        d = input_shape[-1]
         h, dh = self.num_heads, self.key_dim
-        out = self.output_dim or d
-        policy = self.dtype_policy
-        self.qkv = keras.layers.EinsumDense(
-            "btd,dshk->btshk", (None, 3, h, dh), bias_axes="shk" if self.use_bias else None,
-            dtype=policy, name="qkv",
-        )  # fmt: skip
-        self.qkv.build(input_shape)
-        self.output_dense = keras.layers.EinsumDense(
-            "bthk,hkd->btd", (None, out), bias_axes="d" if self.use_bias else None,
-            dtype=policy, name="output",
-        )  # fmt: skip
-        self.output_dense.build((input_shape[0], input_shape[1], h, dh))
+        self.attention.build(input_shape)
         self.gate_bias = self.add_weight(
             name="gate_bias",
             shape=(h,),
@@ -160,8 +162,7 @@ class KNNAugmentedAttention(keras.layers.Layer):
 
     def project(self, x):
         """``x (B, L, d) -> q, k, v (B, L, h, dh)``; q and k unit-norm when ``normalize``."""
-        qkv = self.qkv(x)  # (B, L, 3, h, dh)
-        q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
+        q, k, v = self.attention.project_qkv(x)  # (B, L, h, dh)
         if self.normalize:
             q, k = _l2_normalize(q), _l2_normalize(k)
         return q, k, v
@@ -205,7 +206,7 @@ class KNNAugmentedAttention(keras.layers.Layer):
         out = g * mem + (1.0 - g) * local  # (B, L, h, dh)
         if self.update_memory:
             self.memory.write(k, v, padding_mask)
-        y = self.output_dense(out)
+        y = self.attention.project_output(out)  # (B, L, output_dim or d)
         return (y, local, mem) if return_parts else y
 
     def compute_output_shape(self, input_shape):

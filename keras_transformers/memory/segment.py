@@ -41,7 +41,7 @@ Example:
 import keras
 from keras import ops
 
-from keras_transformers.attention.full import FullAttention
+from keras_transformers.attention.multi_head import MultiHeadAttention
 from keras_transformers.memory.state import (  # noqa: F401  (re-exported: former home)
     MemoryReset,
     StatefulMemory,
@@ -118,7 +118,10 @@ class TransformerXLBlock(keras.layers.Layer, StatefulMemory):
     """Pre-norm decoder layer with a Transformer-XL segment memory.
 
     ``x = x + Attn(LN(x), LN([SG(mem); x])); x = x + FFN(LN(x))`` with the XL relative score; the
-    memory then becomes the last ``m`` rows of ``[mem; x_in]`` (the block's input).
+    memory then becomes the last ``m`` rows of ``[mem; x_in]`` (the block's input). The ``W^q``,
+    ``W^k``, ``W^v`` and output projections are those of a
+    :class:`~keras_transformers.attention.MultiHeadAttention` sublayer (``attention``, no biases),
+    whose full-attention core (``core``) attends with the XL score and the query offset ``m``.
 
     Args:
         num_heads, key_dim, ff_dim: sizes (``h``, ``dh``, FFN width).
@@ -169,8 +172,16 @@ class TransformerXLBlock(keras.layers.Layer, StatefulMemory):
         self.feedforward_outer = None  # (ff, d): created in build, once d is known
         self.feedforward_dropout = keras.layers.Dropout(self.dropout, dtype=policy)
         self.position = XLRelativePosition(**self.position_config, dtype=policy, name="xl")
-        self.core = FullAttention(dtype=policy, name="core")
+        # the shell's projections (W^q on the segment; W^k, W^v on [mem; x]) and its full core
+        self.attention = MultiHeadAttention(
+            self.num_heads, self.key_dim, use_bias=False, dtype=policy, name="attention"
+        )
         self.residual_dropout = keras.layers.Dropout(self.dropout, dtype=policy)
+
+    @property
+    def core(self):
+        """The full-attention core that attends with the XL score (the shell's core)."""
+        return self.attention.attention_core
 
     # ------------------------------------------------------------------ state
     @property
@@ -197,25 +208,18 @@ class TransformerXLBlock(keras.layers.Layer, StatefulMemory):
         m, h, dh = self.memory_length, self.num_heads, self.key_dim
         self.memory = self._state("memory", (self.batch_size, m, d))
         self.memory_documents = self._state("memory_documents", (self.batch_size, m), "int32", -1)
-        init = keras.initializers.GlorotUniform()
-        self.query_kernel = self.add_weight(
-            name="query_kernel", shape=(d, h * dh), initializer=init
-        )
-        self.key_kernel = self.add_weight(name="key_kernel", shape=(d, h * dh), initializer=init)
-        self.value_kernel = self.add_weight(
-            name="value_kernel", shape=(d, h * dh), initializer=init
-        )
-        self.output_kernel = self.add_weight(
-            name="output_kernel", shape=(h * dh, d), initializer=init
-        )
         length = x_shape[1]
+        keys = None if length is None else self.context_length + length
+        segment_shape = (self.batch_size, length, d)
+        context_shape = (self.batch_size, keys, d)
+        # cross-attention form: queries from the segment, keys/values from [mem; x]
+        self.attention.build(segment_shape, value_shape=context_shape, key_shape=context_shape)
         self.attention_norm.build(x_shape)
         self.feedforward_norm.build(x_shape)
         self.feedforward_inner.build(x_shape)
         self.feedforward_outer = keras.layers.Dense(d, dtype=self.dtype_policy, name="ffn_outer")
         self.feedforward_outer.build(tuple(x_shape[:-1]) + (self.ff_dim,))
         self.position.build((self.batch_size, length, h, dh))
-        self.core.build((self.batch_size, length, h, dh))
         self._build_extra(x_shape)
         self.built = True
 
@@ -240,9 +244,6 @@ class TransformerXLBlock(keras.layers.Layer, StatefulMemory):
         return [self.memory_documents]
 
     # ------------------------------------------------------------------ call
-    def _split_heads(self, x):
-        return ops.reshape(x, (self.batch_size, -1, self.num_heads, self.key_dim))
-
     def _prefix(self, dtype):
         """``(states (B, P, d), documents (B, P))`` attended before the segment, oldest first."""
         memory = ops.stop_gradient(ops.cast(self.memory, dtype))
@@ -258,9 +259,8 @@ class TransformerXLBlock(keras.layers.Layer, StatefulMemory):
         context_docs = ops.concatenate([prefix_docs, documents], axis=1)  # (B, P+L)
         offset = self.context_length
         normed = self.attention_norm(context)  # (B, P+L, d)
-        q = self._split_heads(ops.matmul(normed[:, offset:], self.query_kernel))  # (B, L, h, dh)
-        k = self._split_heads(ops.matmul(normed, self.key_kernel))  # (B, P+L, h, dh)
-        v = self._split_heads(ops.matmul(normed, self.value_kernel))  # (B, P+L, h, dh)
+        q, k, v = self.attention.project_qkv(normed[:, offset:], value=normed, key=normed)
+        # q (B, L, h, dh); k, v (B, P+L, h, dh)
         # a query sees keys of its own document only (empty slots have id -1); causality with the
         # query offset P is applied by the core: key j <= query i + P
         same_doc = ops.equal(context_docs[:, None, :], documents[:, :, None])  # (B, L, P+L)
@@ -277,8 +277,8 @@ class TransformerXLBlock(keras.layers.Layer, StatefulMemory):
             return_attention_scores=need_weights,
         )
         attended, weights = result if need_weights else (result, None)
-        attended = ops.reshape(attended, (self.batch_size, length, self.num_heads * self.key_dim))
-        y = x + self.residual_dropout(ops.matmul(attended, self.output_kernel), training=training)
+        attended = self.attention.project_output(attended)  # (B, L, d)
+        y = x + self.residual_dropout(attended, training=training)
         hidden = self.feedforward_inner(self.feedforward_norm(y))  # (B, L, ff)
         hidden = self.feedforward_dropout(hidden, training=training)
         y = y + self.residual_dropout(self.feedforward_outer(hidden), training=training)

@@ -32,10 +32,17 @@ def _np_softmax(s, mask):
     return e / np.maximum(e.sum(-1, keepdims=True), 1e-30)
 
 
+def _np_qkv_weights(layer):
+    """The shell's fused q/k/v kernel and bias as (d, 3, h, dh) and (3, h, dh)."""
+    mha, shape = layer.attention, (3, layer.num_heads, layer.key_dim)
+    kernel = ops.convert_to_numpy(mha.qkv_kernel)  # (d, 3·h·dh): [q | k | v]
+    bias = ops.convert_to_numpy(mha.qkv_bias)  # (3·h·dh,)
+    return kernel.reshape((kernel.shape[0],) + shape), bias.reshape(shape)
+
+
 def _np_project(layer, x):
     """numpy q, k, v (B, L, h, dh) with the layer's weights (normalised q, k) and scale (h,)."""
-    kernel = ops.convert_to_numpy(layer.qkv.kernel)  # (d, 3, h, dh)
-    bias = ops.convert_to_numpy(layer.qkv.bias)  # (3, h, dh)
+    kernel, bias = _np_qkv_weights(layer)  # (d, 3, h, dh), (3, h, dh)
     qkv = np.einsum("btd,dshk->btshk", x, kernel) + bias
     q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
     if layer.normalize:
@@ -67,8 +74,10 @@ def _np_memory(q, mem_k, mem_v, scale, top_k):
 
 
 def _np_output(layer, o):
-    kernel = ops.convert_to_numpy(layer.output_dense.kernel)  # (h, dh, d)
-    return np.einsum("bthk,hkd->btd", o, kernel) + ops.convert_to_numpy(layer.output_dense.bias)
+    mha = layer.attention
+    kernel = ops.convert_to_numpy(mha.output_kernel)  # (h·dh, d)
+    kernel = kernel.reshape(layer.num_heads, layer.key_dim, -1)  # (h, dh, d)
+    return np.einsum("bthk,hkd->btd", o, kernel) + ops.convert_to_numpy(mha.output_bias)
 
 
 def _layer(**kw):
@@ -165,12 +174,11 @@ def test_causal_within_segment_with_memory():
 def test_recall_of_a_key_seen_in_an_earlier_batch():
     """With W_q = W_k a query that repeats an earlier token retrieves exactly that token's slot."""
     layer = _layer(top_k=1, memory_size=32)
-    kernel = ops.convert_to_numpy(layer.qkv.kernel).copy()
+    kernel, bias = (w.copy() for w in _np_qkv_weights(layer))
     kernel[:, 0] = kernel[:, 1]  # queries = keys
-    bias = ops.convert_to_numpy(layer.qkv.bias).copy()
     bias[0] = bias[1]
-    layer.qkv.kernel.assign(kernel)
-    layer.qkv.bias.assign(bias)
+    layer.attention.qkv_kernel.assign(kernel.reshape(kernel.shape[0], -1))
+    layer.attention.qkv_bias.assign(bias.reshape(-1))
     x1 = _x(1)
     layer(x1)
     layer(_x(2))  # an unrelated batch in between

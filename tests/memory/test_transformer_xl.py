@@ -50,11 +50,12 @@ def np_xl_block(block, x, memory):
     """One pre-norm XL layer in numpy: queries x at positions m.., keys [memory; x]."""
     ln1 = [np_(w) for w in block.attention_norm.weights]
     ln2 = [np_(w) for w in block.feedforward_norm.weights]
+    mha = block.attention  # the block's projections are its MultiHeadAttention's
     wq, wk, wv, wo = (
-        np_(block.query_kernel),
-        np_(block.key_kernel),
-        np_(block.value_kernel),
-        np_(block.output_kernel),
+        np_(mha.query_kernel),
+        np_(mha.key_kernel),
+        np_(mha.value_kernel),
+        np_(mha.output_kernel),
     )
     w_r = np_(block.position.position_kernel)  # (D, h, dh)
     u, v = np_(block.position.content_bias), np_(block.position.position_bias)
