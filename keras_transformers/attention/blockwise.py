@@ -27,7 +27,7 @@ Example:
     >>> mha = kt.attention.MultiHeadAttention(
     ...     num_heads=2, key_dim=8,
     ...     attention={"name": "blockwise", "num_blocks": 3, "permutation": [1, 2, 0]})
-    >>> mha(np.zeros((1, 12, 16), "float32")).shape
+    >>> tuple(mha(np.zeros((1, 12, 16), "float32")).shape)
     (1, 12, 16)
 """
 

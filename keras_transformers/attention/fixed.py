@@ -32,7 +32,7 @@ Example:
     >>> mha = kt.attention.MultiHeadAttention(
     ...     num_heads=2, key_dim=8, causal=True,
     ...     attention={"name": "fixed", "stride": 4, "summary_size": 1})
-    >>> mha(np.zeros((1, 16, 16), "float32")).shape
+    >>> tuple(mha(np.zeros((1, 16, 16), "float32")).shape)
     (1, 16, 16)
 """
 

@@ -22,7 +22,7 @@ Example:
     >>> mha = kt.attention.MultiHeadAttention(
     ...     num_heads=2, key_dim=8, causal=True,
     ...     attention={"name": "local", "block_size": 4, "memory_blocks": 1})
-    >>> mha(np.zeros((1, 10, 16), "float32")).shape
+    >>> tuple(mha(np.zeros((1, 10, 16), "float32")).shape)
     (1, 10, 16)
 """
 

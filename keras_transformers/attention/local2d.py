@@ -27,7 +27,7 @@ Example:
     ...     num_heads=2, key_dim=8, causal=True,
     ...     attention={"name": "local2d", "height": 8, "width": 8, "query_height": 2,
     ...                "query_width": 4, "memory_height": 2, "memory_width": 2})
-    >>> mha(np.zeros((1, 64, 16), "float32")).shape
+    >>> tuple(mha(np.zeros((1, 64, 16), "float32")).shape)
     (1, 64, 16)
 """
 

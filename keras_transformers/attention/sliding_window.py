@@ -31,7 +31,7 @@ Example:
     >>> import numpy as np, keras_transformers as kt
     >>> mha = kt.attention.MultiHeadAttention(
     ...     num_heads=2, key_dim=8, attention={"name": "sliding_window", "window": 4})
-    >>> mha(np.zeros((1, 10, 16), "float32")).shape
+    >>> tuple(mha(np.zeros((1, 10, 16), "float32")).shape)
     (1, 10, 16)
 """
 
