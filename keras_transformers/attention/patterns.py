@@ -58,7 +58,7 @@ def attention_weights(
     result = core(q, k, v, causal=causal, return_attention_scores=True, **(call_kwargs or {}))
     if not isinstance(result, tuple | list) or len(result) != 2:
         raise NotImplementedError(
-            f"attention={getattr(core, 'registry_name', core)!r} did not return attention "
+            f"attention={core.variant!r} did not return attention "
             "weights with return_attention_scores=True."
         )
     import keras
@@ -140,7 +140,7 @@ def render_pattern(
             for k, v in config.items()
             if k not in ("name", "trainable", "dtype") and v is not None
         }
-        title = f"{getattr(core, 'registry_name', type(core).__name__)}  L={length}  {shown}"
+        title = f"{core.variant}  L={length}  {shown}"
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     if path is None:
