@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 import keras_transformers as kt
+from keras_transformers.attention import AttentionCore
 
 pytestmark = pytest.mark.backends
 
@@ -43,6 +44,18 @@ def functional_model(name, causal=False):
     x = keras.Input((L, D))
     y = make_layer(name, causal=causal)(x)
     return keras.Model(x, y)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_core_implements_compute_not_call(name):
+    """One boundary: the base owns ``call`` (checks, GQA repeat, dropout gating); a core only
+    implements ``compute``, and a caching core the cache protocol."""
+    cls = type(kt.attention.get(name))
+    assert cls.call is AttentionCore.call, f"{name} overrides call()"
+    assert cls.compute is not AttentionCore.compute, f"{name} does not implement compute()"
+    if cls.supports_cache:
+        assert cls.init_cache is not AttentionCore.init_cache
+        assert cls.decode_step is not AttentionCore.decode_step
 
 
 @pytest.mark.parametrize("name", NAMES)
