@@ -149,6 +149,8 @@ def build_decoder_lm(
             recurrence) and uses the ``xl`` relative encoding, so ``position`` must be ``"xl"``
             or left at its default, and ``attention`` must be ``"full"``. ``max_length`` is then
             the segment length. See :func:`~keras_transformers.models.build_transformer_xl_lm`.
+            Its ``generate`` recomputes the segment for every token (no KV cache) and leaves the
+            memories unchanged.
         batch_size: the fixed number of parallel streams (required with ``memory_length``).
         compressed_memory_length, compression_rate, compression: with ``memory_length``, a
             Compressive Transformer memory (Rae et al., 2020).
