@@ -29,8 +29,8 @@ Example:
 import numpy as np
 from keras import ops
 
-from keras_transformers.attention.base import AttentionCore
 from keras_transformers.attention.registry import register
+from keras_transformers.attention.sparse_core import BlockedCore
 from keras_transformers.ops.attention import heads_last
 from keras_transformers.ops.blocks import (
     neighbour_blocks,
@@ -49,7 +49,7 @@ from keras_transformers.ops.sparse_patterns import SparsePart, check_int, sparse
 
 
 @register("bigbird")
-class BigBirdAttention(AttentionCore):
+class BigBirdAttention(BlockedCore):
     """Blocked window + global + random attention (BigBird-ITC).
 
     Args:
@@ -63,12 +63,6 @@ class BigBirdAttention(AttentionCore):
             number of blocks and the window/global settings (``random_blocks(length)``).
     """
 
-    supports_position_bias = True
-    supports_attention_mask = False
-    supports_cross_attention = False
-    supports_cache = False
-    supports_causal = True
-    handles_grouped_kv = True
     example_config = {
         "block_size": 4,
         "num_window_blocks": 3,

@@ -40,8 +40,8 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_transformers.attention.base import AttentionCore
 from keras_transformers.attention.registry import register
+from keras_transformers.attention.sparse_core import BlockedCore
 from keras_transformers.ops.attention import heads_first, heads_last, repeat_kv_heads
 from keras_transformers.ops.blocks import slice_axis
 from keras_transformers.ops.global_local import (
@@ -58,7 +58,7 @@ from keras_transformers.ops.sparse_patterns import SparsePart, check_int, sparse
 
 
 @register("etc")
-class ETCAttention(AttentionCore):
+class ETCAttention(BlockedCore):
     """Global-local attention with separate global input tokens (the first positions).
 
     Args:
@@ -68,12 +68,6 @@ class ETCAttention(AttentionCore):
         block_size: block size of the l2l band (default ``max(w, 1)``).
     """
 
-    supports_position_bias = True
-    supports_attention_mask = False
-    supports_cross_attention = False
-    supports_cache = False
-    supports_causal = True
-    handles_grouped_kv = True
     example_config = {"num_global_tokens": 2, "window": 2}
     #: Settings of benchmarks/attention_scaling.py (radius 128, 16 global tokens).
     benchmark_config = {"num_global_tokens": 16, "window": 128}

@@ -40,7 +40,7 @@ import numpy as np
 from keras import ops
 
 from keras_transformers.attention.registry import register
-from keras_transformers.attention.sparse_core import SparsePatternCore
+from keras_transformers.attention.sparse_core import FactorizedPatternCore
 from keras_transformers.ops import sparse_patterns as sp
 from keras_transformers.ops.blocks import split_blocks
 
@@ -52,13 +52,8 @@ def fixed_parts(q, k, v, length, lp, stride, summary_size, causal, mode, layer_i
     num_heads = q.shape[1]
 
     def own_block(heads, dedupe):
-        def pattern(qpos, kpos):
-            allowed = np.ones(np.broadcast_shapes(qpos.shape, kpos.shape), bool)
-            return np.logical_and(allowed, kpos <= qpos) if causal else allowed
-
-        return sp.band_part(
-            q, k, v, length, lp, stride, before=0, after=0, pattern_fn=pattern, heads=heads
-        )
+        pattern = sp.block_pattern(causal)
+        return sp.window_part(q, k, v, length, lp, stride, 0, causal, pattern, heads)
 
     def summary(heads, dedupe):
         def cells(x):  # (B, h, Lp, c') -> (B, h, 1, n·c, c'): the last c of every block
@@ -80,7 +75,7 @@ def fixed_parts(q, k, v, length, lp, stride, summary_size, causal, mode, layer_i
 
 
 @register("fixed")
-class FixedAttention(SparsePatternCore):
+class FixedAttention(FactorizedPatternCore):
     """Sparse Transformer fixed pattern (own block + the summary cells of every block).
 
     Args:
@@ -94,7 +89,7 @@ class FixedAttention(SparsePatternCore):
     example_config = {"stride": 4, "summary_size": 1, "mode": "merged"}
 
     def __init__(self, stride=128, summary_size=8, mode="merged", layer_index=0, **kwargs):
-        super().__init__(**kwargs)
+        super().__init__(mode=mode, layer_index=layer_index, **kwargs)
         self.stride = sp.check_int("stride", stride, 1)
         self.summary_size = sp.check_int("summary_size", summary_size, 1)
         if self.summary_size > self.stride:
@@ -102,12 +97,6 @@ class FixedAttention(SparsePatternCore):
                 f"summary_size={summary_size}: must be <= stride={self.stride} (the summary "
                 "cells are the last summary_size positions of each block)."
             )
-        self.mode, self.layer_index = sp.check_mode(mode, layer_index)
-
-    def build(self, query_shape, key_shape=None):
-        if self.mode == "multihead" and query_shape[2] is not None and query_shape[2] < 2:
-            sp.factorized_parts(None, None, self.mode, self.layer_index, int(query_shape[2]))
-        super().build(query_shape, key_shape)
 
     def _padded_length(self, length):
         return sp.ceil_div(length, self.stride) * self.stride
@@ -118,10 +107,4 @@ class FixedAttention(SparsePatternCore):
         )
 
     def get_config(self):
-        return {
-            **super().get_config(),
-            "stride": self.stride,
-            "summary_size": self.summary_size,
-            "mode": self.mode,
-            "layer_index": self.layer_index,
-        }
+        return {**super().get_config(), "stride": self.stride, "summary_size": self.summary_size}

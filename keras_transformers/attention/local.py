@@ -26,34 +26,9 @@ Example:
     (1, 10, 16)
 """
 
-import numpy as np
-
 from keras_transformers.attention.registry import register
 from keras_transformers.attention.sparse_core import SparsePatternCore
 from keras_transformers.ops import sparse_patterns as sp
-
-
-def local_part(q, k, v, length, padded_length, block_size, memory_blocks, causal, heads=None):
-    """Query block ``i`` with key blocks ``i - M .. i`` (``.. i + M`` when not causal)."""
-    n = padded_length // block_size
-    reach = min(memory_blocks, n - 1)
-
-    def pattern(qpos, kpos):
-        allowed = np.ones(np.broadcast_shapes(qpos.shape, kpos.shape), bool)
-        return np.logical_and(allowed, kpos <= qpos) if causal else allowed
-
-    return sp.band_part(
-        q,
-        k,
-        v,
-        length,
-        padded_length,
-        block_size,
-        before=reach,
-        after=0 if causal else reach,
-        pattern_fn=pattern,
-        heads=heads,
-    )
 
 
 @register("local")
@@ -81,7 +56,9 @@ class LocalAttention(SparsePatternCore):
         return sp.ceil_div(length, block) * block
 
     def _parts(self, q, k, v, length, lp, causal):
-        return [local_part(q, k, v, length, lp, self._block(length), self.memory_blocks, causal)]
+        # query block i with key blocks i - M .. i (.. i + M when not causal)
+        block, pattern = self._block(length), sp.block_pattern(causal)
+        return [sp.window_part(q, k, v, length, lp, block, self.memory_blocks, causal, pattern)]
 
     def get_config(self):
         return {

@@ -37,8 +37,8 @@ Example:
 import numpy as np
 from keras import ops
 
-from keras_transformers.attention.base import AttentionCore
 from keras_transformers.attention.registry import register
+from keras_transformers.attention.sparse_core import BlockedCore
 from keras_transformers.ops.attention import heads_last
 from keras_transformers.ops.blocks import lookup
 from keras_transformers.ops.global_local import (
@@ -57,7 +57,7 @@ from keras_transformers.ops.sparse_patterns import SparsePart, check_int, sparse
 
 
 @register("longformer")
-class LongformerAttention(AttentionCore):
+class LongformerAttention(BlockedCore):
     """Sliding-window + dilated-window + global-token attention, computed in blocks.
 
     Args:
@@ -73,13 +73,7 @@ class LongformerAttention(AttentionCore):
             result).
     """
 
-    supports_position_bias = True
-    supports_attention_mask = False
-    supports_cross_attention = False
-    supports_cache = False
-    supports_causal = True
     supports_global_tokens = True
-    handles_grouped_kv = True
     example_config = {"window": 2, "dilation": [1, 2], "global_tokens": [0], "max_global": 4}
     #: Settings of benchmarks/attention_scaling.py (window 128 like the other local cores).
     benchmark_config = {"window": 128, "dilation": [1, 1, 2, 2], "global_tokens": [0]}

@@ -35,7 +35,6 @@ Example:
     (1, 10, 16)
 """
 
-import numpy as np
 from keras import ops
 
 from keras_transformers.attention.registry import register
@@ -43,19 +42,6 @@ from keras_transformers.attention.sparse_core import SparsePatternCore
 from keras_transformers.ops import sparse_patterns as sp
 from keras_transformers.ops.attention import attend, heads_first, heads_last, repeat_kv_heads
 from keras_transformers.ops.blocks import pad_axis
-
-
-def band_pattern(window, causal):
-    """``f(qpos, kpos) -> bool``: ``|k - q| <= window`` (and ``k <= q`` when causal)."""
-
-    def pattern(qpos, kpos):
-        dist = kpos - qpos
-        allowed = np.abs(dist) <= window
-        if causal:
-            allowed = np.logical_and(allowed, dist <= 0)
-        return allowed
-
-    return pattern
 
 
 def window_block_size(window, length, block_size=None):
@@ -75,20 +61,9 @@ def sliding_window_part(q, k, v, length, padded_length, window, causal, block_si
             each side (only before it when causal).
         heads: optional numpy bool ``(h,)``: heads that use this part.
     """
-    n = padded_length // block_size
-    reach = min(sp.ceil_div(window, block_size), n - 1)
-    return sp.band_part(
-        q,
-        k,
-        v,
-        length,
-        padded_length,
-        block_size,
-        before=reach,
-        after=0 if causal else reach,
-        pattern_fn=band_pattern(window, causal),
-        heads=heads,
-    )
+    reach = sp.ceil_div(window, block_size)
+    pattern = sp.band_pattern(window, causal)
+    return sp.window_part(q, k, v, length, padded_length, block_size, reach, causal, pattern, heads)
 
 
 def sliding_window_attention(

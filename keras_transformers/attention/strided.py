@@ -39,8 +39,7 @@ Example:
 import numpy as np
 
 from keras_transformers.attention.registry import register
-from keras_transformers.attention.sliding_window import band_pattern
-from keras_transformers.attention.sparse_core import SparsePatternCore
+from keras_transformers.attention.sparse_core import FactorizedPatternCore
 from keras_transformers.ops import sparse_patterns as sp
 from keras_transformers.ops.blocks import to_columns
 
@@ -51,19 +50,8 @@ def strided_parts(q, k, v, length, lp, stride, causal, mode, layer_index):
     num_heads = q.shape[1]
 
     def local(heads, dedupe):
-        reach = min(1, n - 1)
-        return sp.band_part(
-            q,
-            k,
-            v,
-            length,
-            lp,
-            stride,
-            before=reach,
-            after=0 if causal else reach,
-            pattern_fn=band_pattern(stride, causal),
-            heads=heads,
-        )
+        pattern = sp.band_pattern(stride, causal)
+        return sp.window_part(q, k, v, length, lp, stride, 1, causal, pattern, heads)
 
     def strided(heads, dedupe):
         qc = to_columns(q, stride)  # (B, h, ℓ, n, dh): column r = positions r, r + ℓ, ...
@@ -83,7 +71,7 @@ def strided_parts(q, k, v, length, lp, stride, causal, mode, layer_index):
 
 
 @register("strided")
-class StridedAttention(SparsePatternCore):
+class StridedAttention(FactorizedPatternCore):
     """Sparse Transformer strided pattern (local band + every ``ℓ``-th position).
 
     Args:
@@ -96,14 +84,8 @@ class StridedAttention(SparsePatternCore):
     example_config = {"stride": 4, "mode": "merged"}
 
     def __init__(self, stride=128, mode="merged", layer_index=0, **kwargs):
-        super().__init__(**kwargs)
+        super().__init__(mode=mode, layer_index=layer_index, **kwargs)
         self.stride = sp.check_int("stride", stride, 1)
-        self.mode, self.layer_index = sp.check_mode(mode, layer_index)
-
-    def build(self, query_shape, key_shape=None):
-        if self.mode == "multihead" and query_shape[2] is not None and query_shape[2] < 2:
-            sp.factorized_parts(None, None, self.mode, self.layer_index, int(query_shape[2]))
-        super().build(query_shape, key_shape)
 
     def _stride(self, length):
         return max(1, min(self.stride, int(length)))
@@ -118,9 +100,4 @@ class StridedAttention(SparsePatternCore):
         )
 
     def get_config(self):
-        return {
-            **super().get_config(),
-            "stride": self.stride,
-            "mode": self.mode,
-            "layer_index": self.layer_index,
-        }
+        return {**super().get_config(), "stride": self.stride}

@@ -44,6 +44,8 @@ __all__ = [
     "MASK_VALUE",
     "SparsePart",
     "band_part",
+    "band_pattern",
+    "block_pattern",
     "ceil_div",
     "check_int",
     "check_mode",
@@ -56,6 +58,7 @@ __all__ = [
     "static_length",
     "static_mask",
     "to_columns",
+    "window_part",
     "with_heads",
 ]
 
@@ -470,6 +473,36 @@ def band_part(q, k, v, length, lp, block, before, after, pattern_fn, heads=None)
     kpos = (np.arange(n)[:, None] - before) * block + np.arange(span)[None, :]  # (n, m)
     pattern = with_heads(pattern_fn(qpos[:, :, None], kpos[:, None, :]), heads)  # (n, b, m)
     return SparsePart(qb, kb, vb, qpos, kpos, pattern)
+
+
+def window_part(q, k, v, length, lp, block, reach, causal, pattern_fn, heads=None):
+    """A :func:`band_part` over the ``reach`` key blocks before the query block and, unless
+    ``causal``, the ``reach`` after it (capped at the sequence)."""
+    reach = min(reach, lp // block - 1)
+    return band_part(q, k, v, length, lp, block, reach, 0 if causal else reach, pattern_fn, heads)
+
+
+def block_pattern(causal):
+    """``f(qpos, kpos) -> bool``: every gathered key (only ``k <= q`` when causal)."""
+
+    def pattern(qpos, kpos):
+        allowed = np.ones(np.broadcast_shapes(qpos.shape, kpos.shape), bool)
+        return np.logical_and(allowed, kpos <= qpos) if causal else allowed
+
+    return pattern
+
+
+def band_pattern(window, causal):
+    """``f(qpos, kpos) -> bool``: ``|k - q| <= window`` (and ``k <= q`` when causal)."""
+
+    def pattern(qpos, kpos):
+        dist = kpos - qpos
+        allowed = np.abs(dist) <= window
+        if causal:
+            allowed = np.logical_and(allowed, dist <= 0)
+        return allowed
+
+    return pattern
 
 
 def dense_pattern(build_parts, length, padded_length, causal, num_heads=1):
