@@ -73,3 +73,65 @@ def spec_name(spec):
     if isinstance(spec, dict):
         spec = spec["name"]
     return re.sub(r"[^A-Za-z0-9_.]+", "_", str(spec))
+
+
+class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Appends ``(default: ...)`` to a flag's help unless the help already says its default."""
+
+    def _get_help_string(self, action):
+        if "(default" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
+
+
+def add_run_arguments(group, example):
+    """The flags of the training loop every example shares, added to ``group``.
+
+    ``--steps-per-epoch``, ``--schedule``, ``--warmup-steps``, ``--seed``, ``--jit`` /
+    ``--no-jit``, ``--verbose`` and ``--logdir`` (default ``runs/<example>/<time>-...``).
+    """
+    group.add_argument(
+        "--steps-per-epoch",
+        type=positive_int,
+        default=None,
+        help="batches per epoch (default: one pass over the training data)",
+    )
+    group.add_argument(
+        "--schedule",
+        choices=("cosine", "constant"),
+        default="cosine",
+        help="learning-rate schedule: linear warm-up then cosine decay to 10%% of the peak, or "
+        "constant (default: %(default)s)",
+    )
+    group.add_argument(
+        "--warmup-steps",
+        type=int,
+        default=None,
+        help="warm-up steps of the cosine schedule (default: 5%% of all steps, at most 100)",
+    )
+    group.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="random seed for data, initialisation and dropout (default: %(default)s)",
+    )
+    group.add_argument(
+        "--jit",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="compile the train step with XLA (default: Keras decides, 'auto')",
+    )
+    group.add_argument(
+        "--verbose",
+        type=int,
+        choices=(0, 1, 2),
+        default=1,
+        help="fit() verbosity: 0 silent, 1 progress bar, 2 one line per epoch "
+        "(default: %(default)s)",
+    )
+    group.add_argument(
+        "--logdir",
+        default=None,
+        help=f"folder for TensorBoard logs and checkpoints (default: runs/{example}/<time>-...); "
+        "pass the folder of an interrupted run to resume it",
+    )

@@ -11,7 +11,13 @@ import types
 
 import numpy as np
 
-from keras_transformers.recipes.argtypes import layer_spec_or_none, number, positive_int
+from keras_transformers.recipes.argtypes import (
+    DefaultsHelpFormatter,
+    add_run_arguments,
+    layer_spec_or_none,
+    number,
+    positive_int,
+)
 
 DESCRIPTION = (
     "Pre-train a small BERT-style encoder with masked language modelling, then fine-tune it. "
@@ -32,7 +38,7 @@ def build_parser(prog=None):
     p = argparse.ArgumentParser(
         prog=prog,
         description=DESCRIPTION,
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=DefaultsHelpFormatter,
     )
     model = p.add_argument_group("model (shared by pre-training and fine-tuning)")
     model.add_argument(
@@ -122,36 +128,9 @@ def build_parser(prog=None):
         "sequences)",
     )
     train = p.add_argument_group("training")
+    add_run_arguments(train, "pretrain_bert")
     train.add_argument("--batch-size", type=positive_int, default=32, help="batch size")
-    train.add_argument(
-        "--steps-per-epoch",
-        type=positive_int,
-        default=None,
-        help="batches per epoch in every phase (default: one pass over the data)",
-    )
-    train.add_argument("--schedule", choices=("cosine", "constant"), default="cosine")
-    train.add_argument("--warmup-steps", type=int, default=None, help="default: 5%%, <= 100")
     train.add_argument("--weight-decay", type=number(0.0), default=0.01, help="AdamW decay")
-    train.add_argument("--seed", type=int, default=0, help="seed of data, masks and init")
-    train.add_argument(
-        "--jit",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="XLA-compile the train step (default: Keras decides)",
-    )
-    train.add_argument(
-        "--verbose",
-        type=int,
-        choices=(0, 1, 2),
-        default=1,
-        help="fit() verbosity: 0 silent, 1 progress bar, 2 one line per epoch",
-    )
-    train.add_argument(
-        "--logdir",
-        default=None,
-        help="run folder (default: runs/pretrain_bert/<time>-<attention>-<position>); pass the "
-        "folder of an interrupted run to resume it",
-    )
     return p
 
 

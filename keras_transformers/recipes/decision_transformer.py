@@ -9,7 +9,13 @@ import argparse
 
 import numpy as np
 
-from keras_transformers.recipes.argtypes import layer_spec, number, positive_int
+from keras_transformers.recipes.argtypes import (
+    DefaultsHelpFormatter,
+    add_run_arguments,
+    layer_spec,
+    number,
+    positive_int,
+)
 
 DESCRIPTION = (
     "Train a Decision Transformer (Chen et al., 2021) offline on a generated grid world: a noisy "
@@ -24,7 +30,7 @@ def build_parser(prog=None):
     p = argparse.ArgumentParser(
         prog=prog,
         description=DESCRIPTION,
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=DefaultsHelpFormatter,
     )
     env = p.add_argument_group("environment and data")
     env.add_argument("--size", type=int, default=6, help="grid side N")
@@ -54,55 +60,16 @@ def build_parser(prog=None):
         help="causal attention core over the 3K tokens",
     )
     train = p.add_argument_group("training")
+    add_run_arguments(train, "decision_transformer")
     train.add_argument("--epochs", type=positive_int, default=8, help="training epochs")
     train.add_argument("--batch-size", type=positive_int, default=64, help="batch size (windows)")
-    train.add_argument(
-        "--steps-per-epoch",
-        type=positive_int,
-        default=None,
-        help="batches per epoch (default: one pass over the windows)",
-    )
     train.add_argument("--lr", type=number(0.0), default=1e-3, help="peak AdamW learning rate")
-    train.add_argument(
-        "--schedule",
-        choices=("cosine", "constant"),
-        default="cosine",
-        help="learning-rate schedule (warm-up + cosine, or constant)",
-    )
-    train.add_argument(
-        "--warmup-steps",
-        type=int,
-        default=None,
-        help="warm-up steps (default: 5%% of all steps, at most 100)",
-    )
     train.add_argument("--weight-decay", type=number(0.0), default=1e-4, help="AdamW weight decay")
     train.add_argument(
         "--val-fraction",
         type=number(0.0, 1.0, open_low=True),
         default=0.1,
         help="share of episodes held out for validation",
-    )
-    train.add_argument(
-        "--seed", type=int, default=0, help="seed of the data, initialisation and dropout"
-    )
-    train.add_argument(
-        "--jit",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="compile the train step with XLA (default: Keras decides)",
-    )
-    train.add_argument(
-        "--verbose",
-        type=int,
-        choices=(0, 1, 2),
-        default=1,
-        help="fit() verbosity: 0 silent, 1 progress bar, 2 one line per epoch",
-    )
-    train.add_argument(
-        "--logdir",
-        default=None,
-        help="TensorBoard logs and checkpoints (default: runs/decision_transformer/<time>-...); "
-        "pass the folder of an interrupted run to resume it",
     )
     ev = p.add_argument_group("evaluation")
     ev.add_argument(

@@ -10,6 +10,7 @@ import os
 
 from keras_transformers.recipes import EXAMPLES
 from keras_transformers.recipes.argtypes import (
+    add_run_arguments,
     fraction,
     layer_spec_or_none,
     non_negative,
@@ -138,6 +139,7 @@ def add_common_arguments(parser, example):
     )
 
     train = parser.add_argument_group("training")
+    add_run_arguments(train, example)
     train.add_argument(
         "--data",
         default=None,
@@ -153,29 +155,10 @@ def add_common_arguments(parser, example):
         "--epochs", type=positive_int, default=d["epochs"], help="epochs (default: %(default)s)"
     )
     train.add_argument(
-        "--steps-per-epoch",
-        type=positive_int,
-        default=None,
-        help="batches per epoch (default: one pass over the training data)",
-    )
-    train.add_argument(
         "--lr",
         type=non_negative,
         default=d["lr"],
         help="peak learning rate of AdamW (default: %(default)s)",
-    )
-    train.add_argument(
-        "--schedule",
-        choices=("cosine", "constant"),
-        default="cosine",
-        help="learning-rate schedule: linear warm-up then cosine decay to 10%% "
-        "of --lr, or constant (default: %(default)s)",
-    )
-    train.add_argument(
-        "--warmup-steps",
-        type=int,
-        default=None,
-        help="warm-up steps of the cosine schedule (default: 5%% of all steps, at most 100)",
     )
     train.add_argument(
         "--weight-decay",
@@ -188,25 +171,6 @@ def add_common_arguments(parser, example):
         type=open_fraction,
         default=0.1,
         help="fraction of the data held out for validation (default: %(default)s)",
-    )
-    train.add_argument(
-        "--seed",
-        type=int,
-        default=0,
-        help="random seed for data, initialisation and dropout (default: %(default)s)",
-    )
-    train.add_argument(
-        "--jit",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="compile the train step with XLA (default: Keras decides, 'auto')",
-    )
-    train.add_argument(
-        "--logdir",
-        default=None,
-        help="folder for TensorBoard logs and checkpoints (default: "
-        f"runs/{example}/<timestamp>-<attention>-<position>); pass the folder of "
-        "an interrupted run to resume it",
     )
     train.add_argument(
         "--distribute",
@@ -222,14 +186,6 @@ def add_common_arguments(parser, example):
         default="float32",
         help="dtype policy; mixed_float16 trains with dynamic loss scaling (Keras wraps the "
         "optimizer in a LossScaleOptimizer) (default: %(default)s)",
-    )
-    train.add_argument(
-        "--verbose",
-        type=int,
-        choices=(0, 1, 2),
-        default=1,
-        help="fit() verbosity: 0 silent, 1 progress bar, 2 one line per epoch "
-        "(default: %(default)s)",
     )
     return parser
 

@@ -8,6 +8,7 @@ import argparse
 import os
 
 from keras_transformers.recipes.argtypes import (
+    add_run_arguments,
     fraction,
     layer_spec_or_none,
     non_negative,
@@ -129,6 +130,7 @@ def build_parser(prog=None):
     )
 
     train = parser.add_argument_group("training")
+    add_run_arguments(train, "vit")
     train.add_argument(
         "--batch-size",
         type=positive_int,
@@ -139,41 +141,16 @@ def build_parser(prog=None):
         "--epochs", type=positive_int, default=30, help="epochs (default: %(default)s)"
     )
     train.add_argument(
-        "--steps-per-epoch",
-        type=positive_int,
-        default=None,
-        help="batches per epoch (default: one pass over the training data)",
-    )
-    train.add_argument(
         "--lr",
         type=non_negative,
         default=2e-3,
         help="peak learning rate of AdamW (default: %(default)s)",
     )
     train.add_argument(
-        "--schedule",
-        choices=("cosine", "constant"),
-        default="cosine",
-        help="warm-up + cosine decay, or constant (default: %(default)s)",
-    )
-    train.add_argument(
-        "--warmup-steps",
-        type=int,
-        default=None,
-        help="warm-up steps (default: 5%% of all steps, at most 100)",
-    )
-    train.add_argument(
         "--weight-decay",
         type=non_negative,
         default=0.05,
         help="AdamW weight decay (default: %(default)s)",
-    )
-    train.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
-    train.add_argument(
-        "--jit",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="compile the train step with XLA (default: Keras decides)",
     )
     train.add_argument(
         "--precision",
@@ -198,19 +175,6 @@ def build_parser(prog=None):
         type=positive_int,
         default=6,
         help="test images shown in the rollout figure (default: %(default)s)",
-    )
-    train.add_argument(
-        "--logdir",
-        default=None,
-        help="folder for logs and checkpoints (default: runs/vit/<timestamp>-"
-        "<attention>-<position>); pass an interrupted run's folder to resume",
-    )
-    train.add_argument(
-        "--verbose",
-        type=int,
-        choices=(0, 1, 2),
-        default=1,
-        help="fit() verbosity (default: %(default)s)",
     )
     return parser
 
