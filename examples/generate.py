@@ -22,6 +22,8 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+from keras_transformers.recipes.argtypes import number, positive_int
+
 SAMPLERS = ("greedy", "top_k", "top_p", "random", "beam")
 
 HOW_TO = """no --model given. Train a model first, for example:
@@ -52,12 +54,20 @@ def parse_args(argv=None):
         help="total tokens, prompt included (default and maximum: the model's length)",
     )
     p.add_argument("--sampler", choices=SAMPLERS, default="top_k", help="(default: %(default)s)")
-    p.add_argument("--temperature", type=float, default=1.0, help="(default: %(default)s)")
-    p.add_argument("--top-k", type=int, default=10, help="k of top_k (default: %(default)s)")
+    p.add_argument(
+        "--temperature", type=number(0, open_low=True), default=1.0, help="(default: %(default)s)"
+    )
+    p.add_argument(
+        "--top-k", type=positive_int, default=10, help="k of top_k (default: %(default)s)"
+    )
     p.add_argument("--top-p", type=float, default=0.9, help="p of top_p (default: %(default)s)")
-    p.add_argument("--num-beams", type=int, default=4, help="beams of beam (default: %(default)s)")
+    p.add_argument(
+        "--num-beams", type=positive_int, default=4, help="beams of beam (default: %(default)s)"
+    )
     p.add_argument("--seed", type=int, default=0, help="sampling seed (default: %(default)s)")
-    p.add_argument("--num-samples", type=int, default=1, help="samples (default: %(default)s)")
+    p.add_argument(
+        "--num-samples", type=positive_int, default=1, help="samples (default: %(default)s)"
+    )
     p.add_argument(
         "--no-cache", action="store_true", help="recompute the whole sequence for every token"
     )
@@ -70,14 +80,8 @@ def parse_args(argv=None):
         "--logdir", default=None, help="run folder of --train-tiny (default: runs/lm/<time>-...)"
     )
     args = p.parse_args(argv)
-    if args.temperature <= 0:
-        p.error(f"--temperature={args.temperature}: must be > 0")
-    if args.top_k < 1:
-        p.error(f"--top-k={args.top_k}: must be >= 1")
     if not 0 < args.top_p <= 1:
         p.error(f"--top-p={args.top_p}: must be in (0, 1]")
-    if args.num_beams < 1 or args.num_samples < 1:
-        p.error("--num-beams and --num-samples must be >= 1")
     return args
 
 
