@@ -2,16 +2,18 @@
 
 Every builder of :mod:`keras_transformers.models` returns a subclass of :class:`BackboneModel`:
 a Functional ``keras.Model`` (as keras-hub backbones are) whose constructor takes the builder's
-arguments, assembles the graph with :meth:`BackboneModel.assemble` and keeps the parts as
-attributes::
+arguments, assembles the graph with :meth:`BackboneModel.assemble_stack` (blocks of one kind) or
+:meth:`BackboneModel.assemble` (any list of blocks) and keeps the parts as attributes::
 
     model.token_embedding        # ReversibleEmbedding (its reverse call is the tied LM head)
     model.position_embedding     # embedding-side position layer, or None
+    model.embedding_norm         # LayerNorm after the embeddings (Decision Transformer), or None
     model.embedding_dropout      # Dropout, or None
     model.transformer_layers     # list of the N blocks
     model.final_norm             # LayerNormalization (pre-norm), or None (post-norm)
 
-``get_config()`` holds the builder's arguments and ``from_config`` rebuilds the model from them,
+``get_config()`` holds the builder's arguments (and the dtype policy) and ``from_config`` rebuilds
+the model from them,
 so a ``.keras`` file loads with ``keras.saving.load_model`` (no ``custom_objects``) into the same
 class with the same attributes. Generation, early exit and kNN-LM read these attributes; nothing
 finds a layer by its name string (the names stay as before for TensorBoard tags and weight
@@ -209,14 +211,21 @@ class BackboneModel(keras.Model):
         object.__setattr__(
             self, "_builder_config", {key: _serialize(value) for key, value in config.items()}
         )
-        inputs, outputs = self.build_graph(**config)
-        kwargs = {} if dtype is None else {"dtype": dtype}
+        # every part is built under the model's dtype policy (the global one when not given),
+        # so a mixed-precision model loads back mixed whatever the policy at load time
+        policy = keras.config.dtype_policy() if dtype is None else keras.dtype_policies.get(dtype)
+        previous = keras.config.dtype_policy()
+        keras.config.set_dtype_policy(policy)
+        try:
+            inputs, outputs = self.build_graph(**config)
+        finally:
+            keras.config.set_dtype_policy(previous)
         super().__init__(
             inputs=inputs,
             outputs=outputs,
             name=name or self.default_name,
             trainable=trainable,
-            **kwargs,
+            dtype=policy,
         )
         object.__setattr__(self, "_kt_graph_built", True)
 
@@ -320,6 +329,7 @@ class BackboneModel(keras.Model):
         return {
             "name": self.name,
             "trainable": self.trainable,
+            "dtype": self.dtype_policy.name,
             **copy.deepcopy(self._builder_config),
         }
 

@@ -243,3 +243,16 @@ def test_a_functional_config_written_before_the_backbone_still_loads():
     revived = kt.models.DecoderLM.from_config(config)
     assert type(revived).__name__ == "Functional"
     assert revived(IDS).shape == (B, L, V)
+
+
+def test_mixed_precision_model_loads_back_mixed(tmp_path):
+    keras.config.set_dtype_policy("mixed_float16")
+    lm = kt.models.build_decoder_lm(V, L, num_layers=1, **TINY)
+    path = str(tmp_path / "lm.keras")
+    lm.save(path)
+    keras.config.set_dtype_policy("float32")
+    loaded = keras.saving.load_model(path)
+    assert loaded.transformer_layers[0].dtype_policy.name == "mixed_float16"
+    assert loaded.token_embedding.compute_dtype == "float16"
+    np.testing.assert_allclose(_np(loaded(IDS)), _np(lm(IDS)), atol=1e-3)
+    assert kt.models.build_decoder_lm(V, L, num_layers=1, **TINY).dtype_policy.name == "float32"
