@@ -1,6 +1,12 @@
-"""Model builders returning plain Functional ``keras.Model`` objects."""
+"""Model builders returning Functional ``keras.Model`` objects.
+
+Every family but the Perceiver's is a :class:`BackboneModel` on the shared backbone
+(:mod:`keras_transformers.models.backbone`), its parts kept as attributes.
+"""
 
 from keras_transformers.models.adaptive_depth import (
+    EarlyExitClassifier,
+    EarlyExitLM,
     EarlyExitPredictor,
     ExitAccuracy,
     ExitStack,
@@ -8,7 +14,9 @@ from keras_transformers.models.adaptive_depth import (
     build_early_exit_classifier,
     build_early_exit_lm,
 )
+from keras_transformers.models.backbone import BackboneModel
 from keras_transformers.models.bert import (
+    BertPretrainer,
     MaskedLMHead,
     VocabularyIds,
     build_bert_pretrainer,
@@ -18,6 +26,7 @@ from keras_transformers.models.bert import (
     mask_tokens,
 )
 from keras_transformers.models.decision_transformer import (
+    DecisionTransformer,
     InterleaveTokens,
     SelectModality,
     build_decision_transformer,
@@ -25,6 +34,8 @@ from keras_transformers.models.decision_transformer import (
 )
 from keras_transformers.models.decoder_lm import DecoderLM, build_decoder_lm
 from keras_transformers.models.encoder_classifier import (
+    EncoderClassifier,
+    TextEncoder,
     build_encoder_classifier,
     build_retrieval_classifier,
     build_text_encoder,
@@ -32,6 +43,7 @@ from keras_transformers.models.encoder_classifier import (
 from keras_transformers.models.layers import PaddingMask, SequencePooling
 from keras_transformers.models.memorizing import (
     MemorizingDecoderBlock,
+    MemorizingLM,
     build_memorizing_lm,
     segment_batches,
 )
@@ -44,9 +56,11 @@ from keras_transformers.models.perceiver import (
     build_perceiver_ar,
     build_perceiver_io,
 )
-from keras_transformers.models.seq2seq import build_seq2seq
-from keras_transformers.models.transformer_xl import build_transformer_xl_lm
+from keras_transformers.models.seq2seq import Seq2Seq, build_seq2seq
+from keras_transformers.models.transformer_xl import TransformerXLLM, build_transformer_xl_lm
 from keras_transformers.models.universal import (
+    UniversalTransformerClassifier,
+    UniversalTransformerLM,
     build_universal_transformer_classifier,
     build_universal_transformer_lm,
 )
@@ -54,11 +68,25 @@ from keras_transformers.models.vit import (
     ClassToken,
     PatchEmbedding,
     SinusoidalPosition2D,
+    VisionTransformer,
     build_vit,
     sinusoid_2d_table,
 )
 
 __all__ = [
+    "BackboneModel",
+    "BertPretrainer",
+    "DecisionTransformer",
+    "EarlyExitClassifier",
+    "EarlyExitLM",
+    "EncoderClassifier",
+    "MemorizingLM",
+    "Seq2Seq",
+    "TextEncoder",
+    "TransformerXLLM",
+    "UniversalTransformerClassifier",
+    "UniversalTransformerLM",
+    "VisionTransformer",
     "DecoderLM",
     "InterleaveTokens",
     "MaskedLMHead",
