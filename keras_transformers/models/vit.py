@@ -260,28 +260,17 @@ class SinusoidalPosition2D(keras.layers.Layer):
 
 
 def _grid_attention(attention, grid_height, grid_width, pooling):
-    """Resolve ``attention``; a core that works on a token grid gets the patch grid.
-
-    Asks the core (``uses_token_grid`` / ``with_grid``); a core that has not declared it yet but
-    takes ``height``/``width`` arguments is configured through its config.
-    """
+    """Resolve ``attention``; a core that works on a token grid (``uses_token_grid``) gets the
+    patch grid through its ``with_grid``."""
     core = attention_registry.fresh(attention)
-    config = core.get_config()
-    on_grid = core.uses_token_grid or ("height" in config and "width" in config)
-    if not on_grid:
+    if not core.uses_token_grid:
         return core
     if pooling == "cls":
         raise ValueError(
             f"attention={core.variant!r} works on the patch grid, where a class token has no "
             "place; use pooling='mean' with it."
         )
-    if config.get("height") is not None or config.get("width") is not None:
-        return core  # the user's grid
-    if core.uses_token_grid:
-        return core.with_grid(grid_height, grid_width)
-    config.pop("name", None)
-    config["height"], config["width"] = grid_height, grid_width
-    return core.__class__.from_config(config)
+    return core.with_grid(grid_height, grid_width)
 
 
 @keras.saving.register_keras_serializable(package="keras_transformers")
@@ -371,8 +360,8 @@ def build_vit(
         channels: image channels ``C`` (1 for grayscale).
         d_model, num_heads, num_layers, ff_dim: sizes (``ff_dim`` defaults to ``4·d_model``).
         attention: any name in ``kt.attention.available()``, a config dict or an instance.
-            ``"local2d"`` (2D local blocks over the patch grid) gets the grid automatically and
-            needs ``pooling="mean"``.
+            A core on a token grid (``uses_token_grid``, e.g. ``"local2d"``: 2D local blocks)
+            gets the patch grid (``with_grid``) and needs ``pooling="mean"``.
         position: ``"learned"`` (a trainable table over the tokens, class token included),
             ``"sinusoid2d"`` (fixed 2D sine-cosine table, ``d_model`` a multiple of 4), None, or
             any other name from ``kt.positional.available()`` (1D over the raster order).
