@@ -41,10 +41,16 @@ from keras_transformers.ops.attention import heads_first, heads_last
 from keras_transformers.ops.feature_maps import elu_plus_one
 from keras_transformers.ops.linear_attention import (
     causal_kernel_attention,
+    causal_log_kernel_attention,
     dense_kernel_weights,
+    dense_log_kernel_weights,
+    empty_log_kernel_state,
     kernel_attention,
     kernel_attention_step,
     kernel_state,
+    log_kernel_attention,
+    log_kernel_attention_step,
+    log_kernel_state,
 )
 
 
@@ -60,6 +66,10 @@ class KernelAttentionCore(AttentionCore):
     supports_cross_attention = True
     supports_causal = True
     supports_cache = False
+    #: :meth:`feature_maps` returns log-features ``log φ`` (exponential feature maps such as
+    #: FAVOR+); attention then runs in log space, stabilised per query row, so large query/key
+    #: norms never underflow every term (ungated cores only).
+    log_features = False
 
     def __init__(self, chunk_size=64, **kwargs):
         super().__init__(**kwargs)
@@ -99,7 +109,9 @@ class KernelAttentionCore(AttentionCore):
             q, k, key_mask=key_mask, causal=causal, training=context.training
         )  # (B, h, L, r)
         gates = self.gates(k, causal=causal)  # (B, h, L) or None
-        if context.return_scores:
+        if self.log_features:
+            out, weights = self._log_space(phi_q, phi_k, v, key_mask, context)
+        elif context.return_scores:
             weights = dense_kernel_weights(phi_q, phi_k, key_mask, causal, gates)  # (B,h,Lq,Lk)
             out = ops.matmul(weights, ops.cast(v, "float32"))  # (B, h, Lq, dv)
         elif causal:
@@ -110,6 +122,15 @@ class KernelAttentionCore(AttentionCore):
         if context.return_scores:
             return out, ops.cast(weights, query.dtype)
         return out
+
+    def _log_space(self, log_q, log_k, v, key_mask, context):
+        """Attention from log-features ``(B, h, L, r)``: ``(out (B, h, Lq, dv), weights)``."""
+        if context.return_scores:
+            weights = dense_log_kernel_weights(log_q, log_k, key_mask, context.causal)
+            return ops.matmul(weights, ops.cast(v, "float32")), weights  # (B, h, Lq, dv)
+        if context.causal:
+            return causal_log_kernel_attention(log_q, log_k, v, self.chunk_size, key_mask), None
+        return log_kernel_attention(log_q, log_k, v, key_mask), None
 
     # -- incremental decoding (ungated cores; subclasses set supports_cache = True) -----------
     def state_features(self, key_dim):
@@ -126,9 +147,12 @@ class KernelAttentionCore(AttentionCore):
         value_dim=None,
         dtype=None,
     ):
-        """Zero recurrent state ``[S | z]``: float32 ``(B, h, r, dv + 1)`` (any ``max_length``)."""
+        """Empty recurrent state, float32 ``(B, h, r, dv + 1)`` (any ``max_length``): ``[S | z]``
+        zeros, or the log-space ``[μ | λ]`` of no keys for ``log_features`` cores."""
         value_dim = value_dim or key_dim
         r = self.state_features(key_dim)
+        if self.log_features:  # [μ | λ] of no keys
+            return empty_log_kernel_state(batch_size, num_heads, r, value_dim)
         return ops.zeros((batch_size, num_heads, r, value_dim + 1), dtype="float32")
 
     def decode_step(self, query, key, value, cache, cache_index, context):
@@ -152,7 +176,13 @@ class KernelAttentionCore(AttentionCore):
         phi_q, phi_k = self.feature_maps(
             q, k, key_mask=key_mask, causal=True, training=context.training
         )  # (B, h, l, r)
-        if isinstance(cache_index, int) and cache_index == 0:
+        if self.log_features:
+            if isinstance(cache_index, int) and cache_index == 0:
+                out = causal_log_kernel_attention(phi_q, phi_k, v, self.chunk_size, key_mask)
+                state = log_kernel_state(phi_k, v, key_mask, cache)
+            else:
+                out, state = log_kernel_attention_step(phi_q, phi_k, v, cache, key_mask)
+        elif isinstance(cache_index, int) and cache_index == 0:
             # pre-fill: the chunked prefix-sum form, then the state it ends with
             out = causal_kernel_attention(phi_q, phi_k, v, self.chunk_size, key_mask)
             state = cache + kernel_state(phi_k, v, key_mask)

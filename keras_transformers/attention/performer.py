@@ -9,18 +9,25 @@ orthogonal blocks,
 and attention is computed in linear time, ``φ⁺(Q) (φ⁺(K)ᵀ V) / φ⁺(Q) φ⁺(K)ᵀ 1``. Positive
 features make the estimated normaliser positive (sin/cos features can make it vanish or turn
 negative); orthogonal rows lower the estimator's variance. The causal form uses chunked prefix
-sums. The exponent is stabilised: queries subtract their own maximum, keys the maximum over all
-valid keys (``causal=False``) or the data-independent bound ``max_i ‖w_i‖²/2`` (``causal=True``,
-so no position ever depends on a later one); both constants cancel in the ratio.
+sums. Attention is computed from the log-features ``log φ⁺`` (``log_features = True``, see
+:mod:`keras_transformers.ops.linear_attention`): keys are summarised per feature by a log-mass
+and a mean value, merged across chunks like the running max of online softmax, and every query
+row divides by the largest term it can see (only keys ``j <= i`` when causal). So large
+query/key norms never underflow every term to zero in float32 (issue 17: the former
+data-independent key bound did from ``x12`` inputs on). Exact in log space are the per-feature
+sums over earlier chunks and each query's own key; the other pairs inside one chunk use per-row
+shifts with ``HEADROOM`` to spare, which loses a pair only when its query and key features are
+misaligned by more than about 160 nats (norms far beyond ``x30``); ``chunk_size=1`` makes the
+causal form exact at any norm (memory ``O(L·m·dv)``).
 
 Redraw schedule: the projection ``W`` is a non-trainable weight (saved with the model). With
 ``redraw_every=n > 0`` a fresh ``W`` is drawn (``keras.random`` and a ``SeedGenerator``) on every
 ``n``-th training call, counted by a non-trainable ``step`` weight; inference calls always use the
 stored ``W``, so predictions are deterministic.
 
-Decoding with a cache keeps the recurrent state ``[S | z]`` ``(B, h, m, dv + 1)`` (see
-``linear``); it uses the stored ``W`` and the data-independent key stabiliser of the causal form,
-so cached and uncached decoding see exactly the same features.
+Decoding with a cache keeps the log-space state ``[μ | λ]`` ``(B, h, m, dv + 1)`` (per feature
+the mean value and the log-mass of the keys so far); it uses the stored ``W``, so cached and
+uncached decoding compute the same estimator.
 
 Shapes: ``q (B, Lq, h, dh)``, ``k, v (B, Lk, h_kv, dh)`` -> ``(B, Lq, h, dv)``;
 ``W (m, dh)``; features ``(B, h, L, m)``.
@@ -41,7 +48,7 @@ from keras import ops
 
 from keras_transformers.attention.linear import KernelAttentionCore, check_int
 from keras_transformers.attention.registry import register
-from keras_transformers.ops.feature_maps import gaussian_random_matrix, positive_random_features
+from keras_transformers.ops.feature_maps import gaussian_random_matrix, positive_random_log_features
 
 
 class RandomFeatureCore(KernelAttentionCore):
@@ -151,6 +158,7 @@ class PerformerAttention(RandomFeatureCore):
     """
 
     supports_cache = True
+    log_features = True
     example_config = {"num_features": 32, "chunk_size": 8}
     benchmark_config = {"num_features": 128}
     quick_benchmark_config = {"num_features": 16, "chunk_size": 16}
@@ -176,16 +184,11 @@ class PerformerAttention(RandomFeatureCore):
         )
 
     def feature_maps(self, query, key, key_mask=None, causal=False, training=None):
+        """Log-features ``log φ⁺`` of queries and keys, ``(B, h, L, m)`` (``log_features``)."""
         projection = self.current_projection(training)  # (m, dh)
         scale = float(query.shape[-1]) ** -0.25
         q = ops.cast(query, "float32") * scale  # (B, h, Lq, dh)
         k = ops.cast(key, "float32") * scale  # (B, h, Lk, dh)
-        phi_q = positive_random_features(q, projection, is_query=True)  # (B, h, Lq, m)
-        phi_k = positive_random_features(
-            k,
-            projection,
-            is_query=False,
-            key_mask=key_mask,
-            stabilizer="bound" if causal else "data",
-        )  # (B, h, Lk, m)
-        return phi_q, phi_k
+        log_q = positive_random_log_features(q, projection)  # (B, h, Lq, m)
+        log_k = positive_random_log_features(k, projection)  # (B, h, Lk, m)
+        return log_q, log_k

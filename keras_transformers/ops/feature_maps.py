@@ -12,6 +12,7 @@ A kernelised attention core replaces ``exp(q·k)`` by ``φ(q)·φ(k)`` for a fea
 * :func:`positive_random_features` -- FAVOR+ (Choromanski et al., 2021):
   ``φ⁺(x) = exp(W x - ‖x‖²/2) / sqrt(m)`` with rows of ``W`` from ``N(0, I)``, so that
   ``E[φ⁺(x)·φ⁺(y)] = exp(x·y)``; the features are strictly positive.
+  :func:`positive_random_log_features` gives ``log φ⁺`` for the log-space attention forms.
 * :func:`gaussian_random_matrix` -- i.i.d. or block-orthogonal Gaussian projections.
 
 Shapes use ``B`` batch, ``h`` heads, ``L`` length, ``dh`` head size, ``r``/``m``/``D`` features.
@@ -122,3 +123,23 @@ def positive_random_features(x, projection, is_query, key_mask=None, stabilizer=
         raise ValueError(f"stabilizer={stabilizer!r}: allowed values are 'data', 'bound'.")
     shift = ops.stop_gradient(shift)
     return ops.exp(logits - shift) * (1.0 / math.sqrt(num))
+
+
+def positive_random_log_features(x, projection):
+    """``log φ⁺(x) = W x - ‖x‖²/2 - log(m)/2``, the FAVOR+ features in log space.
+
+    Attention from log-features (:func:`~keras_transformers.ops.linear_attention.
+    log_kernel_attention` and its causal and decoding forms) needs no stabiliser: it subtracts
+    per query the largest term that query can see, so no norm of ``x`` underflows every feature.
+
+    Args:
+        x: ``(B, h, L, dh)`` already multiplied by ``dh^{-1/4}``.
+        projection: ``W`` of shape ``(m, dh)``.
+
+    Returns:
+        float32 ``(B, h, L, m)``.
+    """
+    x = ops.cast(x, "float32")
+    w = ops.cast(projection, "float32")
+    logits = ops.einsum("bhld,md->bhlm", x, w) - 0.5 * ops.sum(x * x, axis=-1, keepdims=True)
+    return logits - 0.5 * math.log(w.shape[0])  # (B, h, L, m)
