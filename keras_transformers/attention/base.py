@@ -84,6 +84,9 @@ class AttentionCore(keras.layers.Layer):
 
     #: Can apply score-side positional hooks (ALiBi/T5/Shaw biases). RoPE works with every core.
     supports_position_bias = True
+    #: Can apply a score bias that reads the keys' content (``position.score_bias_reads_key``:
+    #: Transformer-XL's ``u·k_j``).
+    supports_key_content_bias = True
     #: Accepts an arbitrary ``(B, Lq, Lk)`` attention_mask.
     supports_attention_mask = True
     #: Accepts keys/values of another length/source than the queries.
@@ -128,6 +131,13 @@ class AttentionCore(keras.layers.Layer):
                 f"{position.registry_name!r}: it never forms per-pair scores. Use position='rope' "
                 "(works with every attention core) or an embedding-side encoding in the builder "
                 "('sinusoidal', 'learned')."
+            )
+        if getattr(position, "score_bias_reads_key", False) and not self.supports_key_content_bias:
+            raise ValueError(
+                f"attention={self.variant!r} cannot apply position="
+                f"{position.registry_name!r} with its key content term (u·k): its global and "
+                "local key blocks are shared across query groups. Use position='xl' with "
+                "use_content_bias=False, or 'rope', 'alibi', 't5', 'shaw'."
             )
 
     def with_grid(self, height, width):

@@ -63,6 +63,7 @@ class BigBirdAttention(BlockedCore):
             number of blocks and the window/global settings (``random_blocks(length)``).
     """
 
+    supports_key_content_bias = False  # global/local key blocks shared across groups
     example_config = {
         "block_size": 4,
         "num_window_blocks": 3,

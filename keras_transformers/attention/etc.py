@@ -68,6 +68,7 @@ class ETCAttention(BlockedCore):
         block_size: block size of the l2l band (default ``max(w, 1)``).
     """
 
+    supports_key_content_bias = False  # global/local key blocks shared across groups
     example_config = {"num_global_tokens": 2, "window": 2}
     #: Settings of benchmarks/attention_scaling.py (radius 128, 16 global tokens).
     benchmark_config = {"num_global_tokens": 16, "window": 128}

@@ -73,6 +73,7 @@ class LongformerAttention(BlockedCore):
             result).
     """
 
+    supports_key_content_bias = False  # global/local key blocks shared across groups
     supports_global_tokens = True
     example_config = {"window": 2, "dilation": [1, 2], "global_tokens": [0], "max_global": 4}
     #: Settings of benchmarks/attention_scaling.py (window 128 like the other local cores).

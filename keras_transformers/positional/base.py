@@ -28,6 +28,10 @@ class PositionalEncoding(keras.layers.Layer):
     has_score_bias = False
     #: True when :meth:`value_term` contributes.
     has_value_term = False
+    #: True when :meth:`score_bias` reads the keys' content (Transformer-XL's ``u·k_j``), not
+    #: only the queries and the relative positions: cores whose blocked layout shares key blocks
+    #: across query groups refuse it (``supports_key_content_bias``).
+    score_bias_reads_key = False
     #: True when the encoding can extrapolate past any length seen in training.
     extrapolates = True
 

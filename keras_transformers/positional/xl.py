@@ -59,6 +59,11 @@ class XLRelativePosition(PositionalEncoding):
     kind = "score"
     has_score_bias = True
 
+    @property
+    def score_bias_reads_key(self):
+        """The content term ``u·k_j`` reads the keys (``use_content_bias``)."""
+        return self.use_content_bias
+
     def __init__(
         self,
         relative_dim=None,
