@@ -237,3 +237,16 @@ def test_number_initializers_and_bad_initializer():
     np.testing.assert_allclose(to_numpy(core.sigmoid_param), 2.0)
     with pytest.raises(ValueError, match="distance_initializer='nope'"):
         DistanceAwareAttention(distance_initializer="nope")
+
+
+def test_cross_attention_and_fractional_key_dim_are_refused():
+    """Issue 17 item 4: |i - j| between two unrelated sequences is meaningless, so the shell
+    enforces ``supports_cross_attention = False``; a fractional key_dim is not rounded down."""
+    assert not DistanceAwareAttention.supports_cross_attention
+    layer = kt.attention.MultiHeadAttention(2, 4, attention="distance_aware")
+    query = RNG.normal(size=(1, 6, 8)).astype("float32")
+    memory = RNG.normal(size=(1, 4, 8)).astype("float32")
+    with pytest.raises(ValueError, match="cross-attention"):
+        layer(query, value=memory)
+    with pytest.raises(ValueError, match="key_dim=2.7"):
+        kt.attention.MultiHeadAttention(2, 2.7, attention="distance_aware")
