@@ -20,6 +20,21 @@ def positive_int(text):
     return value
 
 
+def integer(low):
+    """An integer >= ``low`` (``integer(1)`` is :func:`positive_int`)."""
+
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r}: expected an integer >= {low}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"{value}: must be >= {low}")
+        return value
+
+    return parse
+
+
 def number(low, high=None, open_low=False):
     """A float in ``[low, high)`` (``(low, high)`` with ``open_low``); ``high=None``: no bound."""
 
@@ -88,7 +103,8 @@ def add_run_arguments(group, example):
     """The flags of the training loop every example shares, added to ``group``.
 
     ``--steps-per-epoch``, ``--schedule``, ``--warmup-steps``, ``--seed``, ``--jit`` /
-    ``--no-jit``, ``--verbose`` and ``--logdir`` (default ``runs/<example>/<time>-...``).
+    ``--no-jit``, ``--verbose``, ``--logdir`` (default ``runs/<example>/<time>-...``) and
+    ``--overwrite``.
     """
     group.add_argument(
         "--steps-per-epoch",
@@ -134,4 +150,9 @@ def add_run_arguments(group, example):
         default=None,
         help=f"folder for TensorBoard logs and checkpoints (default: runs/{example}/<time>-...); "
         "pass the folder of an interrupted run to resume it",
+    )
+    group.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the finished run in --logdir (without it, such a folder is refused)",
     )

@@ -29,6 +29,7 @@ import keras
 import numpy as np
 
 from keras_transformers import attention, callbacks, optimizers, positional
+from keras_transformers.recipes import resume
 from keras_transformers.recipes.flags import default_logdir
 
 _clock = {"started": time.time()}
@@ -55,19 +56,37 @@ def check_specs(args, known_positions=()):
             positional.get(args.position)
 
 
-def write_config(args):
-    """Write the run's arguments to ``<logdir>/config.json``."""
+def write_config(args, finished=False):
+    """Write the run's arguments to ``<logdir>/config.json`` (``"finished": true`` at the end)."""
     config = {k: v for k, v in vars(args).items() if not callable(v)}
+    if finished:
+        config["finished"] = True
     with open(os.path.join(args.logdir, "config.json"), "w", encoding="utf-8") as handle:
         json.dump(config, handle, indent=1, default=str)
 
 
 def prepare_logdir(args):
-    """Create the log folder (``args.logdir``, defaulted here) and write ``config.json``."""
+    """Create the log folder (``args.logdir``, defaulted here) and write ``config.json``.
+
+    Before anything is written, :func:`resume.check_run_folder` refuses a folder holding a
+    finished run (unless ``--overwrite``), an interrupted run started with other flags, damaged
+    backup files and a folder that cannot be written, each with a one-line error.
+    """
     if args.logdir is None:
         args.logdir = default_logdir(args.example, args.attention, getattr(args, "position", None))
-    os.makedirs(args.logdir, exist_ok=True)
-    write_config(args)
+    try:
+        state = resume.check_run_folder(args)
+        os.makedirs(args.logdir, exist_ok=True)
+        write_config(args)
+    except OSError as error:
+        raise SystemExit(
+            f"error: --logdir {args.logdir}: cannot write there ({error.strerror or error}); "
+            "give a folder you can write to"
+        ) from None
+    if state == "resume":
+        print(f"Resuming the interrupted run in {args.logdir}")
+    elif state == "overwrite":
+        print(f"--overwrite: the earlier run in {args.logdir} was removed")
     return args.logdir
 
 
@@ -169,15 +188,18 @@ def make_callbacks(logdir, monitor="val_loss"):
 
     Returns:
         ``[TensorBoard(logdir), ModelCheckpoint(logdir/best.keras, save_best_only on monitor),
-        ModelCheckpoint(logdir/last.keras), BackupAndRestore(logdir/backup)]``.
+        ModelCheckpoint(logdir/last.keras), ResumableBackup(logdir/backup)]``: the backup holds
+        the weights, optimizer, epoch, dropout RNG state and the best ``monitor`` value so far, so a
+        resumed run is bit-identical and ``best.keras`` only improves across a restart.
     """
+    best = keras.callbacks.ModelCheckpoint(
+        os.path.join(logdir, "best.keras"), monitor=monitor, save_best_only=True
+    )
     return [
         keras.callbacks.TensorBoard(log_dir=logdir),
-        keras.callbacks.ModelCheckpoint(
-            os.path.join(logdir, "best.keras"), monitor=monitor, save_best_only=True
-        ),
+        best,
         keras.callbacks.ModelCheckpoint(os.path.join(logdir, "last.keras")),
-        keras.callbacks.BackupAndRestore(os.path.join(logdir, "backup")),
+        resume.ResumableBackup(os.path.join(logdir, "backup"), checkpoints=[best]),
     ]
 
 
@@ -266,7 +288,8 @@ def finish(history, args, started=None, **summary):
     started = _clock["started"] if started is None else started
     history.logdir = args.logdir
     history.summary = summary
-    write_config(args)  # again: sizes resolved from the data (e.g. --seq-len) are now known
+    # again: sizes resolved from the data (e.g. --seq-len) are now known; marks the run finished
+    write_config(args, finished=True)
     losses = history.history.get("loss", [])
     if losses:
         print(f"loss: first epoch {losses[0]:.4f}, last epoch {losses[-1]:.4f}")
