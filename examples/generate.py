@@ -22,7 +22,7 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from keras_transformers.recipes.argtypes import number, positive_int
+from keras_transformers.recipes.argtypes import integer, number, positive_int
 
 SAMPLERS = ("greedy", "top_k", "top_p", "random", "beam")
 
@@ -49,9 +49,9 @@ def parse_args(argv=None):
     p.add_argument("--prompt", default="The ", help="text to continue (default: %(default)r)")
     p.add_argument(
         "--max-length",
-        type=int,
+        type=integer(2),
         default=None,
-        help="total tokens, prompt included (default and maximum: the model's length)",
+        help="total tokens, prompt included, >= 2 (default and maximum: the model's length)",
     )
     p.add_argument("--sampler", choices=SAMPLERS, default="top_k", help="(default: %(default)s)")
     p.add_argument(
@@ -120,6 +120,16 @@ def train_tiny(logdir):
     return os.path.join(namespace["args"].logdir, "best.keras")
 
 
+def model_length(model):
+    """The longest sequence the model reads: its ``max_length`` (the positions it was built
+    for), else its static input length, else 1024."""
+    try:
+        length = model.get_config().get("max_length")
+    except (NotImplementedError, AttributeError):
+        length = None
+    return int(length or model.inputs[0].shape[1] or 1024)
+
+
 def main(argv=None):
     args = parse_args(argv)
     if args.model is None and not args.train_tiny:
@@ -149,8 +159,15 @@ def main(argv=None):
     keras.utils.set_random_seed(args.seed)
     model = keras.saving.load_model(args.model)
     tokenizer = load_tokenizer(tokenizer_path)
-    limit = model.inputs[0].shape[1] or 1024
-    max_length = min(args.max_length or limit, limit)
+    limit = model_length(model)
+    if args.max_length is not None and args.max_length > limit:
+        print(
+            f"generate.py: --max-length {args.max_length}: the model reads at most {limit} "
+            f"tokens; allowed values are 2 .. {limit}",
+            file=sys.stderr,
+        )
+        return 2
+    max_length = args.max_length or limit
     ids = [int(i) for i in tokenizer.encode(args.prompt)] or [1]
     ids = ids[-(max_length - 1) :]  # keep room for at least one new token
     generator = Generator(model, use_cache=False if args.no_cache else None)

@@ -192,6 +192,10 @@ class WordPieceTokenizer(Tokenizer):
         return {"vocabulary": self.vocabulary, "lowercase": self.lowercase}
 
 
+# SentencePiece's trainer skips lines longer than this (its ``max_sentence_length`` default).
+SENTENCE_PIECE_MAX_BYTES = 4192
+
+
 class BPETokenizer(Tokenizer):
     """Byte-pair-encoding sub-words: a SentencePiece BPE model trained with keras-hub.
 
@@ -215,6 +219,14 @@ class BPETokenizer(Tokenizer):
         import keras_hub
 
         size = _check_size(vocabulary_size, NUM_SPECIAL_TOKENS + 1)
+        lengths = [len(t.encode("utf-8")) for t in texts if t and t.strip()]
+        if lengths and min(lengths) > SENTENCE_PIECE_MAX_BYTES:
+            raise ValueError(
+                f"texts: every line is longer than SentencePiece's limit of "
+                f"{SENTENCE_PIECE_MAX_BYTES} bytes (the shortest has {min(lengths)}), so BPE has "
+                "nothing to train on; split the text into shorter lines, or use another "
+                "tokenizer (byte, char, wordpiece)"
+            )
         proto = keras_hub.tokenizers.compute_sentence_piece_proto(
             _dataset(texts), size, model_type="bpe"
         )

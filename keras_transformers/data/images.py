@@ -54,6 +54,23 @@ def load_digits(test_fraction=0.2, seed=0):
     return train, test, list(DIGITS_CLASSES)
 
 
+def _first_unreadable(directory, classes):
+    """The path of the first image file under ``directory`` that TensorFlow cannot decode."""
+    import tensorflow as tf
+
+    for name in classes:
+        for root, _, files in sorted(os.walk(os.path.join(directory, name))):
+            for file in sorted(files):
+                if not file.lower().endswith(IMAGE_EXTENSIONS):
+                    continue
+                path = os.path.join(root, file)
+                try:
+                    tf.io.decode_image(tf.io.read_file(path), expand_animations=False)
+                except Exception:  # noqa: BLE001 (any decoder error means unreadable)
+                    return path
+    return "an image file"
+
+
 def load_image_folder(
     directory, image_size, color_mode="rgb", test_fraction=0.2, seed=0, batch_size=64
 ):
@@ -76,7 +93,8 @@ def load_image_folder(
 
     Raises:
         FileNotFoundError: ``directory`` does not exist or is not a folder.
-        ValueError: no class subfolders, fewer than two classes, or no image files.
+        ValueError: no class subfolders, fewer than two classes, a class without image files,
+            or an image that cannot be decoded (the message names the file).
     """
     directory = os.fspath(directory)
     if not os.path.isdir(directory):
@@ -113,6 +131,13 @@ def load_image_folder(
             f"image folder {directory!r} has one class subfolder {classes}; a classifier needs "
             "at least two."
         )
+    empty = [name for name in classes if counts[name] == 0]
+    if empty:
+        raise ValueError(
+            f"image folder {directory!r}: class subfolder(s) {empty} hold no image files "
+            f"({', '.join(IMAGE_EXTENSIONS)}); every class needs at least one image (remove "
+            "the empty folders or add images)."
+        )
     if isinstance(image_size, int):
         image_size = (image_size, image_size)
     channels = {"rgb": 3, "grayscale": 1, "rgba": 4}
@@ -132,9 +157,15 @@ def load_image_folder(
         verbose=False,
     )
     xs, ys = [], []
-    for images, labels in dataset:
-        xs.append(np.asarray(images, "float32") / 255.0)
-        ys.append(np.asarray(labels, "int32"))
+    try:
+        for images, labels in dataset:
+            xs.append(np.asarray(images, "float32") / 255.0)
+            ys.append(np.asarray(labels, "int32"))
+    except Exception as error:  # tf.errors.OpError of the decoder: name the file
+        raise ValueError(
+            f"image folder {directory!r}: {_first_unreadable(directory, classes)} is not a "
+            "readable image (corrupt or not an image); fix or remove it."
+        ) from error
     x, y = np.concatenate(xs), np.concatenate(ys)  # (N, H, W, C), (N,)
     train, test = _split(x, y, test_fraction, seed)
     return train, test, classes

@@ -12,6 +12,7 @@ import numpy as np
 from keras_transformers.recipes.argtypes import (
     DefaultsHelpFormatter,
     add_run_arguments,
+    integer,
     layer_spec,
     number,
     positive_int,
@@ -33,8 +34,8 @@ def build_parser(prog=None):
         formatter_class=DefaultsHelpFormatter,
     )
     env = p.add_argument_group("environment and data")
-    env.add_argument("--size", type=int, default=6, help="grid side N")
-    env.add_argument("--max-steps", type=int, default=30, help="episode step limit")
+    env.add_argument("--size", type=integer(3), default=6, help="grid side N, >= 3")
+    env.add_argument("--max-steps", type=positive_int, default=30, help="episode step limit")
     env.add_argument(
         "--episodes",
         type=positive_int,

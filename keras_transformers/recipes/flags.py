@@ -12,6 +12,7 @@ from keras_transformers.recipes import EXAMPLES
 from keras_transformers.recipes.argtypes import (
     add_run_arguments,
     fraction,
+    integer,
     layer_spec_or_none,
     non_negative,
     open_fraction,
@@ -240,7 +241,7 @@ def build_parser(example, prog=None):
         )
         extra.add_argument(
             "--sample-length",
-            type=int,
+            type=integer(0),
             default=200,
             help="tokens to generate after training; 0 skips (default: %(default)s)",
         )
@@ -296,13 +297,13 @@ def build_parser(example, prog=None):
         )
         extra.add_argument(
             "--task-vocab",
-            type=int,
+            type=integer(5),
             default=24,
             help="vocabulary of reverse/copy/sort, 4 reserved ids included (default: %(default)s)",
         )
         extra.add_argument(
             "--max-digits",
-            type=int,
+            type=integer(1),
             default=3,
             help="operand digits of the arithmetic task (default: %(default)s)",
         )

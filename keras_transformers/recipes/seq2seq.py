@@ -15,6 +15,11 @@ def _pairs_or_task(args):
     """Return ``(src, tgt_in, tgt_out, tokenizer or None, description)``."""
     if args.data:
         sources, targets = data.load_tsv_pairs(args.data)
+        if len(sources) < 2:
+            raise ValueError(
+                f"{args.data} holds {len(sources)} pair; training needs at least 2 "
+                "'source<TAB>target' lines (one for training, one for validation)"
+            )
         if args.tokenizer == "char":
             tokenizer = data.CharTokenizer.fit("".join(sources) + "".join(targets))
         else:

@@ -10,6 +10,7 @@ import os
 from keras_transformers.recipes.argtypes import (
     add_run_arguments,
     fraction,
+    integer,
     layer_spec_or_none,
     non_negative,
     open_fraction,
@@ -166,7 +167,7 @@ def build_parser(prog=None):
     )
     train.add_argument(
         "--log-attention-every",
-        type=int,
+        type=integer(0),
         default=10,
         help="epochs between attention-map logs; 0 disables (default: %(default)s)",
     )
