@@ -182,7 +182,6 @@ for number, phase in ((2, "finetune"), (3, "scratch")):
     bert.save_results(args.logdir, results)
 
 bert.print_comparison(results, y_val, data.class_names)
-run.write_config(args, finished=True)  # the same command again refuses this folder
 print(f"Finished in {time.time() - started:.1f} s.")
 print(f"Logs and checkpoints (pretrain/, finetune/, scratch/): {args.logdir}")
 print(f"View the curves with:\n  tensorboard --logdir {args.logdir}")
