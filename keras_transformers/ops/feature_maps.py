@@ -94,7 +94,8 @@ def positive_random_features(x, projection, is_query, key_mask=None, stabilizer=
     head (``stabilizer="data"``, the FAVOR+ reference) or the data-independent bound
     ``max_i ‖w_i‖²/2 >= w·x - ‖x‖²/2`` (``stabilizer="bound"``), which never looks at other
     positions and so keeps causal attention strictly causal. Both are wrapped in
-    ``stop_gradient``.
+    ``stop_gradient``. The bound underflows to zero features for large norms (issue 17): the
+    ``performer`` core uses :func:`positive_random_log_features` and log-space attention.
 
     Args:
         x: ``(B, h, L, dh)`` already multiplied by ``dh^{-1/4}``.
