@@ -21,12 +21,11 @@ Example:
 import keras
 
 from keras_transformers.attention import MultiHeadAttention
-from keras_transformers.blocks.feedforward import FeedForward
-from keras_transformers.blocks.residual import residual_sublayer
+from keras_transformers.blocks.residual import SelfAttentionBlock
 
 
 @keras.saving.register_keras_serializable(package="keras_transformers")
-class TransformerDecoderBlock(keras.layers.Layer):
+class TransformerDecoderBlock(SelfAttentionBlock):
     """One decoder layer.
 
     Args:
@@ -38,6 +37,13 @@ class TransformerDecoderBlock(keras.layers.Layer):
             ``num_key_value_heads``, ``layer_norm_epsilon`` as in
             :class:`TransformerEncoderBlock`.
     """
+
+    config_keys = (
+        *SelfAttentionBlock.common_keys,
+        "cross_attention",
+        "norm_first",
+        "num_key_value_heads",
+    )
 
     def __init__(
         self,
@@ -56,35 +62,9 @@ class TransformerDecoderBlock(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        self.num_heads = int(num_heads)
-        self.key_dim = int(key_dim)
-        self.ff_dim = int(ff_dim)
-        self.cross_attention = bool(cross_attention)
-        self.norm_first = bool(norm_first)
-        self.dropout = float(dropout)
-        self.attention_dropout = float(attention_dropout)
-        self.activation = activation
-        self.num_key_value_heads = num_key_value_heads
-        self.layer_norm_epsilon = float(layer_norm_epsilon)
-        policy = self.dtype_policy
-
-        def norm(name):
-            return keras.layers.LayerNormalization(
-                epsilon=layer_norm_epsilon, dtype=policy, name=name
-            )
-
-        self.self_attention = MultiHeadAttention(
-            num_heads,
-            key_dim,
-            dropout=attention_dropout,
-            attention=attention,
-            position=position,
-            causal=True,
-            num_key_value_heads=num_key_value_heads,
-            dtype=policy,
-            name="self_attention",
-        )
-        self.self_attention_norm = norm("self_attention_norm")
+        self.store_arguments(locals())
+        self.self_attention = self.make_self_attention(attention, position, causal=True)
+        self.self_attention_norm = self.make_norm("self_attention_norm")
         if self.cross_attention:
             self.cross_attention_layer = MultiHeadAttention(
                 num_heads,
@@ -92,15 +72,13 @@ class TransformerDecoderBlock(keras.layers.Layer):
                 dropout=attention_dropout,
                 attention="full",
                 num_key_value_heads=num_key_value_heads,
-                dtype=policy,
+                dtype=self.dtype_policy,
                 name="cross_attention",
             )
-            self.cross_attention_norm = norm("cross_attention_norm")
-        self.feedforward = FeedForward(
-            ff_dim, activation=activation, dropout=dropout, dtype=policy, name="feedforward"
-        )
-        self.feedforward_norm = norm("feedforward_norm")
-        self.residual_dropout = keras.layers.Dropout(dropout, dtype=policy)
+            self.cross_attention_norm = self.make_norm("cross_attention_norm")
+        self.feedforward = self.make_feedforward()
+        self.feedforward_norm = self.make_norm("feedforward_norm")
+        self.residual_dropout = keras.layers.Dropout(self.dropout, dtype=self.dtype_policy)
         self.supports_masking = True
 
     def build(self, x_shape, encoder_outputs_shape=None):
@@ -123,11 +101,6 @@ class TransformerDecoderBlock(keras.layers.Layer):
     def init_cache(self, batch_size, max_length, dtype=None):
         """An empty self-attention cache (format of the attention core)."""
         return self.self_attention.init_cache(batch_size, max_length, dtype=dtype)
-
-    def _residual(self, x, sublayer, norm, training):
-        return residual_sublayer(
-            x, sublayer, norm, self.residual_dropout, self.norm_first, training
-        )
 
     def call(
         self,
@@ -154,7 +127,7 @@ class TransformerDecoderBlock(keras.layers.Layer):
                 training=training,
             )
 
-        x, new_cache = self._residual(x, self_attend, self.self_attention_norm, training)
+        x, new_cache = self.residual(x, self_attend, self.self_attention_norm, training)
         if self.cross_attention:
             if encoder_outputs is None:
                 raise ValueError(
@@ -166,31 +139,13 @@ class TransformerDecoderBlock(keras.layers.Layer):
                     h, encoder_outputs, padding_mask=encoder_padding_mask, training=training
                 ), None
 
-            x, _ = self._residual(x, cross_attend, self.cross_attention_norm, training)
+            x, _ = self.residual(x, cross_attend, self.cross_attention_norm, training)
 
         def ffn(h):
             return self.feedforward(h, training=training), None
 
-        x, _ = self._residual(x, ffn, self.feedforward_norm, training)
+        x, _ = self.residual(x, ffn, self.feedforward_norm, training)
         return x if cache is None else (x, new_cache)
 
     def compute_mask(self, x, *args, mask=None, **kwargs):
         return mask
-
-    def get_config(self):
-        attn = self.self_attention.get_config()
-        return {
-            **super().get_config(),
-            "num_heads": self.num_heads,
-            "key_dim": self.key_dim,
-            "ff_dim": self.ff_dim,
-            "attention": attn["attention"],
-            "position": attn["position"],
-            "cross_attention": self.cross_attention,
-            "norm_first": self.norm_first,
-            "dropout": self.dropout,
-            "attention_dropout": self.attention_dropout,
-            "activation": self.activation,
-            "num_key_value_heads": self.num_key_value_heads,
-            "layer_norm_epsilon": self.layer_norm_epsilon,
-        }

@@ -16,13 +16,11 @@ Example:
 
 import keras
 
-from keras_transformers.attention import MultiHeadAttention
-from keras_transformers.blocks.feedforward import FeedForward
-from keras_transformers.blocks.residual import residual_sublayer
+from keras_transformers.blocks.residual import SelfAttentionBlock
 
 
 @keras.saving.register_keras_serializable(package="keras_transformers")
-class TransformerEncoderBlock(keras.layers.Layer):
+class TransformerEncoderBlock(SelfAttentionBlock):
     """One encoder layer with any attention core and score-side positional encoding.
 
     Args:
@@ -38,6 +36,8 @@ class TransformerEncoderBlock(keras.layers.Layer):
         causal: make the self-attention causal (used by decoder-only stacks).
         layer_norm_epsilon: epsilon of the layer norms.
     """
+
+    config_keys = (*SelfAttentionBlock.common_keys, "norm_first", "num_key_value_heads", "causal")
 
     def __init__(
         self,
@@ -56,41 +56,12 @@ class TransformerEncoderBlock(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        self.num_heads = int(num_heads)
-        self.key_dim = int(key_dim)
-        self.ff_dim = int(ff_dim)
-        self.norm_first = bool(norm_first)
-        self.dropout = float(dropout)
-        self.attention_dropout = float(attention_dropout)
-        self.activation = activation
-        self.num_key_value_heads = num_key_value_heads
-        self.causal = bool(causal)
-        self.layer_norm_epsilon = float(layer_norm_epsilon)
-        self.self_attention = MultiHeadAttention(
-            num_heads,
-            key_dim,
-            dropout=attention_dropout,
-            attention=attention,
-            position=position,
-            causal=causal,
-            num_key_value_heads=num_key_value_heads,
-            dtype=self.dtype_policy,
-            name="self_attention",
-        )
-        self.feedforward = FeedForward(
-            ff_dim,
-            activation=activation,
-            dropout=dropout,
-            dtype=self.dtype_policy,
-            name="feedforward",
-        )
-        self.attention_norm = keras.layers.LayerNormalization(
-            epsilon=layer_norm_epsilon, dtype=self.dtype_policy, name="attention_norm"
-        )
-        self.feedforward_norm = keras.layers.LayerNormalization(
-            epsilon=layer_norm_epsilon, dtype=self.dtype_policy, name="feedforward_norm"
-        )
-        self.residual_dropout = keras.layers.Dropout(dropout, dtype=self.dtype_policy)
+        self.store_arguments(locals())
+        self.self_attention = self.make_self_attention(attention, position, self.causal)
+        self.feedforward = self.make_feedforward()
+        self.attention_norm = self.make_norm("attention_norm")
+        self.feedforward_norm = self.make_norm("feedforward_norm")
+        self.residual_dropout = keras.layers.Dropout(self.dropout, dtype=self.dtype_policy)
         self.supports_masking = True
 
     def build(self, input_shape):
@@ -105,26 +76,12 @@ class TransformerEncoderBlock(keras.layers.Layer):
     ):
         if padding_mask is None:
             padding_mask = mask
-        attn_kwargs = dict(
-            padding_mask=padding_mask, attention_mask=attention_mask, training=training
-        )
-        if global_mask is not None:
-            attn_kwargs["global_mask"] = global_mask
-        x, _ = residual_sublayer(
-            x,
-            lambda h: self.self_attention(h, **attn_kwargs),
-            self.attention_norm,
-            self.residual_dropout,
-            self.norm_first,
-            training,
+        attn_kwargs = self.attention_kwargs(padding_mask, attention_mask, global_mask, training)
+        x, _ = self.residual(
+            x, lambda h: self.self_attention(h, **attn_kwargs), self.attention_norm, training
         )  # (B, L, d)
-        x, _ = residual_sublayer(
-            x,
-            lambda h: self.feedforward(h, training=training),
-            self.feedforward_norm,
-            self.residual_dropout,
-            self.norm_first,
-            training,
+        x, _ = self.residual(
+            x, lambda h: self.feedforward(h, training=training), self.feedforward_norm, training
         )  # (B, L, d)
         return x
 
@@ -133,21 +90,3 @@ class TransformerEncoderBlock(keras.layers.Layer):
 
     def compute_output_shape(self, input_shape):
         return input_shape
-
-    def get_config(self):
-        attn = self.self_attention.get_config()
-        return {
-            **super().get_config(),
-            "num_heads": self.num_heads,
-            "key_dim": self.key_dim,
-            "ff_dim": self.ff_dim,
-            "attention": attn["attention"],
-            "position": attn["position"],
-            "norm_first": self.norm_first,
-            "dropout": self.dropout,
-            "attention_dropout": self.attention_dropout,
-            "activation": self.activation,
-            "num_key_value_heads": self.num_key_value_heads,
-            "causal": self.causal,
-            "layer_norm_epsilon": self.layer_norm_epsilon,
-        }

@@ -40,8 +40,7 @@ Example:
 import keras
 from keras import ops
 
-from keras_transformers.attention import MultiHeadAttention
-from keras_transformers.blocks.feedforward import FeedForward
+from keras_transformers.blocks.residual import SelfAttentionBlock
 
 GATES = ("gru", "input", "output", "highway", "sigmoid_tanh", "residual")
 #: Gates whose equation has the bias b_g.
@@ -143,7 +142,7 @@ class GatingLayer(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="keras_transformers")
-class GTrXLBlock(keras.layers.Layer):
+class GTrXLBlock(SelfAttentionBlock):
     """One GTrXL layer: gated, identity-map-reordered self-attention and feed-forward.
 
     ``E' = g₁(E, ReLU(MHA(LN(E))))``, ``E'' = g₂(E', ReLU(FFN(LN(E'))))``.
@@ -169,6 +168,15 @@ class GTrXLBlock(keras.layers.Layer):
     ``(B, L, d) -> (B, L, d)``.
     """
 
+    config_keys = (
+        *SelfAttentionBlock.common_keys,
+        "causal",
+        "gate",
+        "gate_bias",
+        "sublayer_relu",
+        "num_key_value_heads",
+    )
+
     def __init__(
         self,
         num_heads,
@@ -193,39 +201,12 @@ class GTrXLBlock(keras.layers.Layer):
                 raise ValueError(f"{name}={value!r}: must be an integer >= 1.")
         if not 0.0 <= float(dropout) < 1.0:
             raise ValueError(f"dropout={dropout}: must be in [0, 1).")
-        self.num_heads = int(num_heads)
-        self.key_dim = int(key_dim)
-        self.ff_dim = int(ff_dim)
-        self.causal = bool(causal)
-        self.gate = gate
-        self.gate_bias = gate_bias
-        self.sublayer_relu = bool(sublayer_relu)
-        self.activation = activation
-        self.dropout = float(dropout)
-        self.attention_dropout = float(attention_dropout)
-        self.num_key_value_heads = num_key_value_heads
-        self.layer_norm_epsilon = float(layer_norm_epsilon)
+        self.store_arguments(locals())
         policy = self.dtype_policy
-        self.self_attention = MultiHeadAttention(
-            num_heads,
-            key_dim,
-            dropout=attention_dropout,
-            attention=attention,
-            position=position,
-            causal=causal,
-            num_key_value_heads=num_key_value_heads,
-            dtype=policy,
-            name="self_attention",
-        )
-        self.feedforward = FeedForward(
-            ff_dim, activation=activation, dropout=dropout, dtype=policy, name="feedforward"
-        )
-        self.attention_norm = keras.layers.LayerNormalization(
-            epsilon=layer_norm_epsilon, dtype=policy, name="attention_norm"
-        )
-        self.feedforward_norm = keras.layers.LayerNormalization(
-            epsilon=layer_norm_epsilon, dtype=policy, name="feedforward_norm"
-        )
+        self.self_attention = self.make_self_attention(attention, position, self.causal)
+        self.feedforward = self.make_feedforward()
+        self.attention_norm = self.make_norm("attention_norm")
+        self.feedforward_norm = self.make_norm("feedforward_norm")
         self.attention_gate = GatingLayer(gate, gate_bias, dtype=policy, name="attention_gate")
         self.feedforward_gate = GatingLayer(gate, gate_bias, dtype=policy, name="feedforward_gate")
         self.output_dropout = keras.layers.Dropout(dropout, dtype=policy)
@@ -250,9 +231,7 @@ class GTrXLBlock(keras.layers.Layer):
     ):
         if padding_mask is None:
             padding_mask = mask
-        kwargs = dict(padding_mask=padding_mask, attention_mask=attention_mask, training=training)
-        if global_mask is not None:
-            kwargs["global_mask"] = global_mask
+        kwargs = self.attention_kwargs(padding_mask, attention_mask, global_mask, training)
         y = self.self_attention(self.attention_norm(x), **kwargs)  # (B, L, d)
         x = self.attention_gate(x, self._sublayer_out(y, training))
         y = self.feedforward(self.feedforward_norm(x), training=training)  # (B, L, d)
@@ -263,23 +242,3 @@ class GTrXLBlock(keras.layers.Layer):
 
     def compute_output_shape(self, input_shape):
         return input_shape
-
-    def get_config(self):
-        attn = self.self_attention.get_config()
-        return {
-            **super().get_config(),
-            "num_heads": self.num_heads,
-            "key_dim": self.key_dim,
-            "ff_dim": self.ff_dim,
-            "attention": attn["attention"],
-            "position": attn["position"],
-            "causal": self.causal,
-            "gate": self.gate,
-            "gate_bias": self.gate_bias,
-            "sublayer_relu": self.sublayer_relu,
-            "activation": self.activation,
-            "dropout": self.dropout,
-            "attention_dropout": self.attention_dropout,
-            "num_key_value_heads": self.num_key_value_heads,
-            "layer_norm_epsilon": self.layer_norm_epsilon,
-        }

@@ -1,10 +1,45 @@
-"""The residual sub-layer shared by the encoder, decoder and universal (transition) blocks.
+"""The residual sub-layer and the base class shared by the self-attention blocks.
 
 Pre-norm (``norm_first=True``, Xiong et al., 2020): ``x + Dropout(F(LN(x)))``.
 Post-norm (``norm_first=False``, Vaswani et al., 2017): ``LN(x + Dropout(F(x)))``.
 Shapes: ``x (B, L, d) -> (B, L, d)``. The GTrXL block (:mod:`.gated`) replaces the add by a gate
 and keeps its own step.
+
+:class:`SelfAttentionBlock` holds what the encoder, decoder and GTrXL blocks share: how their
+arguments are stored, how the self-attention, feed-forward and layer norms are made, the
+attention keywords of a call, the residual step and ``get_config``.
 """
+
+import keras
+
+from keras_transformers.attention import MultiHeadAttention
+from keras_transformers.blocks.feedforward import FeedForward
+
+#: How a block argument is stored (the others are stored as given).
+_CASTS = {
+    "num_heads": int,
+    "key_dim": int,
+    "ff_dim": int,
+    "norm_first": bool,
+    "cross_attention": bool,
+    "causal": bool,
+    "sublayer_relu": bool,
+    "dropout": float,
+    "attention_dropout": float,
+    "layer_norm_epsilon": float,
+    "memory_size": int,
+    "batch_size": int,
+    "top_k": int,
+    "chunk_size": int,
+    "normalize": bool,
+    "gate_bias_initializer": float,
+}
+
+
+def block_arguments(arguments, names):
+    """The block arguments ``names`` out of ``arguments`` (a constructor's ``locals()``), cast
+    as the blocks store them (sizes ``int``, rates and epsilon ``float``, flags ``bool``)."""
+    return {name: _CASTS.get(name, lambda value: value)(arguments[name]) for name in names}
 
 
 def residual_sublayer(x, sublayer, norm, dropout, norm_first, training=None):
@@ -28,3 +63,85 @@ def residual_sublayer(x, sublayer, norm, dropout, norm_first, training=None):
     y, extra = out if isinstance(out, tuple) else (out, None)
     x = x + dropout(y, training=training)  # (B, L, d)
     return (x if norm_first else norm(x)), extra
+
+
+class SelfAttentionBlock(keras.layers.Layer):
+    """Base of the blocks built from a ``self_attention`` and a ``feedforward`` sub-layer.
+
+    A subclass lists the constructor arguments it stores in ``config_keys`` and calls
+    :meth:`store_arguments` with its ``locals()``; ``get_config`` returns those plus the
+    self-attention's ``attention`` and ``position``.
+    """
+
+    #: Arguments every block stores (a subclass's ``config_keys`` start with them).
+    common_keys = (
+        "num_heads",
+        "key_dim",
+        "ff_dim",
+        "dropout",
+        "attention_dropout",
+        "activation",
+        "layer_norm_epsilon",
+    )
+    #: Constructor arguments stored as attributes and returned by ``get_config``.
+    config_keys = common_keys
+
+    def store_arguments(self, arguments):
+        for name, value in block_arguments(arguments, self.config_keys).items():
+            setattr(self, name, value)
+
+    def make_self_attention(self, attention, position, causal):
+        """The ``(B, L, d)`` self-attention sub-layer (named ``self_attention``)."""
+        return MultiHeadAttention(
+            self.num_heads,
+            self.key_dim,
+            dropout=self.attention_dropout,
+            attention=attention,
+            position=position,
+            causal=causal,
+            num_key_value_heads=self.num_key_value_heads,
+            dtype=self.dtype_policy,
+            name="self_attention",
+        )
+
+    def make_feedforward(self):
+        """The position-wise feed-forward sub-layer (named ``feedforward``)."""
+        return FeedForward(
+            self.ff_dim,
+            activation=self.activation,
+            dropout=self.dropout,
+            dtype=self.dtype_policy,
+            name="feedforward",
+        )
+
+    def make_norm(self, name):
+        return keras.layers.LayerNormalization(
+            epsilon=self.layer_norm_epsilon, dtype=self.dtype_policy, name=name
+        )
+
+    def residual(self, x, sublayer, norm, training):
+        """:func:`residual_sublayer` with the block's ``residual_dropout`` and ``norm_first``."""
+        return residual_sublayer(
+            x, sublayer, norm, self.residual_dropout, self.norm_first, training
+        )
+
+    @staticmethod
+    def attention_kwargs(padding_mask, attention_mask, global_mask, training):
+        """Keywords of the self-attention call (``global_mask`` only when given)."""
+        kwargs = dict(padding_mask=padding_mask, attention_mask=attention_mask, training=training)
+        if global_mask is not None:
+            kwargs["global_mask"] = global_mask
+        return kwargs
+
+    def attention_config(self):
+        """The ``attention`` and ``position`` entries of ``get_config`` (from the
+        self-attention's own config)."""
+        attn = self.self_attention.get_config()
+        return {"attention": attn["attention"], "position": attn["position"]}
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            **{name: getattr(self, name) for name in self.config_keys},
+            **self.attention_config(),
+        }

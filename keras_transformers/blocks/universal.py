@@ -53,6 +53,7 @@ import keras
 from keras import ops
 
 from keras_transformers.blocks.encoder import TransformerEncoderBlock
+from keras_transformers.blocks.residual import block_arguments
 from keras_transformers.positional.sinusoidal import sinusoid_table
 
 
@@ -172,9 +173,9 @@ class UniversalTransformerBlock(keras.layers.Layer):
             raise ValueError(f"halting_epsilon={halting_epsilon}: must be in (0, 1).")
         if float(ponder_cost_weight) < 0.0:
             raise ValueError(f"ponder_cost_weight={ponder_cost_weight}: must be >= 0.")
-        self.num_heads = int(num_heads)
-        self.key_dim = int(key_dim)
-        self.ff_dim = int(ff_dim)
+        block = block_arguments(locals(), TransformerEncoderBlock.config_keys)
+        for name, value in block.items():  # the transition block's arguments, stored alike
+            setattr(self, name, value)
         self.max_steps = int(max_steps)
         self.act = bool(act)
         self.halting_epsilon = float(halting_epsilon)
@@ -182,26 +183,10 @@ class UniversalTransformerBlock(keras.layers.Layer):
         self.halting_bias_init = float(halting_bias_init)
         self.use_coordinate_embedding = bool(coordinate_embedding)
         self.max_wavelength = float(max_wavelength)
-        self.norm_first = bool(norm_first)
-        self.dropout = float(dropout)
-        self.attention_dropout = float(attention_dropout)
-        self.activation = activation
-        self.num_key_value_heads = num_key_value_heads
-        self.causal = bool(causal)
-        self.layer_norm_epsilon = float(layer_norm_epsilon)
         self.transition_block = TransformerEncoderBlock(
-            num_heads,
-            key_dim,
-            ff_dim,
+            **block,
             attention=attention,
             position=position,
-            norm_first=norm_first,
-            dropout=dropout,
-            attention_dropout=attention_dropout,
-            activation=activation,
-            num_key_value_heads=num_key_value_heads,
-            causal=causal,
-            layer_norm_epsilon=layer_norm_epsilon,
             dtype=self.dtype_policy,
             name="transition_block",
         )
@@ -314,11 +299,10 @@ class UniversalTransformerBlock(keras.layers.Layer):
 
     def get_config(self):
         inner = self.transition_block.get_config()
+        shared = (*TransformerEncoderBlock.config_keys, "attention", "position")
         return {
             **super().get_config(),
-            "num_heads": self.num_heads,
-            "key_dim": self.key_dim,
-            "ff_dim": self.ff_dim,
+            **{name: inner[name] for name in shared},  # the transition block's arguments
             "max_steps": self.max_steps,
             "act": self.act,
             "halting_epsilon": self.halting_epsilon,
@@ -326,13 +310,4 @@ class UniversalTransformerBlock(keras.layers.Layer):
             "halting_bias_init": self.halting_bias_init,
             "coordinate_embedding": self.use_coordinate_embedding,
             "max_wavelength": self.max_wavelength,
-            "attention": inner["attention"],
-            "position": inner["position"],
-            "norm_first": self.norm_first,
-            "dropout": self.dropout,
-            "attention_dropout": self.attention_dropout,
-            "activation": self.activation,
-            "num_key_value_heads": self.num_key_value_heads,
-            "causal": self.causal,
-            "layer_norm_epsilon": self.layer_norm_epsilon,
         }
