@@ -23,7 +23,7 @@ Example:
 import keras
 import numpy as np
 
-from keras_transformers.blocks.feedforward import FeedForward
+from keras_transformers.blocks.residual import SelfAttentionBlock
 from keras_transformers.memory.knn import _check_positive_int
 from keras_transformers.memory.memorizing import KNNAugmentedAttention
 from keras_transformers.models.backbone import builder_arguments, check_model_sizes
@@ -31,7 +31,7 @@ from keras_transformers.models.decoder_lm import DecoderLM
 
 
 @keras.saving.register_keras_serializable(package="keras_transformers")
-class MemorizingDecoderBlock(keras.layers.Layer):
+class MemorizingDecoderBlock(SelfAttentionBlock):
     """Pre-/post-norm decoder block whose self-attention is :class:`KNNAugmentedAttention`.
 
     ``x = x + KNNAttn(LN(x)); x = x + FFN(LN(x))`` (pre-norm). Shapes ``(B, L, d) -> (B, L, d)``.
@@ -43,6 +43,17 @@ class MemorizingDecoderBlock(keras.layers.Layer):
         norm_first, dropout, attention_dropout, activation, layer_norm_epsilon: as in
             ``TransformerDecoderBlock``.
     """
+
+    #: The arguments passed on to the :class:`KNNAugmentedAttention`.
+    knn_keys = (
+        "memory_size",
+        "batch_size",
+        "top_k",
+        "normalize",
+        "gate_bias_initializer",
+        "chunk_size",
+    )
+    config_keys = (*SelfAttentionBlock.common_keys, *knn_keys, "norm_first")
 
     def __init__(
         self,
@@ -63,44 +74,20 @@ class MemorizingDecoderBlock(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        self.num_heads = int(num_heads)
-        self.key_dim = int(key_dim)
-        self.ff_dim = _check_positive_int("ff_dim", ff_dim)
-        self.memory_size = int(memory_size)
-        self.batch_size = int(batch_size)
-        self.top_k = int(top_k)
-        self.normalize = bool(normalize)
-        self.gate_bias_initializer = float(gate_bias_initializer)
-        self.chunk_size = int(chunk_size)
-        self.norm_first = bool(norm_first)
-        self.dropout = float(dropout)
-        self.attention_dropout = float(attention_dropout)
-        self.activation = activation
-        self.layer_norm_epsilon = float(layer_norm_epsilon)
-        policy = self.dtype_policy
+        _check_positive_int("ff_dim", ff_dim)
+        self.store_arguments(locals())
         self.attention = KNNAugmentedAttention(
             num_heads,
             key_dim,
-            memory_size,
-            batch_size,
-            top_k=top_k,
-            normalize=normalize,
-            gate_bias_initializer=gate_bias_initializer,
-            chunk_size=chunk_size,
+            **{name: getattr(self, name) for name in self.knn_keys},
             dropout=attention_dropout,
-            dtype=policy,
+            dtype=self.dtype_policy,
             name="knn_attention",
         )
-        self.attention_norm = keras.layers.LayerNormalization(
-            epsilon=layer_norm_epsilon, dtype=policy, name="attention_norm"
-        )
-        self.feedforward = FeedForward(
-            ff_dim, activation=activation, dropout=dropout, dtype=policy, name="feedforward"
-        )
-        self.feedforward_norm = keras.layers.LayerNormalization(
-            epsilon=layer_norm_epsilon, dtype=policy, name="feedforward_norm"
-        )
-        self.residual_dropout = keras.layers.Dropout(dropout, dtype=policy)
+        self.attention_norm = self.make_norm("attention_norm")
+        self.feedforward = self.make_feedforward()
+        self.feedforward_norm = self.make_norm("feedforward_norm")
+        self.residual_dropout = keras.layers.Dropout(self.dropout, dtype=self.dtype_policy)
 
     def build(self, input_shape):
         for layer in (self.attention_norm, self.attention, self.feedforward_norm, self.feedforward):
@@ -108,39 +95,22 @@ class MemorizingDecoderBlock(keras.layers.Layer):
         self.built = True
 
     def call(self, x, padding_mask=None, training=None):
-        def sub(x, norm, fn):
-            h = norm(x) if self.norm_first else x
-            x = x + self.residual_dropout(fn(h), training=training)
-            return x if self.norm_first else norm(x)
-
-        x = sub(
+        x, _ = self.residual(
             x,
-            self.attention_norm,
             lambda h: self.attention(h, padding_mask=padding_mask, training=training),
-        )
-        return sub(x, self.feedforward_norm, lambda h: self.feedforward(h, training=training))
+            self.attention_norm,
+            training,
+        )  # (B, L, d)
+        x, _ = self.residual(
+            x, lambda h: self.feedforward(h, training=training), self.feedforward_norm, training
+        )  # (B, L, d)
+        return x
 
     def compute_output_shape(self, input_shape):
         return input_shape
 
-    def get_config(self):
-        return {
-            **super().get_config(),
-            "num_heads": self.num_heads,
-            "key_dim": self.key_dim,
-            "ff_dim": self.ff_dim,
-            "memory_size": self.memory_size,
-            "batch_size": self.batch_size,
-            "top_k": self.top_k,
-            "normalize": self.normalize,
-            "gate_bias_initializer": self.gate_bias_initializer,
-            "chunk_size": self.chunk_size,
-            "norm_first": self.norm_first,
-            "dropout": self.dropout,
-            "attention_dropout": self.attention_dropout,
-            "activation": self.activation,
-            "layer_norm_epsilon": self.layer_norm_epsilon,
-        }
+    def attention_config(self):
+        return {}  # the kNN attention's arguments are config_keys of the block
 
 
 @keras.saving.register_keras_serializable(package="keras_transformers")
@@ -159,18 +129,9 @@ class MemorizingLM(DecoderLM):
     default_name = "memorizing_lm"
     stateful_memory = True
 
-    def build_graph(
-        self,
-        segment_length,
-        batch_size,
-        memory_layer_index,
-        memory_size,
-        top_k,
-        normalize,
-        gate_bias_initializer,
-        chunk_size,
-        **config,
-    ):
+    def build_graph(self, segment_length, memory_layer_index, **config):
+        knn = {name: config.pop(name) for name in MemorizingDecoderBlock.knn_keys}
+        batch_size = knn["batch_size"]
         token_ids = keras.Input(
             shape=(segment_length,), batch_size=batch_size, dtype="int32", name="token_ids"
         )
@@ -179,12 +140,7 @@ class MemorizingLM(DecoderLM):
             num_heads,
             d_model // num_heads,
             config["ff_dim"] or 4 * d_model,
-            memory_size,
-            batch_size,
-            top_k=top_k,
-            normalize=normalize,
-            gate_bias_initializer=gate_bias_initializer,
-            chunk_size=chunk_size,
+            **knn,
             norm_first=config["norm_first"],
             dropout=config["dropout"],
             activation=config["activation"],
