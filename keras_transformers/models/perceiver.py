@@ -346,6 +346,37 @@ def _encode(
     return latents
 
 
+#: The builder arguments of :func:`_encode` (after ``x`` and ``padding_mask``).
+_ENCODE_ARGUMENTS = (
+    "num_latents",
+    "latent_dim",
+    "num_blocks",
+    "num_self_attends_per_block",
+    "num_cross_heads",
+    "num_self_heads",
+    "ff_dim",
+    "attention",
+    "share_weights",
+    "dropout",
+    "activation",
+)
+
+
+def _encoder(arguments):
+    """Model inputs and final latents ``(B, N, D)`` of the Perceiver encoder, from a builder's
+    ``locals()`` (shared by :func:`build_perceiver` and :func:`build_perceiver_io`)."""
+    inputs, x, padding_mask = _inputs_and_embedding(
+        arguments["input_dim"],
+        arguments["vocab_size"],
+        arguments["max_length"],
+        arguments["input_width"] or arguments["latent_dim"],
+        arguments["position"],
+        arguments["masked_inputs"],
+    )
+    encode = {name: arguments[name] for name in _ENCODE_ARGUMENTS}
+    return inputs, _encode(x, padding_mask, **encode)
+
+
 def build_perceiver(
     max_length,
     num_latents,
@@ -390,24 +421,7 @@ def build_perceiver(
     Returns:
         ``keras.Model``: ``inputs -> logits (B, num_classes)`` (latents mean-pooled).
     """
-    inputs, x, padding_mask = _inputs_and_embedding(
-        input_dim, vocab_size, max_length, input_width or latent_dim, position, masked_inputs
-    )
-    latents = _encode(
-        x,
-        padding_mask,
-        num_latents,
-        latent_dim,
-        num_blocks,
-        num_self_attends_per_block,
-        num_cross_heads,
-        num_self_heads,
-        ff_dim,
-        attention,
-        share_weights,
-        dropout,
-        activation,
-    )
+    inputs, latents = _encoder(locals())
     latents = keras.layers.LayerNormalization(epsilon=1e-5, name="final_norm")(latents)
     pooled = SequencePooling("mean", name="pooling")(latents)
     logits = keras.layers.Dense(
@@ -457,24 +471,7 @@ def build_perceiver_io(
     Returns:
         ``keras.Model``: ``inputs -> (B, num_outputs, output_dim)``.
     """
-    inputs, x, padding_mask = _inputs_and_embedding(
-        input_dim, vocab_size, max_length, input_width or latent_dim, position, masked_inputs
-    )
-    latents = _encode(
-        x,
-        padding_mask,
-        num_latents,
-        latent_dim,
-        num_blocks,
-        num_self_attends_per_block,
-        num_cross_heads,
-        num_self_heads,
-        ff_dim,
-        attention,
-        share_weights,
-        dropout,
-        activation,
-    )
+    inputs, latents = _encoder(locals())
     latents = keras.layers.LayerNormalization(epsilon=1e-5, name="latent_norm")(latents)
     num_outputs = _positive("num_outputs", num_outputs or max_length)
     query_dim = _positive("query_dim", query_dim or latent_dim)
