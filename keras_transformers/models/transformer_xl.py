@@ -24,6 +24,7 @@ import keras
 
 from keras_transformers.memory.compressive import COMPRESSIONS, CompressiveTransformerBlock
 from keras_transformers.memory.segment import SegmentDocuments, TransformerXLBlock
+from keras_transformers.models.backbone import builder_arguments
 from keras_transformers.models.decoder_lm import DecoderLM
 
 
@@ -50,19 +51,18 @@ class TransformerXLLM(DecoderLM):
         segment_length,
         memory_length,
         batch_size,
-        d_model=128,
-        num_heads=4,
-        num_layers=2,
-        ff_dim=None,
-        dropout=0.0,
-        compressed_memory_length=0,
-        compression_rate=2,
-        compression="conv",
-        reconstruction_loss_weight=1.0,
-        document_start_id=None,
-        activation="gelu",
-        tie_embeddings=True,
+        d_model,
+        num_heads,
+        num_layers,
+        ff_dim,
+        dropout,
+        document_start_id,
+        activation,
+        tie_embeddings,
+        **compressive,
     ):
+        # compressive: compressed_memory_length, compression_rate, compression,
+        # reconstruction_loss_weight (CompressiveTransformerBlock's own arguments)
         token_ids = keras.Input(
             batch_shape=(batch_size, segment_length), dtype="int32", name="token_ids"
         )
@@ -77,16 +77,9 @@ class TransformerXLLM(DecoderLM):
             dropout=dropout,
             activation=activation,
         )
-        if compressed_memory_length > 0:
+        if compressive["compressed_memory_length"] > 0:
             blocks = [
-                CompressiveTransformerBlock(
-                    compressed_memory_length=compressed_memory_length,
-                    compression_rate=compression_rate,
-                    compression=compression,
-                    reconstruction_loss_weight=reconstruction_loss_weight,
-                    **common,
-                    name=f"compressive_block_{i}",
-                )
+                CompressiveTransformerBlock(**compressive, **common, name=f"compressive_block_{i}")
                 for i in range(num_layers)
             ]
         else:
@@ -145,6 +138,7 @@ def build_transformer_xl_lm(
         :class:`TransformerXLLM` (a :class:`DecoderLM`): ``token_ids (B, L) int32 -> logits
         (B, L, V) float32``.
     """
+    config = builder_arguments(locals(), drop=("name",))
     for arg, value, low in (
         ("vocab_size", vocab_size, 2),
         ("segment_length", segment_length, 1),
@@ -165,21 +159,6 @@ def build_transformer_xl_lm(
             f"compression={compression!r}: allowed values are {', '.join(COMPRESSIONS)}."
         )
     return TransformerXLLM(
-        vocab_size=vocab_size,
-        segment_length=segment_length,
-        memory_length=memory_length,
-        batch_size=batch_size,
-        d_model=d_model,
-        num_heads=num_heads,
-        num_layers=num_layers,
-        ff_dim=ff_dim,
-        dropout=dropout,
-        compressed_memory_length=compressed_memory_length,
-        compression_rate=compression_rate,
-        compression=compression,
-        reconstruction_loss_weight=reconstruction_loss_weight,
-        document_start_id=document_start_id,
-        activation=activation,
-        tie_embeddings=tie_embeddings,
+        **config,
         name=name or ("compressive_transformer" if compressive else "transformer_xl"),
     )
