@@ -41,8 +41,9 @@ class AttentionMapLogger(keras.callbacks.Callback):
             if isinstance(layer, MultiHeadAttention)
         ]
 
-    def collect(self):
-        """Run the sample once and return ``{layer_path: (h, Lq, Lk) weights}``."""
+    def collect(self, sample=None):
+        """Run ``sample`` (default: the logger's own) once; ``{layer_path: (h, Lq, Lk) weights}``
+        of its first example."""
         layers = [
             layer
             for layer in self.attention_layers()
@@ -52,7 +53,7 @@ class AttentionMapLogger(keras.callbacks.Callback):
             layer.record_attention_scores = True
             layer.last_attention_scores = None
         try:
-            self.model(self.sample, training=False)
+            self.model(self.sample if sample is None else sample, training=False)
         finally:
             for layer in layers:
                 layer.record_attention_scores = False

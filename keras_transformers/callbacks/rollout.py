@@ -20,8 +20,7 @@ def rollout_grid(model, images, pooling, grid):
     helper.set_model(model)
     grids = []
     for image in images:
-        helper.sample = image[None]
-        maps = list(helper.collect().values())  # per layer (h, L, L), in layer order
+        maps = list(helper.collect(image[None]).values())  # per layer (h, L, L), in layer order
         if not maps:
             return None  # the attention core cannot materialise its weights
         rollout = attention_rollout(maps)  # (L, L)
