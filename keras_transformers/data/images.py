@@ -131,6 +131,11 @@ def load_image_folder(
             f"image folder {directory!r} has one class subfolder {classes}; a classifier needs "
             "at least two."
         )
+    if isinstance(image_size, int):
+        image_size = (image_size, image_size)
+    channels = {"rgb": 3, "grayscale": 1, "rgba": 4}
+    if color_mode not in channels:
+        raise ValueError(f"color_mode={color_mode!r}: allowed values are {', '.join(channels)}.")
     empty = [name for name in classes if counts[name] == 0]
     if empty:
         raise ValueError(
@@ -138,11 +143,6 @@ def load_image_folder(
             f"({', '.join(IMAGE_EXTENSIONS)}); every class needs at least one image (remove "
             "the empty folders or add images)."
         )
-    if isinstance(image_size, int):
-        image_size = (image_size, image_size)
-    channels = {"rgb": 3, "grayscale": 1, "rgba": 4}
-    if color_mode not in channels:
-        raise ValueError(f"color_mode={color_mode!r}: allowed values are {', '.join(channels)}.")
     import keras
 
     dataset = keras.utils.image_dataset_from_directory(

@@ -67,3 +67,15 @@ def test_image_folder_errors(tmp_path):
         load_image_folder(tmp_path / "one", image_size=8)
     with pytest.raises(ValueError, match="color_mode='cmyk'"):
         load_image_folder(tmp_path / "one" / "..", image_size=8, color_mode="cmyk")
+
+
+def test_empty_class_and_corrupt_image_are_named(tmp_path):
+    _write_folder(tmp_path / "empty", {"cats": (1, 2, 3)})
+    (tmp_path / "empty" / "dogs").mkdir()
+    with pytest.raises(ValueError, match=r"\['dogs'\] hold no image files"):
+        load_image_folder(tmp_path / "empty", image_size=8)
+    _write_folder(tmp_path / "corrupt", {"cats": (1, 2, 3), "dogs": (3, 2, 1)})
+    bad = tmp_path / "corrupt" / "dogs" / "broken.png"
+    bad.write_bytes(b"\x89PNG truncated")
+    with pytest.raises(ValueError, match=f"{bad}.* is not a readable image"):
+        load_image_folder(tmp_path / "corrupt", image_size=8)
