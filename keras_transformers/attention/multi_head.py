@@ -34,6 +34,29 @@ from keras_transformers.attention.base import check_int
 from keras_transformers.ops.masks import check_attention_mask, check_padding_mask
 
 
+def _projection_weight(role, kind):
+    """Read-only alias ``<role>_kernel`` / ``<role>_bias`` of the ``<role>_dense`` sublayer's
+    weight (the names the layer's variables had before the projections became sublayers)."""
+
+    def get(self):
+        dense = getattr(self, f"{role}_dense", None)
+        if dense is None:
+            raise AttributeError(
+                f"{type(self).__name__} {self.name!r} has no {role!r} projection (built: "
+                f"{', '.join(self.projections()) or 'not yet'})."
+            )
+        return dense.kernel if kind == "kernel" else dense.bias
+
+    return property(get, doc=f"The ``{role}`` projection's {kind} (``{role}_dense.{kind}``).")
+
+
+def _check_rank(name, shape):
+    if len(shape) != 3:
+        raise ValueError(
+            f"{name} must have rank 3 (batch, length, features); got shape {tuple(shape)}."
+        )
+
+
 @keras.saving.register_keras_serializable(package="keras_transformers")
 class MultiHeadAttention(keras.layers.Layer):
     """Multi-head attention whose core and positional encoding are chosen by name.
@@ -52,6 +75,20 @@ class MultiHeadAttention(keras.layers.Layer):
         num_key_value_heads: key/value heads for grouped-query attention (divides ``num_heads``).
         kernel_initializer, bias_initializer: projection initializers.
     """
+
+    # Aliases of the projection sublayers' weights (``layer.qkv_dense.kernel`` etc.).
+    qkv_kernel = _projection_weight("qkv", "kernel")
+    qkv_bias = _projection_weight("qkv", "bias")
+    query_kernel = _projection_weight("query", "kernel")
+    query_bias = _projection_weight("query", "bias")
+    key_kernel = _projection_weight("key", "kernel")
+    key_bias = _projection_weight("key", "bias")
+    value_kernel = _projection_weight("value", "kernel")
+    value_bias = _projection_weight("value", "bias")
+    kv_kernel = _projection_weight("kv", "kernel")
+    kv_bias = _projection_weight("kv", "bias")
+    output_kernel = _projection_weight("output", "kernel")
+    output_bias = _projection_weight("output", "bias")
 
     def __init__(
         self,
@@ -115,15 +152,21 @@ class MultiHeadAttention(keras.layers.Layer):
         self.supports_masking = True
 
     # ------------------------------------------------------------------ build
-    def _kernel(self, name, shape):
-        return self.add_weight(name=name, shape=shape, initializer=self.kernel_initializer)
-
-    def _bias(self, name, size):
-        if not self.use_bias:
-            return None
-        return self.add_weight(name=name, shape=(size,), initializer=self.bias_initializer)
+    def _dense(self, name, width):
+        """One projection ``(B, L, d_in) -> (B, L, width)``: a ``keras.layers.EinsumDense`` with a
+        2-D ``(d_in, width)`` kernel, so ``quantize``, ``enable_lora`` and dtype policies reach it."""
+        return keras.layers.EinsumDense(
+            "abc,cd->abd",
+            output_shape=(None, width),
+            bias_axes="d" if self.use_bias else None,
+            kernel_initializer=self.kernel_initializer,
+            bias_initializer=self.bias_initializer,
+            dtype=self.dtype_policy,
+            name=name,
+        )
 
     def build(self, query_shape, value_shape=None, key_shape=None):
+        _check_rank("query", query_shape)
         d_model = int(query_shape[-1])
         h, h_kv, dh, dv = self.num_heads, self.num_key_value_heads, self.key_dim, self.value_dim
         self._self_attention = value_shape is None and key_shape is None
@@ -131,24 +174,23 @@ class MultiHeadAttention(keras.layers.Layer):
             self._check_cross_attention()
         self._separate_key = key_shape is not None
         if self._self_attention:
-            width = h * dh + h_kv * dh + h_kv * dv
-            self.qkv_kernel = self._kernel("qkv_kernel", (d_model, width))
-            self.qkv_bias = self._bias("qkv_bias", width)
+            # One fused matmul for q, k and v: (d, (h + 2 h_kv)·dh).
+            self.qkv_dense = self._dense("qkv", h * dh + h_kv * dh + h_kv * dv)
+            self.qkv_dense.build(tuple(query_shape))
         else:
-            self.query_kernel = self._kernel("query_kernel", (d_model, h * dh))
-            self.query_bias = self._bias("query_bias", h * dh)
-            d_value = int(value_shape[-1])
+            self.query_dense = self._dense("query", h * dh)
+            self.query_dense.build(tuple(query_shape))
             if self._separate_key:
-                self.key_kernel = self._kernel("key_kernel", (int(key_shape[-1]), h_kv * dh))
-                self.key_bias = self._bias("key_bias", h_kv * dh)
-                self.value_kernel = self._kernel("value_kernel", (d_value, h_kv * dv))
-                self.value_bias = self._bias("value_bias", h_kv * dv)
+                self.key_dense = self._dense("key", h_kv * dh)
+                self.key_dense.build(tuple(key_shape))
+                self.value_dense = self._dense("value", h_kv * dv)
+                self.value_dense.build(tuple(value_shape))
             else:
-                self.kv_kernel = self._kernel("kv_kernel", (d_value, h_kv * (dh + dv)))
-                self.kv_bias = self._bias("kv_bias", h_kv * (dh + dv))
+                self.kv_dense = self._dense("kv", h_kv * (dh + dv))
+                self.kv_dense.build(tuple(value_shape))
         out = int(self.output_dim or d_model)
-        self.output_kernel = self._kernel("output_kernel", (h * dv, out))
-        self.output_bias = self._bias("output_bias", out)
+        self.output_dense = self._dense("output", out)
+        self.output_dense.build(tuple(query_shape[:2]) + (h * dv,))
         key_len = (value_shape or key_shape or query_shape)[1]
         head_query_shape = (query_shape[0], query_shape[1], h, dh)
         if self.position is not None and not self.position.built:
@@ -160,10 +202,13 @@ class MultiHeadAttention(keras.layers.Layer):
         self.built = True
 
     # ------------------------------------------------------------------ call
-    @staticmethod
-    def _project(x, kernel, bias):
-        y = ops.matmul(x, ops.cast(kernel, x.dtype))
-        return y if bias is None else y + ops.cast(bias, x.dtype)
+    def projections(self):
+        """The projection sublayers this layer built, by role: ``{"qkv": EinsumDense, ...,
+        "output": EinsumDense}`` (roles ``qkv`` for self-attention; ``query`` and ``kv``, or
+        ``query``, ``key`` and ``value``, for cross-attention)."""
+        roles = ("qkv", "query", "key", "value", "kv", "output")
+        found = {role: getattr(self, f"{role}_dense", None) for role in roles}
+        return {role: dense for role, dense in found.items() if dense is not None}
 
     def _split_heads(self, x, heads, size):
         return ops.reshape(x, ops.shape(x)[:2] + (heads, size))  # (B, L, heads, size)
@@ -187,21 +232,21 @@ class MultiHeadAttention(keras.layers.Layer):
                     "This MultiHeadAttention was built for self-attention (called without value); "
                     "use a separate layer instance for cross-attention."
                 )
-            qkv = self._project(query, self.qkv_kernel, self.qkv_bias)  # (B, L, (h+2h_kv)dh)
+            qkv = self.qkv_dense(query)  # (B, L, (h+2h_kv)dh)
             q, k, v = ops.split(qkv, [h * dh, h * dh + h_kv * dh], axis=-1)
         else:
             if value is None:
                 raise ValueError(
                     "This MultiHeadAttention was built for cross-attention: pass value=..."
                 )
-            q = self._project(query, self.query_kernel, self.query_bias)
+            q = self.query_dense(query)  # (B, Lq, h·dh)
             if self._separate_key:
                 if key is None:
                     raise ValueError("This layer was built with a separate key: pass key=...")
-                k = self._project(key, self.key_kernel, self.key_bias)
-                v = self._project(value, self.value_kernel, self.value_bias)
+                k = self.key_dense(key)  # (B, Lk, h_kv·dh)
+                v = self.value_dense(value)  # (B, Lk, h_kv·dv)
             else:
-                kv = self._project(value, self.kv_kernel, self.kv_bias)
+                kv = self.kv_dense(value)  # (B, Lk, h_kv(dh+dv))
                 k, v = ops.split(kv, [h_kv * dh], axis=-1)
         return (
             self._split_heads(q, h, dh),  # (B, Lq, h, dh)
@@ -212,7 +257,7 @@ class MultiHeadAttention(keras.layers.Layer):
     def project_output(self, out):
         """Merge the heads, then the output projection: ``(B, Lq, h, dv)`` -> ``(B, Lq, d_out)``."""
         out = ops.reshape(out, ops.shape(out)[:2] + (self.num_heads * self.value_dim,))
-        return self._project(out, self.output_kernel, self.output_bias)  # (B, Lq, d_out)
+        return self.output_dense(out)  # (B, Lq, d_out)
 
     def call(
         self,
@@ -231,10 +276,7 @@ class MultiHeadAttention(keras.layers.Layer):
         key_mask=None,
         mask=None,
     ):
-        if len(query.shape) != 3:
-            raise ValueError(
-                f"query must have rank 3 (batch, length, features); got shape {query.shape}."
-            )
+        _check_rank("query", query.shape)
         if query_mask is None:
             query_mask = mask
         if padding_mask is None:
