@@ -18,7 +18,7 @@ import pytest
 
 import keras_transformers as kt
 from keras_transformers import cli
-from keras_transformers.recipes import EXAMPLES, flags, run, seq2seq
+from keras_transformers.recipes import EXAMPLES, flags, resume, run, seq2seq
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES_DIR = REPO / "examples"
@@ -339,8 +339,10 @@ def test_make_callbacks(tmp_path):
         keras.callbacks.TensorBoard,
         keras.callbacks.ModelCheckpoint,
         keras.callbacks.ModelCheckpoint,
-        keras.callbacks.BackupAndRestore,
+        resume.ResumableBackup,  # a keras.callbacks.BackupAndRestore with the RNG and best value
     ]
+    assert isinstance(callbacks[3], keras.callbacks.BackupAndRestore)
+    assert callbacks[3].checkpoints == [callbacks[1]]
     assert callbacks[1].filepath.endswith("best.keras") and callbacks[1].save_best_only
     assert callbacks[2].filepath.endswith("last.keras")
     assert callbacks[3].backup_dir == os.path.join(str(tmp_path), "backup")
