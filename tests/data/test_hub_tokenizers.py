@@ -76,3 +76,9 @@ def test_train_tokenizer_kinds_and_errors():
         kt.data.WordPieceTokenizer.fit(["", "   "], 50)
     with pytest.raises(ValueError, match="vocabulary_size=3"):
         kt.data.BPETokenizer.fit(CORPUS, 3)
+
+
+def test_bpe_on_lines_all_over_the_sentence_piece_limit_is_a_clear_error():
+    long_line = "word " * 1000  # 5,000 bytes: SentencePiece skips it
+    with pytest.raises(ValueError, match="every line is longer than SentencePiece's limit"):
+        kt.data.BPETokenizer.fit([long_line, long_line + "x"], vocabulary_size=60)

@@ -405,3 +405,11 @@ def test_unknown_layer_name_fails_before_any_work(tmp_path, flag, value, message
     with pytest.raises(SystemExit, match=f"{flag}: {message}"):
         _run_script("seq2seq", [flag, value, "--logdir", str(logdir)], monkeypatch)
     assert not logdir.exists()
+
+
+def test_seq2seq_tsv_with_one_pair_is_a_clear_error(tmp_path):
+    path = tmp_path / "pairs.tsv"
+    path.write_text("abc\tcba\n")
+    args = flags.parse_args("seq2seq", ["--data", str(path), "--logdir", str(tmp_path / "run")])
+    with pytest.raises(ValueError, match="holds 1 pair; training needs at least 2"):
+        seq2seq.load_data(args)
