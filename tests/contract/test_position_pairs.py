@@ -29,7 +29,7 @@ def to_numpy(x):
 
 
 def gradients_finite(layer, x):
-    """One gradient of ``sum(layer(x)²)`` w.r.t. the trainable weights, on any backend."""
+    """One gradient of ``sum(layer(x)²)`` w.r.t. the trainable weights (TensorFlow or PyTorch)."""
     backend = keras.backend.backend()
     if backend == "tensorflow":
         import tensorflow as tf
@@ -37,14 +37,6 @@ def gradients_finite(layer, x):
         with tf.GradientTape() as tape:
             loss = tf.reduce_sum(tf.square(layer(x, training=True)))
         grads = tape.gradient(loss, layer.trainable_weights)
-    elif backend == "jax":
-        import jax
-
-        def loss(values):
-            out, _ = layer.stateless_call(values, layer.non_trainable_variables, x, training=True)
-            return (out**2).sum()
-
-        grads = jax.grad(loss)([v.value for v in layer.trainable_variables])
     else:
         import torch
 
@@ -73,7 +65,11 @@ def test_pair_works_or_is_refused_at_construction(core, position):
             return
         out = to_numpy(layer(x))
         assert out.shape == (B, L, D) and np.isfinite(out).all()
-    gradients_finite(layer, x)
+    if keras.backend.backend() != "jax":
+        # On JAX each pair's gradient is one more XLA compilation (~5 s x 130 pairs on 2 cores);
+        # the per-core and per-position contract tests already take JAX gradients, and the
+        # pairs' gradients are checked here on TensorFlow and PyTorch.
+        gradients_finite(layer, x)
 
 
 def test_xl_with_key_content_is_refused_by_capability():
