@@ -41,6 +41,12 @@ from keras_transformers.models.encoder_classifier import (
     build_text_encoder,
 )
 from keras_transformers.models.layers import PaddingMask, SequencePooling
+from keras_transformers.models.lora import (
+    enable_lora,
+    load_lora_weights,
+    merge_lora,
+    save_lora_weights,
+)
 from keras_transformers.models.memorizing import (
     MemorizingDecoderBlock,
     MemorizingLM,
@@ -74,6 +80,10 @@ from keras_transformers.models.vit import (
 )
 
 __all__ = [
+    "enable_lora",
+    "load_lora_weights",
+    "merge_lora",
+    "save_lora_weights",
     "BackboneModel",
     "BertPretrainer",
     "DecisionTransformer",
