@@ -163,7 +163,7 @@ for number, phase in ((2, "finetune"), (3, "scratch")):
         copied = kt.models.load_pretrained_encoder(classifier, checkpoint)
         print(f"loaded {', '.join(copied)} from {checkpoint}")
         if args.freeze_embedding:
-            classifier.get_layer("text_encoder").get_layer("token_embedding").trainable = False
+            classifier.backbone.token_embedding.trainable = False
             print("token embedding frozen")
     fit(
         classifier,
