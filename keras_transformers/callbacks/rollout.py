@@ -5,13 +5,11 @@ map (``attention_rollout`` in the Images tab) and the raw per-head maps
 (``attention/<layer>/head_<i>``). Used by ``examples/train_vit.py``.
 """
 
-import io
-
 import keras
 import numpy as np
 
 from keras_transformers.callbacks.attention_maps import AttentionMapLogger, attention_rollout
-from keras_transformers.callbacks.summaries import summary_writer
+from keras_transformers.callbacks.summaries import figure_pixels, summary_writer
 
 
 def rollout_grid(model, images, pooling, grid):
@@ -38,7 +36,6 @@ def rollout_figure(images, grids):
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
-    import PIL.Image
 
     k = len(images)
     fig, axes = plt.subplots(2, k, figsize=(1.6 * k, 3.4), dpi=80, squeeze=False)
@@ -51,12 +48,7 @@ def rollout_figure(images, grids):
             ax.set_yticks([])
     axes[0, 0].set_ylabel("image", fontsize=8)
     axes[1, 0].set_ylabel("rollout", fontsize=8)
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
-    plt.close(fig)
-    buffer.seek(0)
-    return np.asarray(PIL.Image.open(buffer).convert("RGBA"))
+    return figure_pixels(fig)
 
 
 class RolloutLogger(keras.callbacks.Callback):

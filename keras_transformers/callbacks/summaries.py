@@ -34,11 +34,17 @@ def heatmap_png(matrix, title="", x_labels=None, y_labels=None, size=4.0):
         if labels is not None:
             ticks(range(len(labels)))
             setter(labels, fontsize=6)
+    return figure_pixels(fig)
+
+
+def figure_pixels(fig):
+    """A matplotlib figure as RGBA pixels ``(H, W, 4)`` uint8 (the figure is closed)."""
+    import matplotlib.pyplot as plt
+    import PIL.Image
+
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")
     plt.close(fig)
     buffer.seek(0)
-    import PIL.Image
-
     return np.asarray(PIL.Image.open(buffer).convert("RGBA"))
