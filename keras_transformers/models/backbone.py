@@ -205,7 +205,7 @@ class BackboneModel(keras.Model):
 
     default_name = "model"
 
-    def __init__(self, name=None, trainable=True, dtype=None, **config):
+    def __init__(self, name=None, trainable=True, dtype=None, quantized=None, **config):
         # kept outside Keras' attribute tracking: a core instance given as `attention` is a
         # template (each layer gets a fresh copy), not a sublayer of the model
         object.__setattr__(
@@ -228,6 +228,25 @@ class BackboneModel(keras.Model):
             dtype=policy,
         )
         object.__setattr__(self, "_kt_graph_built", True)
+        if quantized:
+            self._restore_quantization(quantized)
+
+    def _restore_quantization(self, quantized):
+        """Re-quantize the layers ``model.quantize`` had quantized (``{layer path: policy}``).
+
+        The graph is rebuilt in float from the builder's arguments; setting a built layer's
+        quantized dtype policy makes Keras quantize it, so the saved int8 weights (kernel and
+        scale) then load into the same variable layout.
+        """
+        layers = {layer.path: layer for layer in self._flatten_layers()}
+        missing = sorted(set(quantized) - set(layers))
+        if missing:
+            raise ValueError(
+                f"quantized: no layer at {missing[:3]} in the rebuilt {type(self).__name__}; the "
+                "config does not match the model it was saved from."
+            )
+        for path, policy in quantized.items():
+            layers[path].dtype_policy = keras.dtype_policies.deserialize(policy)
 
     def __setattr__(self, name, value):
         # The parts are set while the graph is built, before keras.Model.__init__; on the torch
@@ -326,12 +345,21 @@ class BackboneModel(keras.Model):
 
     # ----------------------------------------------------------------------------- config
     def get_config(self):
-        return {
+        config = {
             "name": self.name,
             "trainable": self.trainable,
             "dtype": self.dtype_policy.name,
             **copy.deepcopy(self._builder_config),
         }
+        # after model.quantize(...): which layers are quantized, so from_config rebuilds them so
+        quantized = {
+            layer.path: keras.dtype_policies.serialize(layer.dtype_policy)
+            for layer in self._flatten_layers()
+            if layer is not self and layer.quantization_mode is not None
+        }
+        if quantized:
+            config["quantized"] = quantized
+        return config
 
     @classmethod
     def from_config(cls, config, custom_objects=None):

@@ -67,3 +67,47 @@ def test_every_shell_projection_is_a_keras_layer():
         dense.quantize("int8")
     assert all(d.kernel.dtype == "int8" for d in cross.projections().values())
     assert cross(x, value=x[:, :3]).shape == (2, 5, 8)
+
+
+LOAD_QUANTIZED = """
+import sys
+import numpy as np
+import keras_transformers
+import keras
+
+model = keras.saving.load_model(sys.argv[1])
+x = np.load(sys.argv[2])
+np.save(sys.argv[3], np.asarray(model.predict(x, verbose=0), "float32"))
+kernels = [w for layer in model.transformer_layers for w in layer.weights if w.path.endswith("/kernel")]
+assert kernels and all(str(w.dtype) == "int8" for w in kernels), [(w.path, w.dtype) for w in kernels]
+"""
+
+
+def test_an_int8_model_saves_and_loads_in_a_fresh_process(tmp_path):
+    """The backbone records which layers ``quantize`` changed, so ``load_model`` rebuilds them
+    quantized and the int8 weights load into them (same logits, int8 kernels)."""
+    import os
+    import subprocess
+    import sys
+
+    import keras
+
+    model = kt.models.build_decoder_lm(
+        vocab_size=50, max_length=16, d_model=32, num_heads=4, num_layers=2, ff_dim=64
+    )
+    model.quantize("int8")
+    x = np.random.default_rng(0).integers(1, 50, size=(4, 16))
+    want = np.asarray(model.predict(x, verbose=0), "float32")
+    path, inputs, out = tmp_path / "int8.keras", tmp_path / "x.npy", tmp_path / "y.npy"
+    model.save(path)
+    np.save(inputs, x)
+    env = {**os.environ, "KERAS_BACKEND": keras.backend.backend()}
+    result = subprocess.run(
+        [sys.executable, "-c", LOAD_QUANTIZED, str(path), str(inputs), str(out)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    np.testing.assert_allclose(np.load(out), want, rtol=1e-5, atol=1e-5)
