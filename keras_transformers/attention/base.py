@@ -79,7 +79,8 @@ class AttentionContext:
 class AttentionCore(keras.layers.Layer):
     """Common base. Subclasses implement :meth:`compute` and declare what they support.
 
-    Capability attributes (class level; read by the shell, builders, tests and docs):
+    What a core supports is declared in the class attributes below (each documented where it is
+    set); the shell, the builders, the contract suite and the docs read them, never the name.
     """
 
     #: Can apply score-side positional hooks (ALiBi/T5/Shaw biases). RoPE works with every core.
