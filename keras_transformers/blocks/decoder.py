@@ -8,7 +8,9 @@ Shapes: ``x (B, Lt, d)``, ``encoder_outputs (B, Ls, d)`` -> ``(B, Lt, d)``. With
 ``cache`` (the self-attention's ``init_cache(B, L_max)``: ``(B, 2, L_max, h_kv, dh)`` for full
 attention, a ring buffer for ``sliding_window``, a recurrent state for ``linear``/``performer``)
 and ``cache_index`` the self-attention decodes incrementally and the block returns
-``(x, cache)``.
+``(x, cache)``. With ``cross_cache`` (:meth:`TransformerDecoderBlock.init_cross_cache`: the
+cross-attention keys and values of the encoder output, computed once per source) the
+cross-attention reads them instead of projecting ``encoder_outputs`` again.
 
 Example:
     >>> import numpy as np, keras_transformers as kt
@@ -19,6 +21,7 @@ Example:
 """
 
 import keras
+from keras import ops
 
 from keras_transformers.attention import MultiHeadAttention
 from keras_transformers.blocks.residual import SelfAttentionBlock
@@ -34,10 +37,11 @@ class TransformerDecoderBlock(SelfAttentionBlock):
         position: score-side positional encoding of the self-attention.
         cross_attention: add cross-attention over ``encoder_outputs`` (always full attention).
         **others: ``norm_first``, ``dropout``, ``attention_dropout``, ``activation``,
-            ``num_key_value_heads``, ``layer_norm_epsilon`` as in
-            :class:`TransformerEncoderBlock`.
+            ``num_key_value_heads``, ``layer_norm_epsilon``, ``norm``, ``use_bias``,
+            ``qk_norm`` as in :class:`TransformerEncoderBlock`.
     """
 
+    option_keys = ("norm", "use_bias", "qk_norm")
     config_keys = (
         *SelfAttentionBlock.common_keys,
         "cross_attention",
@@ -59,6 +63,9 @@ class TransformerDecoderBlock(SelfAttentionBlock):
         activation="gelu",
         num_key_value_heads=None,
         layer_norm_epsilon=1e-5,
+        norm="layer",
+        use_bias=True,
+        qk_norm=False,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -72,6 +79,9 @@ class TransformerDecoderBlock(SelfAttentionBlock):
                 dropout=attention_dropout,
                 attention="full",
                 num_key_value_heads=num_key_value_heads,
+                use_bias=self.use_bias,
+                qk_norm=self.qk_norm,
+                qk_norm_epsilon=self.layer_norm_epsilon,
                 dtype=self.dtype_policy,
                 name="cross_attention",
             )
@@ -102,6 +112,32 @@ class TransformerDecoderBlock(SelfAttentionBlock):
         """An empty self-attention cache (format of the attention core)."""
         return self.self_attention.init_cache(batch_size, max_length, dtype=dtype)
 
+    # --- cross-attention cache (cached encoder-decoder decoding, kt.generation.Seq2SeqGenerator)
+    def init_cross_cache(self, encoder_outputs):
+        """The cross-attention keys and values of ``encoder_outputs (B, Ls, d)``, computed once per
+        source: ``(B, 2, Ls, h_kv, dh)`` for ``call(..., cross_cache=...)``."""
+        if not self.cross_attention:
+            raise ValueError("init_cross_cache: this decoder block has cross_attention=False.")
+        layer = self.cross_attention_layer
+        _, k, v = layer.project_qkv(encoder_outputs[:, :1], encoder_outputs)  # (B, Ls, h_kv, dh)
+        return ops.stack([k, ops.cast(v, k.dtype)], axis=1)  # (B, 2, Ls, h_kv, dh)
+
+    def _cached_cross_attention(self, h, cross_cache, encoder_padding_mask, training):
+        """Cross-attention of ``h (B, l, d)`` to the cached keys/values (same result as the
+        layer's own call on the encoder output)."""
+        layer = self.cross_attention_layer
+        q = layer.query_dense(h)  # (B, l, h·dh)
+        q = ops.reshape(q, ops.shape(q)[:2] + (layer.num_heads, layer.key_dim))  # (B, l, h, dh)
+        out = layer.attention_core(
+            q,
+            cross_cache[:, 0],
+            cross_cache[:, 1],
+            padding_mask=encoder_padding_mask,
+            training=training,
+        )  # (B, l, h, dh)
+        return layer.project_output(out)  # (B, l, d)
+
+    # --- end of the cross-attention cache
     def call(
         self,
         x,
@@ -112,6 +148,7 @@ class TransformerDecoderBlock(SelfAttentionBlock):
         cache_index=None,
         training=None,
         mask=None,
+        cross_cache=None,
     ):
         if padding_mask is None:
             padding_mask = mask
@@ -129,12 +166,16 @@ class TransformerDecoderBlock(SelfAttentionBlock):
 
         x, new_cache = self.residual(x, self_attend, self.self_attention_norm, training)
         if self.cross_attention:
-            if encoder_outputs is None:
+            if encoder_outputs is None and cross_cache is None:
                 raise ValueError(
-                    "This decoder block has cross_attention=True: pass encoder_outputs=..."
+                    "This decoder block has cross_attention=True: pass encoder_outputs=... "
+                    "(or cross_cache=init_cross_cache(encoder_outputs))."
                 )
 
             def cross_attend(h):
+                if cross_cache is not None:
+                    y = self._cached_cross_attention(h, cross_cache, encoder_padding_mask, training)
+                    return y, None
                 return self.cross_attention_layer(
                     h, encoder_outputs, padding_mask=encoder_padding_mask, training=training
                 ), None

@@ -1,5 +1,7 @@
-"""Generation: KV-cached decoding for decoder LMs, with ``keras_hub.samplers``."""
+"""Generation: KV-cached decoding for decoder LMs and encoder-decoders, with
+``keras_hub.samplers``."""
 
 from keras_transformers.generation.generator import Generator
+from keras_transformers.generation.seq2seq import Seq2SeqGenerator
 
-__all__ = ["Generator"]
+__all__ = ["Generator", "Seq2SeqGenerator"]

@@ -58,6 +58,9 @@ class Generator:
         self.embedding = model.token_embedding
         self.position = getattr(model, "position_embedding", None)
         self.final_norm = getattr(model, "final_norm", None)
+        # a separate output head (Image Transformer: logits over the pixel values only), else the
+        # tied reverse embedding
+        self.output_head = getattr(model, "output_head", None)
         self.blocks = list(model.transformer_layers)
         unsupported = [
             block for block in self.blocks if not getattr(block, "supports_cache", False)
@@ -82,6 +85,8 @@ class Generator:
     def _head(self, x):
         if self.final_norm is not None:
             x = self.final_norm(x)
+        if self.output_head is not None:
+            return ops.cast(self.output_head(x), "float32")  # (B, l, V_out)
         return ops.cast(self.embedding(x, reverse=True), "float32")  # (B, l, V)
 
     def empty_cache(self, batch_size, max_length):
@@ -176,7 +181,15 @@ class Generator:
             model=self.model,
         )
 
-    def generate(self, prompt, max_length, sampler="greedy", stop_token_ids=None, pad_id=0):
+    def generate(
+        self,
+        prompt,
+        max_length,
+        sampler="greedy",
+        stop_token_ids=None,
+        pad_id=0,
+        prompt_lengths=None,
+    ):
         """Continue ``prompt`` up to ``max_length`` tokens.
 
         Args:
@@ -185,42 +198,26 @@ class Generator:
             sampler: a ``keras_hub.samplers`` name (``"greedy"``, ``"top_k"``, ``"top_p"``,
                 ``"random"``, ``"beam"``, ...) or ``Sampler`` instance.
             stop_token_ids: stop once every row produced one of these ids.
+            pad_id: the id right-padding the prompts (their lengths are the non-``pad_id`` counts).
+            prompt_lengths: ``(B,)`` prompt lengths given explicitly (then ``pad_id`` may also be
+                a real token, e.g. a black pixel of the Image Transformer).
 
         Returns:
             int32 numpy ``(B, max_length)``: prompt followed by generated tokens.
         """
-        if isinstance(prompt, (list, tuple)) and prompt and isinstance(prompt[0], (list, tuple)):
-            width = max(len(p) for p in prompt)
-            array = np.full((len(prompt), width), pad_id, np.int32)
-            for i, p in enumerate(prompt):
-                array[i, : len(p)] = p
-            prompt = array
-        prompt = np.asarray(prompt, np.int32)
-        if prompt.ndim != 2:
-            raise ValueError(f"prompt must have shape (batch, length); got {prompt.shape}.")
-        if self.fixed_batch is not None and prompt.shape[0] != self.fixed_batch:
+        padded, mask, start = prepare_prompt(prompt, max_length, pad_id, prompt_lengths)
+        if self.fixed_batch is not None and padded.shape[0] != self.fixed_batch:
             raise ValueError(
-                f"prompt has {prompt.shape[0]} rows: this model has a fixed batch size of "
+                f"prompt has {padded.shape[0]} rows: this model has a fixed batch size of "
                 f"{self.fixed_batch} (one memory row per stream); pass {self.fixed_batch} prompts."
             )
         if self.fixed_length is not None and max_length > self.fixed_length:
             raise ValueError(
                 f"max_length={max_length} exceeds the model's input length {self.fixed_length}."
             )
-        lengths = (prompt != pad_id).sum(axis=1)
-        if lengths.min() < 1:
-            raise ValueError("every prompt needs at least one token.")
-        if max_length <= prompt.shape[1]:
-            raise ValueError(
-                f"max_length={max_length} must exceed the prompt length {prompt.shape[1]}."
-            )
-        padded = np.full((prompt.shape[0], max_length), pad_id, np.int32)
-        padded[:, : prompt.shape[1]] = prompt
-        mask = np.arange(max_length)[None, :] < lengths[:, None]
         # a name gets one compiled loop per shape; an instance its own (its seed state is reused)
         which = sampler if isinstance(sampler, str) else id(sampler)
         sampler = keras_hub.samplers.get(sampler)
-        start = int(lengths.min())
         stops = None if stop_token_ids is None else tuple(stop_token_ids)
         key = (which, stops, start, padded.shape)
         if key not in self._compiled:
@@ -229,6 +226,43 @@ class Generator:
         fn = self._compiled[key][0]
         out = fn(ops.convert_to_tensor(padded), ops.convert_to_tensor(mask))
         return ops.convert_to_numpy(out).astype(np.int32)
+
+
+def prepare_prompt(prompt, max_length, pad_id=0, prompt_lengths=None):
+    """Right-pad ``prompt`` to ``max_length``: ``(padded (B, max_length) int32, mask (B,
+    max_length) bool (True on prompt tokens), start)`` where ``start`` is the shortest prompt.
+
+    ``prompt``: ``(B, L0)`` int array or a list of int lists (right-padded with ``pad_id``);
+    ``prompt_lengths``: ``(B,)`` lengths (default: the non-``pad_id`` tokens of each row).
+    """
+    if isinstance(prompt, (list, tuple)) and prompt and isinstance(prompt[0], (list, tuple)):
+        width = max(len(p) for p in prompt)
+        array = np.full((len(prompt), width), pad_id, np.int32)
+        for i, p in enumerate(prompt):
+            array[i, : len(p)] = p
+        prompt = array
+    prompt = np.asarray(prompt, np.int32)
+    if prompt.ndim != 2:
+        raise ValueError(f"prompt must have shape (batch, length); got {prompt.shape}.")
+    if prompt_lengths is None:
+        lengths = (prompt != pad_id).sum(axis=1)
+    else:
+        lengths = np.asarray(prompt_lengths, np.int64).reshape(-1)
+        if lengths.shape[0] != prompt.shape[0] or (lengths > prompt.shape[1]).any():
+            raise ValueError(
+                f"prompt_lengths={lengths.tolist()}: one length per prompt row, each at most the "
+                f"prompt width {prompt.shape[1]}."
+            )
+    if lengths.min() < 1:
+        raise ValueError("every prompt needs at least one token.")
+    if max_length <= prompt.shape[1]:
+        raise ValueError(
+            f"max_length={max_length} must exceed the prompt length {prompt.shape[1]}."
+        )
+    padded = np.full((prompt.shape[0], max_length), pad_id, np.int32)
+    padded[:, : prompt.shape[1]] = prompt
+    mask = np.arange(max_length)[None, :] < lengths[:, None]
+    return padded, mask, int(lengths.min())
 
 
 def _describe(block):

@@ -2,7 +2,8 @@
 
 ``encoder_token_ids (B, Ls) -> N_enc x encoder block``; ``decoder_token_ids (B, Lt) -> N_dec x
 (causal self-attention + cross-attention over the encoder) -> logits (B, Lt, V_tgt)``. Token id 0
-is padding in both streams.
+is padding in both streams. :meth:`Seq2Seq.generate` decodes with self-attention and
+cross-attention caches (:mod:`keras_transformers.generation.seq2seq`).
 """
 
 import keras
@@ -64,6 +65,60 @@ class Seq2Seq(BackboneModel):
         self.output_head = keras.layers.Dense(tgt_vocab_size, dtype="float32", name="logits")
         inputs = {"encoder_token_ids": enc_ids, "decoder_token_ids": dec_ids}
         return inputs, self.output_head(decoded)  # (B, Lt, V_tgt)
+
+    def generator(self, use_cache=None, jit=True):
+        """The :class:`kt.generation.Seq2SeqGenerator` of this model (one per setting)."""
+        from keras_transformers.generation.seq2seq import Seq2SeqGenerator
+
+        generators = self.__dict__.setdefault("_kt_generators", {})
+        key = (use_cache, bool(jit))
+        if key not in generators:
+            generators[key] = Seq2SeqGenerator(self, jit=jit, use_cache=use_cache)
+        return generators[key]
+
+    def generate(
+        self,
+        source_ids,
+        max_length,
+        sampler="greedy",
+        start_token_id=None,
+        decoder_prompt=None,
+        stop_token_ids=None,
+        suppress_token_ids=None,
+        use_cache=None,
+        jit=True,
+    ):
+        """Decode targets for ``source_ids (B, Ls)`` with a ``keras_hub`` sampler.
+
+        The source is encoded once; every decoder block keeps a self-attention cache and a
+        cross-attention cache (the encoder output's keys and values, projected once), so each
+        token is one single-position decoder pass (:class:`kt.generation.Seq2SeqGenerator`).
+
+        Args:
+            source_ids: ``(B, Ls)`` int (0 = padding).
+            max_length: output length, decoder prompt included (at most ``tgt_length``).
+            sampler: ``"greedy"``, ``"beam"``, ``"top_k"``, ... or a ``keras_hub.samplers``
+                instance (``BeamSampler(num_beams=4)``).
+            start_token_id: the decoder starts from this token (``<bos>``); or
+            decoder_prompt: ``(B, L0)`` decoder prefix (right-padded with 0).
+            stop_token_ids: stop once every row produced one of these (``<eos>``).
+            suppress_token_ids: ids never generated (``<pad>``, ``<bos>``).
+            use_cache: True/False/None (None: cache when every decoder block can; False is the
+                uncached reference: the whole model for every token).
+            jit: compile the loop.
+
+        Returns:
+            int32 numpy ``(B, max_length)``: decoder prompt and generated tokens.
+        """
+        return self.generator(use_cache, jit).generate(
+            source_ids,
+            max_length,
+            sampler=sampler,
+            start_token_id=start_token_id,
+            decoder_prompt=decoder_prompt,
+            stop_token_ids=stop_token_ids,
+            suppress_token_ids=suppress_token_ids,
+        )
 
 
 def build_seq2seq(
