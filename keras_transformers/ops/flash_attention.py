@@ -1,0 +1,499 @@
+"""Blocked exact attention in ``O(L)`` memory (Rabe & Staats, 2021, "Self-attention does not
+need O(n²) memory"; Dao et al., 2022, "FlashAttention"; Dao, 2023, "FlashAttention-2").
+
+``out_i = Σ_j softmax_j(s_ij) v_j``, ``s_ij = q_i·k_j / sqrt(dh) + bias_ij`` (masked pairs left
+out) is computed one ``(Tq, Tk)`` tile of queries and keys at a time. Each query tile keeps a
+running maximum ``m``, a running sum ``l`` and an unnormalised output ``acc`` in float32; a new key
+tile with scores ``s`` updates them as
+
+``m' = max(m, max_j s)``, ``l' = l·e^(m - m') + Σ_j e^(s - m')``,
+``acc' = acc·e^(m - m') + e^(s - m') v``, and at the end ``out = acc / l``.
+
+No ``(Lq, Lk)`` tensor exists at any time: memory is ``O(L·dh + Tq·Tk)`` per head. The forward
+keeps only ``out`` and the log-sum-exp ``lse = m + log l`` per query; the backward pass
+recomputes every tile from them (``p = e^(s - lse)``, ``dS = p (dP - rowsum(dO ∘ O))``) in two
+sweeps, one over key tiles (``dK``, ``dV`` and the bias parameters) and one over query tiles
+(``dQ``), so training is ``O(L)`` in memory too. The custom gradient is ``tf.custom_gradient`` on
+TensorFlow, ``jax.custom_vjp`` on JAX and a ``torch.autograd.Function`` on PyTorch; the tile loops
+are ``while`` loops (``tf.map_fn``/``tf.while_loop``, ``lax.map``/``lax.fori_loop``), so the graph
+has a constant size whatever ``L``.
+
+Causal attention visits only the tiles on and below the diagonal (the ones above are skipped,
+not masked) and masks only the tiles that cross it. Key padding (``(B, Lk)``), an arbitrary
+``attention_mask`` (``(B, Lq, Lk)``) and a score bias (a callback given each tile's queries,
+keys and relative positions: ALiBi, T5, Shaw's key term, Transformer-XL) are applied per tile.
+A query with no key to attend to gives a zero output and zero gradients. Odd lengths are padded
+to the tile and sliced back.
+
+Shapes: ``query (B, h, Lq, dh)``, ``key (B, h, Lk, dh)``, ``value (B, h, Lk, dv)`` ->
+``(B, h, Lq, dv)``. Lengths must be static.
+"""
+
+import keras
+import numpy as np
+from keras import ops
+
+# Finite stand-in for -inf: exp(-1e9 - max) underflows to exactly 0 in float32.
+MASK_VALUE = -1e9
+# A running max below this means no key of the row was visible so far.
+_EMPTY = -5e8
+# Log-sum-exp of an empty row: every recomputed weight exp(s - lse) is then exactly 0.
+_EMPTY_LSE = 1e30
+
+__all__ = ["DEFAULT_BLOCK_SIZE", "flash_attention"]
+
+DEFAULT_BLOCK_SIZE = 512
+
+
+def flash_attention(
+    query,
+    key,
+    value,
+    causal=False,
+    query_offset=0,
+    padding_mask=None,
+    attention_mask=None,
+    bias_fn=None,
+    bias_params=(),
+    bias_reads_qk=True,
+    scale=None,
+    block_size=DEFAULT_BLOCK_SIZE,
+):
+    """Exact softmax attention over tiles, ``O(L)`` memory in the forward and backward pass.
+
+    Args:
+        query: ``(B, h, Lq, dh)``.
+        key: ``(B, h, Lk, dh)``.
+        value: ``(B, h, Lk, dv)``.
+        causal: query ``i`` sees keys ``j <= i + query_offset``.
+        query_offset: static int, absolute position of query 0 among the keys.
+        padding_mask: bool ``(B, Lk)`` (True = key may be attended) or None.
+        attention_mask: bool ``(B, Lq, Lk)`` or None.
+        bias_fn: ``bias_fn(params, q_tile (B, h, Tq, dh), k_tile (B, h, Tk, dh), rel (Tq, Tk))``
+            -> a score term broadcastable to ``(B, h, Tq, Tk)``; ``rel = key_pos - query_pos``.
+        bias_params: the tensors ``bias_fn`` reads (its trainable tables); they get gradients.
+        bias_reads_qk: the bias depends on the query/key content (Shaw, XL); False skips those
+            gradients (ALiBi, T5).
+        scale: score scale, default ``1/sqrt(dh)``.
+        block_size: tile size ``T`` (queries and keys); shorter sequences use one tile.
+
+    Returns:
+        ``(B, h, Lq, dv)`` in the dtype of ``query``.
+    """
+    q_len, k_len = query.shape[2], key.shape[2]
+    if q_len is None or k_len is None:
+        raise ValueError(
+            f"flash_attention needs static lengths; got query length {q_len}, key length {k_len}."
+        )
+    if not isinstance(query_offset, (int, np.integer)):
+        raise ValueError(f"query_offset={query_offset!r}: must be a static int.")
+    if int(block_size) < 1:
+        raise ValueError(f"block_size={block_size}: must be >= 1.")
+    dh = query.shape[-1]
+    scale = 1.0 / float(dh) ** 0.5 if scale is None else float(scale)
+    tq, tk = _tile(q_len, block_size), _tile(k_len, block_size)
+    nq, nk = -(-q_len // tq), -(-k_len // tk)
+    plan = _Plan(
+        q_len, k_len, tq, tk, nq, nk, bool(causal), int(query_offset), scale, bias_fn,
+        bool(bias_reads_qk) and bias_fn is not None,
+    )  # fmt: skip
+
+    # additive key bias (B|1, 1, 1, Lk_pad): 0 for keys that may be attended, MASK_VALUE else
+    key_bias = None
+    if padding_mask is not None or nk * tk != k_len:
+        valid = np.arange(nk * tk) < k_len  # (Lk_pad,)
+        kb = ops.convert_to_tensor(np.where(valid, 0.0, MASK_VALUE).astype("float32"))[None]
+        if padding_mask is not None:
+            pm = _pad(ops.cast(padding_mask, "bool"), 1, nk * tk - k_len)  # (B, Lk_pad)
+            kb = ops.where(pm, kb, MASK_VALUE)  # (B, Lk_pad)
+        key_bias = ops.reshape(kb, (-1, 1, 1, nk, tk))  # (B|1, 1, 1, nk, Tk)
+        key_bias = ops.transpose(key_bias, (3, 0, 1, 2, 4))  # (nk, B|1, 1, 1, Tk)
+    mask = None
+    if attention_mask is not None:
+        am = _pad(_pad(ops.cast(attention_mask, "bool"), 1, nq * tq - q_len), 2, nk * tk - k_len)
+        mask = ops.reshape(am, (-1, nq, tq, nk, tk))  # (B, nq, Tq, nk, Tk)
+        mask = ops.transpose(mask, (1, 3, 0, 2, 4))  # (nq, nk, B, Tq, Tk)
+    q = _pad(query, 2, nq * tq - q_len)  # (B, h, Lq_pad, dh)
+    k = _pad(key, 2, nk * tk - k_len)  # (B, h, Lk_pad, dh)
+    v = _pad(value, 2, nk * tk - k_len)  # (B, h, Lk_pad, dv)
+    out = _custom_gradient(plan)(q, k, v, key_bias, mask, tuple(bias_params))
+    return out[:, :, :q_len]  # (B, h, Lq, dv)
+
+
+class _Plan:
+    """Static tiling of one call: lengths, tiles, causality, bias callback."""
+
+    def __init__(self, q_len, k_len, tq, tk, nq, nk, causal, offset, scale, bias_fn, reads_qk):
+        self.q_len, self.k_len, self.tq, self.tk, self.nq, self.nk = q_len, k_len, tq, tk, nq, nk
+        self.causal, self.offset, self.scale = causal, offset, scale
+        self.bias_fn, self.reads_qk = bias_fn, reads_qk
+
+    # ---------------------------------------------------------------- tile ranges (causal skip)
+    def key_ranges(self, i):
+        """Key tiles of query tile ``i``: ``[0, full)`` need no causal mask, ``[full, end)`` do."""
+        if not self.causal:
+            return 0, self.nk, self.nk
+        o, tq, tk = self.offset, self.tq, self.tk
+        full = _clip((i * tq + o + 1) // tk, 0, self.nk)
+        end = _clip((i * tq + tq - 1 + o) // tk + 1, 0, self.nk)
+        return 0, full, end
+
+    def query_ranges(self, j):
+        """Query tiles that see key tile ``j``: ``[start, full)`` masked, ``[full, nq)`` not."""
+        if not self.causal:
+            return 0, 0, self.nq
+        o, tq, tk = self.offset, self.tq, self.tk
+        start = _clip((j * tk - o) // tq, 0, self.nq)
+        full = _clip(-((o + 1 - (j + 1) * tk) // tq), 0, self.nq)
+        return start, full, self.nq
+
+    # ---------------------------------------------------------------- one tile's scores
+    def relative(self, i, j):
+        """``rel = key_pos - query_pos`` of tile ``(i, j)``: int32 ``(Tq, Tk)``."""
+        q_pos = ops.arange(self.tq, dtype="int32") + ops.cast(i * self.tq + self.offset, "int32")
+        k_pos = ops.arange(self.tk, dtype="int32") + ops.cast(j * self.tk, "int32")
+        return k_pos[None, :] - q_pos[:, None]
+
+    def scores(self, t, i, j, q_i, k_j, params, diagonal):
+        """Scaled, biased, masked float32 scores of tile ``(i, j)``: ``(B, h, Tq, Tk)``."""
+        qs = q_i * ops.cast(self.scale, q_i.dtype)
+        s = ops.cast(ops.matmul(qs, ops.swapaxes(k_j, -1, -2)), "float32")  # (B, h, Tq, Tk)
+        rel = None
+        if self.bias_fn is not None:
+            rel = self.relative(i, j)
+            s = s + ops.cast(self.bias_fn(params, q_i, k_j, rel), "float32")
+        if t.key_bias is not None:
+            s = s + t.key_bias[j]  # (B|1, 1, 1, Tk)
+        if t.mask is not None:
+            s = ops.where(t.mask[i][j][:, None], s, MASK_VALUE)  # mask (B, 1, Tq, Tk)
+        if diagonal:
+            rel = self.relative(i, j) if rel is None else rel
+            s = ops.where(rel <= 0, s, MASK_VALUE)
+        return s
+
+
+class _Tiles:
+    """The padded tensors split into tiles along a leading axis."""
+
+    def __init__(self, plan, q, k, v, key_bias, mask):
+        self.q = _split(q, plan.nq, plan.tq)  # (nq, B, h, Tq, dh)
+        self.k = _split(k, plan.nk, plan.tk)  # (nk, B, h, Tk, dh)
+        self.v = _split(v, plan.nk, plan.tk)  # (nk, B, h, Tk, dv)
+        self.key_bias, self.mask = key_bias, mask
+
+
+def _forward(plan, q, k, v, key_bias, mask, params):
+    """``out (B, h, Lq_pad, dv)`` in the query dtype and float32 ``lse (B, h, Lq_pad)``."""
+    t = _Tiles(plan, q, k, v, key_bias, mask)
+    q_tile_shape = ops.shape(t.q[0])
+
+    def query_tile(i):
+        q_i = t.q[i]  # (B, h, Tq, dh)
+        b, h = q_tile_shape[0], q_tile_shape[1]
+        m = ops.full((b, h, plan.tq), -1e30, dtype="float32")
+        l_sum = ops.zeros((b, h, plan.tq), dtype="float32")
+        acc = ops.zeros((b, h, plan.tq, v.shape[-1]), dtype="float32")
+
+        def step(diagonal):
+            def body(j, state):
+                m, l_sum, acc = state
+                s = plan.scores(t, i, j, q_i, t.k[j], params, diagonal)  # (B, h, Tq, Tk)
+                m_new = ops.maximum(m, ops.max(s, axis=-1))  # (B, h, Tq)
+                alpha = ops.exp(m - m_new)
+                p = ops.exp(s - m_new[..., None])  # (B, h, Tq, Tk)
+                l_sum = l_sum * alpha + ops.sum(p, axis=-1)
+                pv = ops.matmul(ops.cast(p, v.dtype), t.v[j])  # (B, h, Tq, dv)
+                acc = acc * alpha[..., None] + ops.cast(pv, "float32")
+                return m_new, l_sum, acc
+
+            return body
+
+        start, full, end = plan.key_ranges(i)
+        state = ops.fori_loop(start, full, step(False), (m, l_sum, acc))
+        m, l_sum, acc = ops.fori_loop(full, end, step(True), state)
+        empty = m < _EMPTY  # (B, h, Tq): no visible key
+        out = ops.where(empty[..., None], 0.0, acc / ops.maximum(l_sum, 1e-30)[..., None])
+        lse = ops.where(empty, _EMPTY_LSE, m + ops.log(ops.maximum(l_sum, 1e-30)))
+        return ops.cast(out, q.dtype), lse
+
+    out, lse = _map(query_tile, plan.nq, (q.dtype, "float32"))  # (nq, B, h, Tq, dv), (nq, B, h, Tq)
+    return _merge(out), _merge(lse[..., None])[..., 0]
+
+
+def _backward(plan, q, k, v, key_bias, mask, params, out, lse, d_out):
+    """Gradients ``(dq, dk, dv, dparams)`` by recomputing each tile from ``lse``."""
+    t = _Tiles(plan, q, k, v, key_bias, mask)
+    lse_t = _split(lse[..., None], plan.nq, plan.tq)[..., 0]  # (nq, B, h, Tq)
+    do_t = _split(d_out, plan.nq, plan.tq)  # (nq, B, h, Tq, dv)
+    delta = ops.sum(ops.cast(d_out, "float32") * ops.cast(out, "float32"), axis=-1)
+    delta_t = _split(delta[..., None], plan.nq, plan.tq)[..., 0]  # (nq, B, h, Tq)
+    vjp = _vjp_fn()
+
+    def tile_grads(i, j, diagonal, k_j, v_j):
+        """``(p, dS)`` of tile ``(i, j)``, both float32 ``(B, h, Tq, Tk)``."""
+        s = plan.scores(t, i, j, t.q[i], k_j, params, diagonal)
+        p = ops.exp(s - lse_t[i][..., None])
+        dp = ops.cast(ops.matmul(do_t[i], ops.swapaxes(v_j, -1, -2)), "float32")
+        return p, p * (dp - delta_t[i][..., None])
+
+    def key_tile(j):
+        k_j, v_j = t.k[j], t.v[j]  # (B, h, Tk, d)
+        dk = ops.zeros(ops.shape(k_j), "float32")
+        dv = ops.zeros(ops.shape(v_j), "float32")
+        dparams = tuple(ops.zeros(ops.shape(p), "float32") for p in params)
+
+        def step(diagonal):
+            def body(i, state):
+                dk, dv, dparams = state
+                p, ds = tile_grads(i, j, diagonal, k_j, v_j)
+                dv = dv + ops.cast(
+                    ops.matmul(ops.swapaxes(ops.cast(p, q.dtype), -1, -2), do_t[i]), "float32"
+                )
+                qs = t.q[i] * ops.cast(plan.scale, q.dtype)
+                dk = dk + ops.cast(
+                    ops.matmul(ops.swapaxes(ops.cast(ds, q.dtype), -1, -2), qs), "float32"
+                )
+                if params or plan.reads_qk:
+                    q_i, rel = t.q[i], plan.relative(i, j)
+                    wrt = ((k_j,) if plan.reads_qk else ()) + tuple(params)
+
+                    def bias(*args):
+                        kk = args[0] if plan.reads_qk else k_j
+                        ps = args[1:] if plan.reads_qk else args
+                        return plan.bias_fn(ps, q_i, kk, rel)
+
+                    grads = vjp(bias, wrt, ds)
+                    if plan.reads_qk:
+                        dk = dk + _f32(grads[0], dk)
+                        grads = grads[1:]
+                    dparams = tuple(a + _f32(g, a) for a, g in zip(dparams, grads))
+                return dk, dv, dparams
+
+            return body
+
+        start, full, end = plan.query_ranges(j)
+        state = ops.fori_loop(start, full, step(True), (dk, dv, dparams))
+        dk, dv, dparams = ops.fori_loop(full, end, step(False), state)
+        return (dk, dv) + tuple(dparams)
+
+    dtypes = ("float32", "float32") + ("float32",) * len(params)
+    kv = _map(key_tile, plan.nk, dtypes)
+    dk, dv = _merge(kv[0]), _merge(kv[1])
+    dparams = tuple(ops.sum(g, axis=0) for g in kv[2:])
+
+    def query_tile(i):
+        q_i = t.q[i]
+        dq = ops.zeros(ops.shape(q_i), "float32")
+
+        def step(diagonal):
+            def body(j, dq):
+                k_j = t.k[j]
+                _, ds = tile_grads(i, j, diagonal, k_j, t.v[j])
+                dq = dq + ops.cast(ops.matmul(ops.cast(ds, q.dtype), k_j), "float32") * ops.cast(
+                    plan.scale, "float32"
+                )
+                if plan.reads_qk:
+                    rel = plan.relative(i, j)
+                    (g,) = vjp(lambda qq: plan.bias_fn(params, qq, k_j, rel), (q_i,), ds)
+                    dq = dq + _f32(g, dq)
+                return dq
+
+            return body
+
+        start, full, end = plan.key_ranges(i)
+        dq = ops.fori_loop(start, full, step(False), dq)
+        return (ops.fori_loop(full, end, step(True), dq),)
+
+    (dq,) = _map(query_tile, plan.nq, ("float32",))
+    return _merge(dq), dk, dv, dparams
+
+
+# -------------------------------------------------------------------- backend glue
+def _custom_gradient(plan):
+    """``f(q, k, v, key_bias, mask, params) -> out (B, h, Lq_pad, dv)`` with the tiled gradient."""
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        return _tf_attention(plan)
+    if backend == "jax":
+        return _jax_attention(plan)
+    if backend == "torch":
+        return _torch_attention(plan)
+    raise NotImplementedError(f"flash_attention: backend {backend!r} is not supported.")
+
+
+def _tf_attention(plan):
+    import tensorflow as tf
+
+    def call(q, k, v, key_bias, mask, params):
+        @tf.custom_gradient
+        def attention(q, k, v, *params):
+            out, lse = _forward(plan, q, k, v, key_bias, mask, params)
+
+            def grad(d_out):
+                dq, dk, dv, dparams = _backward(
+                    plan, q, k, v, key_bias, mask, params, out, lse, d_out
+                )
+                cast = [
+                    ops.cast(g, x.dtype) for g, x in zip((dq, dk, dv) + dparams, (q, k, v) + params)
+                ]
+                return tuple(cast)
+
+            return out, grad
+
+        return attention(q, k, v, *params)
+
+    return call
+
+
+def _jax_attention(plan):
+    import jax
+
+    def call(q, k, v, key_bias, mask, params):
+        @jax.custom_vjp
+        def attention(q, k, v, key_bias, mask, params):
+            return _forward(plan, q, k, v, key_bias, mask, params)[0]
+
+        def fwd(q, k, v, key_bias, mask, params):
+            out, lse = _forward(plan, q, k, v, key_bias, mask, params)
+            return out, (q, k, v, key_bias, mask, params, out, lse)
+
+        def bwd(res, d_out):
+            q, k, v, key_bias, mask, params, out, lse = res
+            dq, dk, dv, dparams = _backward(plan, q, k, v, key_bias, mask, params, out, lse, d_out)
+            dparams = tuple(g.astype(p.dtype) for g, p in zip(dparams, params))
+            zero_kb = None if key_bias is None else jax.numpy.zeros_like(key_bias)
+            zero_mask = None if mask is None else np.zeros(mask.shape, jax.dtypes.float0)
+            return (dq.astype(q.dtype), dk.astype(k.dtype), dv.astype(v.dtype), zero_kb,
+                    zero_mask, dparams)  # fmt: skip
+
+        attention.defvjp(fwd, bwd)
+        return attention(q, k, v, key_bias, mask, tuple(params))
+
+    return call
+
+
+def _torch_attention(plan):
+    import torch
+
+    class Attention(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, q, k, v, key_bias, mask, *params):
+            out, lse = _forward(plan, q, k, v, key_bias, mask, params)
+            ctx.save_for_backward(q, k, v, out, lse, *params)
+            ctx.masks = (key_bias, mask)
+            return out
+
+        @staticmethod
+        def backward(ctx, d_out):
+            q, k, v, out, lse, *params = ctx.saved_tensors
+            key_bias, mask = ctx.masks
+            dq, dk, dv, dparams = _backward(
+                plan, q, k, v, key_bias, mask, tuple(params), out, lse, d_out.contiguous()
+            )
+            grads = [g.to(x.dtype) for g, x in zip(dparams, params)]
+            return (dq.to(q.dtype), dk.to(k.dtype), dv.to(v.dtype), None, None, *grads)
+
+    def call(q, k, v, key_bias, mask, params):
+        return Attention.apply(q, k, v, key_bias, mask, *params)
+
+    return call
+
+
+def _vjp_fn():
+    """``vjp(fn, primals, cot)``: gradients of ``Σ fn(*primals) ∘ cot`` w.r.t. each primal."""
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        def vjp(fn, primals, cot):
+            with tf.GradientTape() as tape:
+                tape.watch(primals)
+                total = tf.reduce_sum(tf.cast(fn(*primals), "float32") * cot)
+            grads = tape.gradient(total, list(primals))
+            return [
+                tf.zeros_like(p, "float32") if g is None else tf.convert_to_tensor(g)
+                for g, p in zip(grads, primals)
+            ]
+
+        return vjp
+    if backend == "jax":
+        import jax
+        import jax.numpy as jnp
+
+        def vjp(fn, primals, cot):
+            def total(*args):
+                return jnp.sum(fn(*args).astype("float32") * cot)
+
+            return jax.grad(total, argnums=tuple(range(len(primals))))(*primals)
+
+        return vjp
+
+    import torch
+
+    def vjp(fn, primals, cot):
+        with torch.enable_grad():
+            leaves = [p.detach().requires_grad_(True) for p in primals]
+            total = (fn(*leaves).float() * cot).sum()
+            grads = torch.autograd.grad(total, leaves, allow_unused=True)
+        return [torch.zeros_like(p, dtype=torch.float32) if g is None else g
+                for g, p in zip(grads, leaves)]  # fmt: skip
+
+    return vjp
+
+
+def _map(fn, n, dtypes):
+    """Stack ``fn(i)`` (a tuple of tensors) for ``i < n`` along a new leading axis, in a loop."""
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return tf.map_fn(
+            fn, tf.range(n), fn_output_signature=tuple(tf.as_dtype(d) for d in dtypes),
+            parallel_iterations=1,
+        )  # fmt: skip
+    if backend == "jax":
+        import jax
+
+        return jax.lax.map(fn, jax.numpy.arange(n))
+    outs = [fn(i) for i in range(n)]
+    return tuple(ops.stack(parts, axis=0) for parts in zip(*outs))
+
+
+# -------------------------------------------------------------------- small helpers
+def _tile(length, block_size):
+    """Tile size: ``block_size``, or the length rounded up to 8 when shorter."""
+    return int(min(int(block_size), -(-length // 8) * 8))
+
+
+def _clip(x, low, high):
+    if isinstance(x, (int, np.integer)):
+        return int(min(max(x, low), high))
+    return ops.clip(x, low, high)
+
+
+def _pad(x, axis, amount):
+    if amount == 0:
+        return x
+    widths = [(0, 0)] * len(x.shape)
+    widths[axis] = (0, amount)
+    if x.dtype == "bool":
+        return ops.cast(ops.pad(ops.cast(x, "int8"), widths), "bool")
+    return ops.pad(x, widths)
+
+
+def _split(x, n, size):
+    """``(B, h, n·size, d) -> (n, B, h, size, d)``."""
+    b, h = ops.shape(x)[0], x.shape[1]
+    x = ops.reshape(x, (b, h, n, size, x.shape[-1]))
+    return ops.transpose(x, (2, 0, 1, 3, 4))
+
+
+def _merge(x):
+    """``(n, B, h, size, d) -> (B, h, n·size, d)``."""
+    n, _, h, size, d = x.shape
+    x = ops.transpose(x, (1, 2, 0, 3, 4))
+    return ops.reshape(x, (ops.shape(x)[0], h, n * size, d))
+
+
+def _f32(g, like):
+    return ops.cast(g, "float32") if g is not None else ops.zeros_like(like)
