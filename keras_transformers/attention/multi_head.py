@@ -13,6 +13,12 @@ gives the per-head ``q, k, v`` and :meth:`project_output` merges the heads. The 
 capability attributes are enforced here (cross-attention, KV cache); decoding with ``cache=``
 has one path for every caching core, its :meth:`~AttentionCore.decode_step`.
 
+``qk_norm=True`` normalizes each query and key head over ``dh`` with an RMSNorm after the
+projection and before the positional transform, ``q_i <- RMSNorm_q(q_i)``, ``k_j <- RMSNorm_k(k_j)``,
+one learned ``dh`` scale for the queries (``query_norm``) and one for the keys (``key_norm``), shared
+by the heads (Dehghani et al., 2023, "Scaling ViT to 22B"; OLMo-2, Qwen3, Gemma 3).
+``key_dim`` need not be ``d / h``: the output projection maps ``h·dv -> d`` (Gemma's head size).
+
 Shapes: ``query (B, Lq, d)``, ``value/key (B, Lk, d_kv)`` -> ``(B, Lq, output_dim or d)``;
 ``padding_mask (B, Lk)`` bool (True = keep); ``attention_mask (B, Lq, Lk)`` bool; scores
 ``(B, h, Lq, Lk)``.
@@ -74,6 +80,8 @@ class MultiHeadAttention(keras.layers.Layer):
         causal: queries attend only to keys at or before their own position.
         num_key_value_heads: key/value heads for grouped-query attention (divides ``num_heads``).
         kernel_initializer, bias_initializer: projection initializers.
+        qk_norm: RMS-normalize each query and key head (``query_norm``, ``key_norm``).
+        qk_norm_epsilon: epsilon of those norms.
     """
 
     # Aliases of the projection sublayers' weights (``layer.qkv_dense.kernel`` etc.).
@@ -104,6 +112,8 @@ class MultiHeadAttention(keras.layers.Layer):
         num_key_value_heads=None,
         kernel_initializer="glorot_uniform",
         bias_initializer="zeros",
+        qk_norm=False,
+        qk_norm_epsilon=1e-6,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -116,7 +126,19 @@ class MultiHeadAttention(keras.layers.Layer):
         self.dropout = float(dropout)
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout={dropout}: must be in [0, 1).")
-        self.use_bias = use_bias
+        self.use_bias = bool(use_bias)
+        self.qk_norm = bool(qk_norm)
+        self.qk_norm_epsilon = float(qk_norm_epsilon)
+        self.query_norm = self.key_norm = None
+        if self.qk_norm:
+            from keras_transformers.blocks.norms import RMSNormalization  # (import cycle)
+
+            self.query_norm = RMSNormalization(
+                self.qk_norm_epsilon, dtype=self.dtype_policy, name="query_norm"
+            )
+            self.key_norm = RMSNormalization(
+                self.qk_norm_epsilon, dtype=self.dtype_policy, name="key_norm"
+            )
         self.causal = bool(causal)
         self.num_key_value_heads = (
             self.num_heads
@@ -188,6 +210,9 @@ class MultiHeadAttention(keras.layers.Layer):
             else:
                 self.kv_dense = self._dense("kv", h_kv * (dh + dv))
                 self.kv_dense.build(tuple(value_shape))
+        if self.qk_norm:
+            self.query_norm.build((None, None, h, dh))
+            self.key_norm.build((None, None, h_kv, dh))
         out = int(self.output_dim or d_model)
         self.output_dense = self._dense("output", out)
         self.output_dense.build(tuple(query_shape[:2]) + (h * dv,))
@@ -222,8 +247,8 @@ class MultiHeadAttention(keras.layers.Layer):
             key: ``(B, Lk, d_k)`` when the layer was built with a separate key, else None.
 
         Returns:
-            ``(q (B, Lq, h, dh), k (B, Lk, h_kv, dh), v (B, Lk, h_kv, dv))`` (no positional
-            transform; RoPE is applied in :meth:`call`).
+            ``(q (B, Lq, h, dh), k (B, Lk, h_kv, dh), v (B, Lk, h_kv, dv))``, with the QK-norm
+            when ``qk_norm`` (no positional transform; RoPE is applied in :meth:`call`).
         """
         h, h_kv, dh, dv = self.num_heads, self.num_key_value_heads, self.key_dim, self.value_dim
         if self._self_attention:
@@ -248,11 +273,11 @@ class MultiHeadAttention(keras.layers.Layer):
             else:
                 kv = self.kv_dense(value)  # (B, Lk, h_kv(dh+dv))
                 k, v = ops.split(kv, [h_kv * dh], axis=-1)
-        return (
-            self._split_heads(q, h, dh),  # (B, Lq, h, dh)
-            self._split_heads(k, h_kv, dh),  # (B, Lk, h_kv, dh)
-            self._split_heads(v, h_kv, dv),  # (B, Lk, h_kv, dv)
-        )
+        q = self._split_heads(q, h, dh)  # (B, Lq, h, dh)
+        k = self._split_heads(k, h_kv, dh)  # (B, Lk, h_kv, dh)
+        if self.qk_norm:
+            q, k = self.query_norm(q), self.key_norm(k)
+        return q, k, self._split_heads(v, h_kv, dv)  # ..., v (B, Lk, h_kv, dv)
 
     def project_output(self, out):
         """Merge the heads, then the output projection: ``(B, Lq, h, dv)`` -> ``(B, Lq, d_out)``."""
@@ -428,5 +453,7 @@ class MultiHeadAttention(keras.layers.Layer):
             num_key_value_heads=self.num_key_value_heads,
             kernel_initializer=keras.initializers.serialize(self.kernel_initializer),
             bias_initializer=keras.initializers.serialize(self.bias_initializer),
+            qk_norm=self.qk_norm,
+            qk_norm_epsilon=self.qk_norm_epsilon,
         )
         return config

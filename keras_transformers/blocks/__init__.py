@@ -1,9 +1,10 @@
-"""Transformer blocks: encoder, decoder, feed-forward, reversible (Reformer) blocks."""
+"""Transformer blocks: encoder, decoder, feed-forward, normalization, reversible (Reformer) blocks."""
 
 from keras_transformers.blocks.decoder import TransformerDecoderBlock
 from keras_transformers.blocks.encoder import TransformerEncoderBlock
 from keras_transformers.blocks.feedforward import FeedForward
 from keras_transformers.blocks.gated import GatingLayer, GTrXLBlock
+from keras_transformers.blocks.norms import RMSNormalization
 from keras_transformers.blocks.reversible import (
     ChunkedFeedForward,
     ReversibleBlock,
@@ -17,6 +18,7 @@ __all__ = [
     "GatingLayer",
     "GTrXLBlock",
     "ReversibleBlock",
+    "RMSNormalization",
     "ReversibleStack",
     "TransformerDecoderBlock",
     "TransformerEncoderBlock",

@@ -128,6 +128,8 @@ class TransformerDecoderBlock(SelfAttentionBlock):
         layer = self.cross_attention_layer
         q = layer.query_dense(h)  # (B, l, h·dh)
         q = ops.reshape(q, ops.shape(q)[:2] + (layer.num_heads, layer.key_dim))  # (B, l, h, dh)
+        if layer.qk_norm:
+            q = layer.query_norm(q)
         out = layer.attention_core(
             q,
             cross_cache[:, 0],

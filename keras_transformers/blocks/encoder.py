@@ -34,9 +34,16 @@ class TransformerEncoderBlock(SelfAttentionBlock):
         activation: feed-forward activation (``gelu``, ``relu``, ``swiglu``, ``geglu``, ...).
         num_key_value_heads: grouped-query attention.
         causal: make the self-attention causal (used by decoder-only stacks).
-        layer_norm_epsilon: epsilon of the layer norms.
+        layer_norm_epsilon: epsilon of the norms (and of the QK-norm).
+        norm: ``"layer"`` (LayerNormalization) or ``"rms"`` (:class:`RMSNormalization`).
+        use_bias: biases of the attention projections and the feed-forward layers.
+        qk_norm: RMS-normalize each query and key head (OLMo-2, Qwen3, Gemma 3).
+
+    Parts: ``self_attention``, ``attention_norm`` (also ``self_attention_norm``, the decoder
+    block's name), ``feedforward``, ``feedforward_norm``.
     """
 
+    option_keys = ("norm", "use_bias", "qk_norm")
     config_keys = (*SelfAttentionBlock.common_keys, "norm_first", "num_key_value_heads", "causal")
 
     def __init__(
@@ -53,6 +60,9 @@ class TransformerEncoderBlock(SelfAttentionBlock):
         num_key_value_heads=None,
         causal=False,
         layer_norm_epsilon=1e-5,
+        norm="layer",
+        use_bias=True,
+        qk_norm=False,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -63,6 +73,12 @@ class TransformerEncoderBlock(SelfAttentionBlock):
         self.feedforward_norm = self.make_norm("feedforward_norm")
         self.residual_dropout = keras.layers.Dropout(self.dropout, dtype=self.dtype_policy)
         self.supports_masking = True
+
+    @property
+    def self_attention_norm(self):
+        """The norm of the self-attention sub-layer (``attention_norm``), under the decoder
+        block's name."""
+        return self.attention_norm
 
     def build(self, input_shape):
         self.attention_norm.build(input_shape)

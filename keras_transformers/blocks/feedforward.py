@@ -2,8 +2,13 @@
 
 Plain: ``FFN(x) = act(x W_1 + b_1) W_2 + b_2`` (Vaswani et al., 2017; ``act`` = relu/gelu/...).
 Gated: ``FFN(x) = (act(x W_g) ⊙ x W_u) W_2`` (Shazeer, 2020, "GLU variants improve
-Transformer"): ``swiglu`` uses SiLU, ``geglu`` GELU, ``reglu`` ReLU. Gate and up projections are
-one fused ``(d, 2·ff)`` matmul.
+Transformer"): ``swiglu`` uses SiLU, ``geglu`` GELU, ``reglu`` ReLU, ``geglu_approximate`` the tanh
+GELU (Gemma). Gate and up projections are one fused ``(d, 2·ff)`` matmul whose first ``ff``
+columns are the gate, the last ``ff`` the up projection.
+
+``gelu`` is the exact ``x Φ(x)``; ``gelu_approximate`` the tanh form
+``0.5 x (1 + tanh(sqrt(2/π) (x + 0.044715 x³)))`` (Hendrycks & Gimpel, 2016) of GPT-2 and Bloom.
+``use_bias=False`` drops the biases of both projections (Llama, Mistral, Gemma).
 
 Shapes: ``(B, L, d) -> (B, L, d)``; cost ``O(L·d·ff)``.
 """
@@ -11,8 +16,33 @@ Shapes: ``(B, L, d) -> (B, L, d)``; cost ``O(L·d·ff)``.
 import keras
 from keras import ops
 
-GATED = {"swiglu": "silu", "geglu": "gelu", "reglu": "relu"}
-ACTIVATIONS = ("gelu", "relu", "silu", "swish", "tanh", *GATED)
+#: gated activation -> the activation of its gate
+GATED = {
+    "swiglu": "silu",
+    "geglu": "gelu",
+    "reglu": "relu",
+    "geglu_approximate": "gelu_approximate",
+}
+ACTIVATIONS = ("gelu", "gelu_approximate", "relu", "silu", "swish", "tanh", *GATED)
+
+
+def gelu_approximate(x):
+    """The tanh approximation of GELU (GPT-2, Bloom, Gemma)."""
+    return keras.activations.gelu(x, approximate=True)
+
+
+def activation_function(name):
+    """The elementwise function of a (gate) activation name."""
+    if name == "gelu_approximate":
+        return gelu_approximate
+    return keras.activations.get(name)
+
+
+def check_activation(activation):
+    """Validate an ``activation=`` option (one of :data:`ACTIVATIONS`)."""
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"activation={activation!r}: allowed values are {', '.join(ACTIVATIONS)}.")
+    return activation
 
 
 @keras.saving.register_keras_serializable(package="keras_transformers")
@@ -21,9 +51,11 @@ class FeedForward(keras.layers.Layer):
 
     Args:
         ff_dim: hidden width.
-        activation: one of ``gelu, relu, silu, swish, tanh, swiglu, geglu, reglu``.
+        activation: one of ``gelu, gelu_approximate, relu, silu, swish, tanh, swiglu, geglu,
+            reglu, geglu_approximate``.
         dropout: dropout after the activation.
         output_dim: output width (defaults to the input width).
+        use_bias: biases on the ``inner`` and ``outer`` Dense layers.
     """
 
     def __init__(
@@ -33,15 +65,14 @@ class FeedForward(keras.layers.Layer):
         dropout=0.0,
         output_dim=None,
         kernel_initializer="glorot_uniform",
+        use_bias=True,
         **kwargs,
     ):
         super().__init__(**kwargs)
         if int(ff_dim) < 1:
             raise ValueError(f"ff_dim={ff_dim}: must be >= 1.")
-        if activation not in ACTIVATIONS:
-            raise ValueError(
-                f"activation={activation!r}: allowed values are {', '.join(ACTIVATIONS)}."
-            )
+        check_activation(activation)
+        self.use_bias = bool(use_bias)
         self.ff_dim = int(ff_dim)
         self.activation = activation
         self.dropout = float(dropout)
@@ -50,6 +81,7 @@ class FeedForward(keras.layers.Layer):
         gated = activation in GATED
         self.inner = keras.layers.Dense(
             self.ff_dim * (2 if gated else 1),
+            use_bias=self.use_bias,
             kernel_initializer=self.kernel_initializer,
             dtype=self.dtype_policy,
             name="inner",
@@ -61,7 +93,11 @@ class FeedForward(keras.layers.Layer):
         self.inner.build(input_shape)
         out = int(self.output_dim or input_shape[-1])
         self.outer = keras.layers.Dense(
-            out, kernel_initializer=self.kernel_initializer, dtype=self.dtype_policy, name="outer"
+            out,
+            use_bias=self.use_bias,
+            kernel_initializer=self.kernel_initializer,
+            dtype=self.dtype_policy,
+            name="outer",
         )
         self.outer.build(tuple(input_shape[:-1]) + (self.ff_dim,))
         self.built = True
@@ -70,10 +106,9 @@ class FeedForward(keras.layers.Layer):
         hidden = self.inner(x)  # (B, L, ff) or (B, L, 2ff)
         if self.activation in GATED:
             gate, up = ops.split(hidden, 2, axis=-1)
-            act = keras.activations.get(GATED[self.activation])
-            hidden = act(gate) * up
+            hidden = activation_function(GATED[self.activation])(gate) * up  # (B, L, ff)
         else:
-            hidden = keras.activations.get(self.activation)(hidden)
+            hidden = activation_function(self.activation)(hidden)
         return self.outer(self.drop(hidden, training=training))  # (B, L, d)
 
     def compute_output_shape(self, input_shape):
@@ -87,4 +122,5 @@ class FeedForward(keras.layers.Layer):
             "dropout": self.dropout,
             "output_dim": self.output_dim,
             "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
+            "use_bias": self.use_bias,
         }

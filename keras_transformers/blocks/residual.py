@@ -6,14 +6,20 @@ Shapes: ``x (B, L, d) -> (B, L, d)``. The GTrXL block (:mod:`.gated`) replaces t
 and keeps its own step.
 
 :class:`SelfAttentionBlock` holds what the encoder, decoder and GTrXL blocks share: how their
-arguments are stored, how the self-attention, feed-forward and layer norms are made, the
+arguments are stored, how the self-attention, feed-forward and norms are made, the
 attention keywords of a call, the residual step and ``get_config``.
+
+The encoder and decoder blocks also take the options of pretrained checkpoint families
+(:data:`OPTION_DEFAULTS`): ``norm`` (``"layer"`` or ``"rms"``), ``use_bias`` (attention and
+feed-forward biases), ``qk_norm`` (RMSNorm of each query/key head). Blocks that do not take them
+(GTrXL, memorizing) use the defaults.
 """
 
 import keras
 
 from keras_transformers.attention import MultiHeadAttention
 from keras_transformers.blocks.feedforward import FeedForward
+from keras_transformers.blocks.norms import check_norm, make_norm
 
 #: How a block argument is stored (the others are stored as given).
 _CASTS = {
@@ -33,7 +39,13 @@ _CASTS = {
     "chunk_size": int,
     "normalize": bool,
     "gate_bias_initializer": float,
+    "use_bias": bool,
+    "qk_norm": bool,
+    "norm": check_norm,
 }
+
+#: The checkpoint-family options of the encoder and decoder blocks, with their defaults.
+OPTION_DEFAULTS = {"norm": "layer", "use_bias": True, "qk_norm": False}
 
 
 def block_arguments(arguments, names):
@@ -85,9 +97,16 @@ class SelfAttentionBlock(keras.layers.Layer):
     )
     #: Constructor arguments stored as attributes and returned by ``get_config``.
     config_keys = common_keys
+    #: Options (of :data:`OPTION_DEFAULTS`) the subclass's constructor takes; stored and returned
+    #: by ``get_config`` like ``config_keys``. The others keep the class defaults below.
+    option_keys = ()
+    norm = OPTION_DEFAULTS["norm"]
+    use_bias = OPTION_DEFAULTS["use_bias"]
+    qk_norm = OPTION_DEFAULTS["qk_norm"]
 
     def store_arguments(self, arguments):
-        for name, value in block_arguments(arguments, self.config_keys).items():
+        names = (*self.config_keys, *self.option_keys)
+        for name, value in block_arguments(arguments, names).items():
             setattr(self, name, value)
 
     def make_self_attention(self, attention, position, causal):
@@ -100,6 +119,9 @@ class SelfAttentionBlock(keras.layers.Layer):
             position=position,
             causal=causal,
             num_key_value_heads=self.num_key_value_heads,
+            use_bias=self.use_bias,
+            qk_norm=self.qk_norm,
+            qk_norm_epsilon=self.layer_norm_epsilon,
             dtype=self.dtype_policy,
             name="self_attention",
         )
@@ -110,14 +132,14 @@ class SelfAttentionBlock(keras.layers.Layer):
             self.ff_dim,
             activation=self.activation,
             dropout=self.dropout,
+            use_bias=self.use_bias,
             dtype=self.dtype_policy,
             name="feedforward",
         )
 
     def make_norm(self, name):
-        return keras.layers.LayerNormalization(
-            epsilon=self.layer_norm_epsilon, dtype=self.dtype_policy, name=name
-        )
+        """A ``LayerNormalization`` or, with ``norm="rms"``, an ``RMSNormalization``."""
+        return make_norm(self.norm, self.layer_norm_epsilon, name, dtype=self.dtype_policy)
 
     def residual(self, x, sublayer, norm, training):
         """:func:`residual_sublayer` with the block's ``residual_dropout`` and ``norm_first``."""
@@ -142,6 +164,6 @@ class SelfAttentionBlock(keras.layers.Layer):
     def get_config(self):
         return {
             **super().get_config(),
-            **{name: getattr(self, name) for name in self.config_keys},
+            **{name: getattr(self, name) for name in (*self.config_keys, *self.option_keys)},
             **self.attention_config(),
         }

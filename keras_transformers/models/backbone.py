@@ -7,10 +7,15 @@ arguments, assembles the graph with :meth:`BackboneModel.assemble_stack` (blocks
 
     model.token_embedding        # ReversibleEmbedding (its reverse call is the tied LM head)
     model.position_embedding     # embedding-side position layer, or None
-    model.embedding_norm         # LayerNorm after the embeddings (Decision Transformer), or None
+    model.embedding_norm         # norm after the embeddings (Decision Transformer, Bloom), or None
     model.embedding_dropout      # Dropout, or None
     model.transformer_layers     # list of the N blocks
-    model.final_norm             # LayerNormalization (pre-norm), or None (post-norm)
+    model.final_norm             # LayerNormalization / RMSNormalization (pre-norm), or None
+
+The options pretrained checkpoints need (``norm="rms"``, ``use_bias``, ``qk_norm``, ``head_dim``,
+``layer_norm_epsilon``, ``scale_embeddings``, ``embedding_norm``) pass through
+:meth:`BackboneModel.assemble_stack`; docs/models/backbone.md lists them with the checkpoint
+families that use them.
 
 ``get_config()`` holds the builder's arguments (and the dtype policy) and ``from_config`` rebuilds
 the model from them,
@@ -35,15 +40,26 @@ from keras_hub.layers import ReversibleEmbedding
 from keras_transformers import attention as attention_registry
 from keras_transformers import positional
 from keras_transformers.blocks import TransformerDecoderBlock, TransformerEncoderBlock
-from keras_transformers.models.layers import embedding_position_layer, resolve_position
+from keras_transformers.blocks.norms import check_norm, make_norm
+from keras_transformers.models.layers import (
+    ScaleEmbeddings,
+    embedding_position_layer,
+    resolve_position,
+)
 
 BLOCK_KINDS = {"encoder": TransformerEncoderBlock, "decoder": TransformerDecoderBlock}
 
 
-def check_model_sizes(d_model, num_heads, num_layers):
-    """Validate the common size arguments of the builders."""
-    if d_model % num_heads:
-        raise ValueError(f"d_model={d_model} must be divisible by num_heads={num_heads}.")
+def check_model_sizes(d_model, num_heads, num_layers, head_dim=None):
+    """Validate the common size arguments of the builders (``d_model`` must divide into the
+    heads unless ``head_dim`` gives the per-head size)."""
+    if head_dim is not None:
+        if int(head_dim) < 1:
+            raise ValueError(f"head_dim={head_dim}: must be >= 1.")
+    elif d_model % num_heads:
+        raise ValueError(
+            f"d_model={d_model} must be divisible by num_heads={num_heads} (or pass head_dim)."
+        )
     if num_layers < 1:
         raise ValueError(f"num_layers={num_layers}: must be >= 1.")
 
@@ -68,6 +84,7 @@ def make_blocks(
     ff_dim,
     attention="full",
     position=None,
+    head_dim=None,
     **block_kwargs,
 ):
     """``num_layers`` blocks of one kind, each with its own attention core and position layer.
@@ -77,6 +94,7 @@ def make_blocks(
             ``"decoder"`` (:class:`TransformerDecoderBlock`, ``decoder_block_<i>``; pass
             ``cross_attention``).
         position: the score-side spec of :func:`resolve_position` (or None).
+        head_dim: per-head size (``d_model // num_heads`` when None).
         **block_kwargs: the blocks' other arguments (``norm_first``, ``dropout``, ...).
     """
     if kind not in BLOCK_KINDS:
@@ -84,7 +102,7 @@ def make_blocks(
     return [
         BLOCK_KINDS[kind](
             num_heads,
-            d_model // num_heads,
+            int(head_dim) if head_dim is not None else d_model // num_heads,
             ff_dim,
             attention=attention_registry.fresh(attention),
             position=None if position is None else positional.fresh(position),
@@ -97,6 +115,7 @@ def make_blocks(
 
 PARTS = (
     "token_embedding",
+    "embedding_scale",
     "position_embedding",
     "embedding_norm",
     "embedding_dropout",
@@ -119,6 +138,8 @@ def run_backbone(
     embedding_norm=False,
     position_layer=None,
     layer_norm_epsilon=1e-5,
+    norm="layer",
+    scale_embeddings=False,
     prefix="",
     **block_inputs,
 ):
@@ -137,10 +158,14 @@ def run_backbone(
         tie_embeddings: the token embedding's reverse call is the output projection.
         embedded: ``(B, L, d)`` inputs already embedded (Decision Transformer); then
             ``token_embedding`` is None.
-        embedding_norm: a LayerNorm after the embeddings.
+        embedding_norm: a norm (of kind ``norm``) after the token (+ position) embeddings.
         position_layer: a ready embedding-side position layer (ViT's 2D table) instead of the
             one ``position`` names.
         layer_norm_epsilon: of ``embedding_norm`` and ``final_norm``.
+        norm: ``"layer"`` (LayerNormalization) or ``"rms"`` (RMSNormalization) for
+            ``embedding_norm`` and ``final_norm``.
+        scale_embeddings: multiply the token embeddings by ``sqrt(d_model)`` (Gemma), before
+            the positions are added (part ``embedding_scale``).
         prefix: prepended to the layer names (``encoder_`` / ``decoder_`` in seq2seq).
 
     Returns:
@@ -154,15 +179,19 @@ def run_backbone(
             vocab_size, d_model, tie_weights=tie_embeddings, name=f"{prefix}token_embedding"
         )
         x = parts["token_embedding"](token_ids)  # (B, L, d)
+        if scale_embeddings:
+            parts["embedding_scale"] = ScaleEmbeddings(
+                float(d_model) ** 0.5, name=f"{prefix}embedding_scale"
+            )
+            x = parts["embedding_scale"](x)  # (B, L, d)
     else:
         x = embedded
     parts["position_embedding"] = position_layer or embedding_position_layer(
         embed_pos, max_length, f"{prefix}position_embedding"
     )
+    check_norm(norm)
     if embedding_norm:
-        parts["embedding_norm"] = keras.layers.LayerNormalization(
-            epsilon=layer_norm_epsilon, name=f"{prefix}embedding_norm"
-        )
+        parts["embedding_norm"] = make_norm(norm, layer_norm_epsilon, f"{prefix}embedding_norm")
     if dropout:
         parts["embedding_dropout"] = keras.layers.Dropout(
             dropout, name=f"{prefix}embedding_dropout"
@@ -174,9 +203,7 @@ def run_backbone(
     for block in parts["transformer_layers"]:
         x = block(x, **block_inputs)  # (B, L, d)
     if norm_first:
-        parts["final_norm"] = keras.layers.LayerNormalization(
-            epsilon=layer_norm_epsilon, name=f"{prefix}final_norm"
-        )
+        parts["final_norm"] = make_norm(norm, layer_norm_epsilon, f"{prefix}final_norm")
         x = parts["final_norm"](x)
     return x, parts
 
@@ -256,6 +283,16 @@ class BackboneModel(keras.Model):
             return object.__setattr__(self, name, value)
         return super().__setattr__(name, value)
 
+    def export(self, filepath, format="tf_saved_model", **kwargs):
+        """Keras' ``Model.export``; ``format="onnx"`` goes through
+        :func:`keras_transformers.models.export.export_onnx` (tf2onnx taught ``Erfc``; a core whose
+        ops do not convert is named in an error)."""
+        if format == "onnx":
+            from keras_transformers.models.export import export_onnx
+
+            return export_onnx(self, filepath, super().export, **kwargs)
+        return super().export(filepath, format=format, **kwargs)
+
     def build_graph(self, **config):  # pragma: no cover - abstract
         raise NotImplementedError(f"{type(self).__name__} must implement build_graph(**config).")
 
@@ -288,6 +325,11 @@ class BackboneModel(keras.Model):
         cross_attention=None,
         replace=None,
         final_norm=None,
+        head_dim=None,
+        norm="layer",
+        use_bias=True,
+        qk_norm=False,
+        layer_norm_epsilon=None,
         **backbone_args,
     ):
         """:func:`make_blocks` of ``kind`` then :meth:`assemble`: the usual builder stack.
@@ -309,6 +351,13 @@ class BackboneModel(keras.Model):
             cross_attention: decoder blocks only (None leaves the block's default).
             replace: ``{index: layer}`` blocks to use instead of the generated ones.
             final_norm: end with ``final_norm`` (None: when ``norm_first``).
+            head_dim: per-head size (None: ``d_model / h``).
+            norm: ``"layer"`` or ``"rms"``: every block norm, ``embedding_norm`` and
+                ``final_norm``.
+            use_bias: biases of the attention projections and feed-forward layers.
+            qk_norm: RMS-normalize each query and key head in the self-attention.
+            layer_norm_epsilon: epsilon of every norm (None: the blocks' and backbone's
+                default, ``1e-5``).
             **backbone_args: the other arguments of :func:`run_backbone` and the blocks' call
                 inputs (``padding_mask=...``).
 
@@ -317,6 +366,11 @@ class BackboneModel(keras.Model):
         """
         _, score_pos = resolve_position(position)
         block_args = dict(norm_first=norm_first, dropout=dropout, activation=activation)
+        block_args.update(norm=check_norm(norm), use_bias=bool(use_bias), qk_norm=bool(qk_norm))
+        if layer_norm_epsilon is not None:
+            block_args["layer_norm_epsilon"] = backbone_args["layer_norm_epsilon"] = float(
+                layer_norm_epsilon
+            )
         if num_key_value_heads is not None:
             block_args["num_key_value_heads"] = num_key_value_heads
         if cross_attention is not None:
@@ -329,6 +383,7 @@ class BackboneModel(keras.Model):
             ff_dim or 4 * d_model,
             attention,
             score_pos,
+            head_dim=head_dim,
             **block_args,
         )
         for index, block in (replace or {}).items():
@@ -340,6 +395,7 @@ class BackboneModel(keras.Model):
             position=position,
             dropout=dropout,
             norm_first=norm_first if final_norm is None else final_norm,
+            norm=norm,
             **backbone_args,
         )
 

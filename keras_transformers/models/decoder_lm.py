@@ -16,6 +16,7 @@ from keras_transformers.models.backbone import (
     check_model_sizes,
     needs_static_length,
 )
+from keras_transformers.models.layers import LogitSoftCap
 
 #: build_decoder_lm arguments that only the Transformer-XL form takes
 MEMORY_ARGUMENTS = (
@@ -25,6 +26,19 @@ MEMORY_ARGUMENTS = (
     "compression_rate",
     "compression",
 )
+
+
+#: build_decoder_lm's checkpoint-family options and their defaults (today's architecture)
+CHECKPOINT_OPTIONS = {
+    "norm": "layer",
+    "layer_norm_epsilon": 1e-5,
+    "use_bias": True,
+    "qk_norm": False,
+    "head_dim": None,
+    "scale_embeddings": False,
+    "embedding_norm": False,
+    "logit_soft_cap": None,
+}
 
 
 @keras.saving.register_keras_serializable(package="keras_transformers")
@@ -50,7 +64,7 @@ class DecoderLM(BackboneModel):
     #: ``stateless_call`` so that it leaves the memories as they were.
     stateful_memory = False
 
-    def build_graph(self, max_length, attention="full", **config):
+    def build_graph(self, max_length, attention="full", logit_soft_cap=None, **config):
         length = max_length if needs_static_length(attention) else None
         token_ids = keras.Input(shape=(length,), dtype="int32", name="token_ids")
         x = self.assemble_stack(
@@ -61,10 +75,18 @@ class DecoderLM(BackboneModel):
             cross_attention=False,
             **config,
         )  # (B, L, d)
-        return token_ids, self.logits_output(x)
+        logits = self.logits_output(x)  # (B, L, V) float32
+        self.logit_soft_cap = None
+        if logit_soft_cap is not None:
+            self.logit_soft_cap = LogitSoftCap(logit_soft_cap, name="logit_soft_cap")
+            logits = self.logit_soft_cap(logits)  # c · tanh(logits / c)
+        return token_ids, logits
 
     def logits_output(self, x):
-        """The tied head on the final hidden states: ``(B, L, d) -> logits (B, L, V) float32``."""
+        """The head on the final hidden states: ``(B, L, d) -> logits (B, L, V) float32``: the
+        token embedding's reverse call (its transposed table when tied, its own
+        ``reverse_embeddings`` ``(d, V)`` when ``tie_embeddings=False``). ``build_graph`` then
+        applies the ``logit_soft_cap`` part when the builder's ``logit_soft_cap`` is set."""
         logits = self.token_embedding(x, reverse=True)  # (B, L, V)
         return keras.layers.Activation("linear", dtype="float32", name="logits")(logits)
 
@@ -127,6 +149,14 @@ def build_decoder_lm(
     norm_first=True,
     tie_embeddings=True,
     num_key_value_heads=None,
+    norm="layer",
+    layer_norm_epsilon=1e-5,
+    use_bias=True,
+    qk_norm=False,
+    head_dim=None,
+    scale_embeddings=False,
+    embedding_norm=False,
+    logit_soft_cap=None,
     name="decoder_lm",
     memory_length=None,
     batch_size=None,
@@ -142,8 +172,23 @@ def build_decoder_lm(
             length for efficient attention cores, which block the sequence).
         d_model, num_heads, num_layers, ff_dim: sizes (``ff_dim`` defaults to ``4·d_model``).
         attention: any name in ``kt.attention.available()``, a config dict or an instance.
-        position: any positional name (embedding- or score-side) or None.
-        tie_embeddings: reuse the token embedding matrix as the output projection.
+        position: any positional name (embedding- or score-side), a config dict (``{"name":
+            "rope", "max_wavelength": 5e5, "scaling": {"type": "llama3", ...}}``) or None.
+        activation: feed-forward activation (``gelu``, ``gelu_approximate``, ``relu``,
+            ``silu``, ``swiglu``, ``geglu``, ``geglu_approximate``, ``reglu``, ...).
+        tie_embeddings: reuse the token embedding matrix as the output projection (False: a
+            separate ``(d, V)`` head, ``token_embedding.reverse_embeddings``).
+        num_key_value_heads: grouped-query attention (key/value heads dividing ``num_heads``).
+        norm: ``"layer"`` (LayerNormalization) or ``"rms"`` (``kt.blocks.RMSNormalization``,
+            Llama/Mistral/Gemma) for every block norm, ``embedding_norm`` and ``final_norm``.
+        layer_norm_epsilon: epsilon of every norm (and of the QK-norm).
+        use_bias: biases of the attention projections and the feed-forward layers (False:
+            Llama, Mistral, Gemma).
+        qk_norm: RMS-normalize each query and key head before RoPE (OLMo-2, Qwen3, Gemma 3).
+        head_dim: per-head size when it is not ``d_model / num_heads`` (Gemma).
+        scale_embeddings: multiply the token embeddings by ``sqrt(d_model)`` (Gemma).
+        embedding_norm: a norm right after the token (+ position) embeddings (Bloom).
+        logit_soft_cap: ``c``: logits ``c · tanh(logits / c)`` (Gemma 2); None for none.
         memory_length: ``m`` > 0 builds a Transformer-XL (Dai et al., 2019) instead: each layer
             remembers its last ``m`` hidden states across consecutive batches (segment-level
             recurrence) and uses the ``xl`` relative encoding, so ``position`` must be ``"xl"``
@@ -163,7 +208,9 @@ def build_decoder_lm(
     config = dict(locals())
     if memory_length:
         return _build_memory_lm(**config)
-    check_model_sizes(d_model, num_heads, num_layers)
+    check_model_sizes(d_model, num_heads, num_layers, head_dim)
+    if logit_soft_cap is not None and not float(logit_soft_cap) > 0:
+        raise ValueError(f"logit_soft_cap={logit_soft_cap}: must be > 0 (or None).")
     return DecoderLM(**builder_arguments(config, drop=MEMORY_ARGUMENTS))
 
 
@@ -185,6 +232,12 @@ def _build_memory_lm(**args):
         raise ValueError(
             f"position={args['position']!r}: with memory_length the model uses the Transformer-XL "
             "relative encoding; pass position='xl' (or leave the default)."
+        )
+    changed = [name for name, default in CHECKPOINT_OPTIONS.items() if args[name] != default]
+    if changed:
+        raise ValueError(
+            f"memory_length: the Transformer-XL form does not take {', '.join(changed)}; leave "
+            "them at their defaults."
         )
     if not args["norm_first"] or args["num_key_value_heads"] is not None:
         raise ValueError(

@@ -81,3 +81,46 @@ def embedding_position_layer(position, max_length, name):
         config["max_length"] = int(max_length)
     config["name"] = name
     return position.__class__.from_config(config)
+
+
+@keras.saving.register_keras_serializable(package="keras_transformers")
+class ScaleEmbeddings(keras.layers.Layer):
+    """``x (B, L, d) -> x · scale`` in the compute dtype (Gemma's ``sqrt(d_model)`` embedding
+    scaling)."""
+
+    def __init__(self, scale, **kwargs):
+        super().__init__(**kwargs)
+        self.scale = float(scale)
+        self.supports_masking = True
+
+    def call(self, x):
+        return x * ops.cast(self.scale, x.dtype)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "scale": self.scale}
+
+
+@keras.saving.register_keras_serializable(package="keras_transformers")
+class LogitSoftCap(keras.layers.Layer):
+    """``logits -> c · tanh(logits / c)``: bounds the logits to ``(-c, c)`` (Gemma 2's final
+    logit soft-capping), computed in float32."""
+
+    def __init__(self, cap, **kwargs):
+        kwargs.setdefault("dtype", "float32")
+        super().__init__(**kwargs)
+        self.cap = float(cap)
+        if self.cap <= 0:
+            raise ValueError(f"logit_soft_cap={cap}: must be > 0.")
+
+    def call(self, logits):
+        logits = ops.cast(logits, "float32")
+        return ops.tanh(logits / self.cap) * self.cap
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "cap": self.cap}
