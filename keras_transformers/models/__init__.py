@@ -40,6 +40,14 @@ from keras_transformers.models.encoder_classifier import (
     build_retrieval_classifier,
     build_text_encoder,
 )
+from keras_transformers.models.hub import from_keras_hub
+from keras_transformers.models.image_transformer import (
+    BitsPerDim,
+    BlockRasterLocal2DAttention,
+    ImageSampleLogger,
+    ImageTransformer,
+    build_image_transformer,
+)
 from keras_transformers.models.layers import PaddingMask, SequencePooling
 from keras_transformers.models.lora import (
     enable_lora,
@@ -81,6 +89,7 @@ from keras_transformers.models.vit import (
 
 __all__ = [
     "enable_lora",
+    "from_keras_hub",
     "load_lora_weights",
     "merge_lora",
     "save_lora_weights",
@@ -140,4 +149,9 @@ __all__ = [
     "build_retrieval_classifier",
     "build_text_encoder",
     "build_seq2seq",
+    "BitsPerDim",
+    "BlockRasterLocal2DAttention",
+    "ImageSampleLogger",
+    "ImageTransformer",
+    "build_image_transformer",
 ]
