@@ -71,6 +71,7 @@ from keras_transformers.models.perceiver import (
     build_perceiver_io,
 )
 from keras_transformers.models.seq2seq import Seq2Seq, build_seq2seq
+from keras_transformers.models.spalm import SPALMLM, build_spalm_datastore, build_spalm_lm
 from keras_transformers.models.transformer_xl import TransformerXLLM, build_transformer_xl_lm
 from keras_transformers.models.universal import (
     UniversalTransformerClassifier,
@@ -119,6 +120,9 @@ __all__ = [
     "mask_token_id_for",
     "mask_tokens",
     "build_transformer_xl_lm",
+    "SPALMLM",
+    "build_spalm_datastore",
+    "build_spalm_lm",
     "MemorizingDecoderBlock",
     "build_memorizing_lm",
     "segment_batches",
