@@ -2,13 +2,22 @@
 
 ``attn(Q, K, V) = softmax(Q Kᵀ / sqrt(dh) + bias, mask) V``
 
-The fast path calls ``keras.ops.dot_product_attention`` so each backend uses its fused kernel
-(with ``is_causal=True`` when the only mask is causality). A score-side position bias, Shaw value
-terms, attention-weight dropout or ``return_attention_scores`` take the explicit path, which forms
-the ``(B, h, Lq, Lk)`` weights.
+Three paths, chosen per call from static shapes:
+
+* long sequences (``Lq·Lk >= flash_min_pairs``): the blocked exact engine
+  :func:`~keras_transformers.ops.flash_attention.flash_attention` (``O(L)`` memory forward and
+  backward, causal tiles above the diagonal skipped), also with padding masks, an
+  ``attention_mask`` and score-side positions (ALiBi, T5, Transformer-XL, Shaw without value
+  vectors), whose bias it asks per tile from the tile's relative positions. PyTorch keeps its
+  fused ``scaled_dot_product_attention`` (already ``O(L)``) when no score bias is needed.
+* otherwise ``keras.ops.dot_product_attention`` so each backend uses its fused kernel (with
+  ``is_causal=True`` when the only mask is causality);
+* a score-side position bias on short sequences, Shaw value vectors, attention-weight dropout or
+  ``return_attention_scores`` take the explicit path, which forms the ``(B, h, Lq, Lk)`` weights.
 
 Shapes: ``q (B, Lq, h, dh)``, ``k, v (B, Lk, h_kv, dh)`` -> ``(B, Lq, h, dh)``.
-Cost: ``O(L²·d)`` time, ``O(L²)`` memory (``O(L)`` inside fused kernels that support it).
+Cost: ``O(L²·d)`` time; ``O(L)`` memory on the blocked path and inside fused kernels that
+support it, ``O(L²)`` on the explicit path.
 
 Incremental decoding (``MultiHeadAttention(..., causal=True)`` with ``cache=``): the cache keeps
 the keys and values of every position, ``(B, 2, L_max, h_kv, dh)``
@@ -27,6 +36,7 @@ import functools
 import keras
 import numpy as np
 from keras import ops
+from keras.src.backend.common.stateless_scope import StatelessScope
 
 from keras_transformers.attention.base import AttentionCore, KeyValueCache
 from keras_transformers.attention.registry import register
@@ -36,6 +46,7 @@ from keras_transformers.ops.attention import (
     heads_last,
     zero_empty_rows,
 )
+from keras_transformers.ops.flash_attention import DEFAULT_BLOCK_SIZE, flash_attention
 from keras_transformers.ops.masks import combine_masks
 
 
@@ -56,12 +67,19 @@ class FullAttention(KeyValueCache, AttentionCore):
 
     supports_cache = True
     needs_static_length = False
+    #: Query-key pairs ``Lq·Lk`` from which the blocked ``O(L)``-memory engine replaces the
+    #: dense paths (static lengths only; measured crossover on a 2-core CPU, TensorFlow).
+    flash_min_pairs = 2048 * 2048
+    #: Tile size of the blocked engine (queries and keys).
+    flash_block_size = DEFAULT_BLOCK_SIZE
 
     def compute(self, query, key, value, context):
         """``query (B, Lq, h, dh)``, ``key/value (B, Lk, h, dh)`` -> ``(B, Lq, h, dv)``."""
         q_len, k_len = ops.shape(query)[1], ops.shape(key)[1]
         uses_bias = context.uses_position_bias
         offset = context.query_offset
+        if self.uses_flash(query, key, context):
+            return self.flash(query, key, value, context)
         if not (uses_bias or context.return_scores or context.dropout is not None):
             only_causal = context.padding_mask is None and context.attention_mask is None
             if (
@@ -92,6 +110,53 @@ class FullAttention(KeyValueCache, AttentionCore):
         if context.return_scores:
             return out, weights
         return out
+
+    def uses_flash(self, query, key, context):
+        """Whether this call takes the blocked engine (static, long, no weights wanted)."""
+        q_len, k_len = query.shape[1], key.shape[1]
+        if q_len is None or k_len is None or q_len * k_len < self.flash_min_pairs:
+            return False
+        if context.return_scores or context.dropout is not None:
+            return False
+        if not isinstance(context.query_offset, (int, np.integer)):
+            return False
+        position = context.position if context.uses_position_bias else None
+        if position is not None and position.has_value_term:
+            return False  # Shaw's value vectors stay on the explicit path
+        if position is None and keras.backend.backend() == "torch":
+            return False  # fused SDPA is already O(L) memory
+        return True
+
+    def flash(self, query, key, value, context):
+        """The blocked exact engine; score-side positions give their bias per tile."""
+        position = context.position if context.uses_position_bias else None
+        bias_fn, params, reads_qk = None, (), False
+        if position is not None:
+            weights = list(position.weights)
+            params = tuple(ops.convert_to_tensor(w.value) for w in weights)
+            reads_qk = getattr(position, "score_bias_reads_qk", True)
+            causal = context.causal
+
+            def bias_fn(values, q_tile, k_tile, rel):
+                # the tile's own parameter tensors stand in for the variables (gradients flow
+                # through the engine's custom gradient, not through variable reads)
+                with StatelessScope(list(zip(weights, values)), initialize_variables=False):
+                    return position.score_bias(rel, q_tile, k_tile, causal)  # (..., Tq, Tk)
+
+        out = flash_attention(
+            heads_first(query),
+            heads_first(key),
+            heads_first(value),
+            causal=context.causal,
+            query_offset=int(context.query_offset),
+            padding_mask=context.padding_mask,
+            attention_mask=context.attention_mask,
+            bias_fn=bias_fn,
+            bias_params=params,
+            bias_reads_qk=reads_qk,
+            block_size=self.flash_block_size,
+        )  # (B, h, Lq, dv)
+        return heads_last(out)  # (B, Lq, h, dv)
 
 
 def causal_attention(query, key, value):

@@ -44,6 +44,9 @@ class ALiBi(PositionalEncoding):
 
     kind = "score"
     has_score_bias = True
+    #: The bias depends on positions only (not on the query/key content): blocked engines skip
+    #: its query/key gradients.
+    score_bias_reads_qk = False
 
     def score_bias(self, relative_positions, query=None, key=None, causal=False):
         slopes = ops.convert_to_tensor(alibi_slopes(self.num_heads))  # (h,)

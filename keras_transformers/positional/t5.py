@@ -59,6 +59,9 @@ class T5RelativeBias(PositionalEncoding):
 
     kind = "score"
     has_score_bias = True
+    #: The bias depends on positions only (not on the query/key content): blocked engines skip
+    #: its query/key gradients.
+    score_bias_reads_qk = False
 
     def __init__(self, num_buckets=32, max_distance=128, bidirectional=None, **kwargs):
         super().__init__(**kwargs)
