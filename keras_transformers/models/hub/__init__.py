@@ -31,6 +31,8 @@ from keras_transformers.models.hub.common import (
     Conversion,
     ConversionReport,
     build_and_copy,
+    hugging_face_config,
+    hugging_face_corrections,
     load_backbone,
     source_weights,
 )
@@ -65,9 +67,17 @@ def family_module(backbone):
 
 
 def convert(source):
-    """The :class:`Conversion` (builder, arguments, weights in our layout) of ``source``."""
+    """The :class:`Conversion` (builder, arguments, weights in our layout) of ``source``.
+
+    For a Hugging Face folder, the arguments keras-hub's converter loses are set from its
+    ``config.json`` (see :func:`~keras_transformers.models.hub.common.hugging_face_corrections`).
+    """
     backbone = load_backbone(source)
-    return family_module(backbone).convert(backbone, source_weights(backbone))
+    conversion = family_module(backbone).convert(backbone, source_weights(backbone))
+    hf_config = hugging_face_config(source)
+    if hf_config is not None:
+        conversion.corrections = hugging_face_corrections(conversion, hf_config)
+    return conversion
 
 
 def from_keras_hub(source, verbose=True, **overrides):

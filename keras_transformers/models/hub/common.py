@@ -9,6 +9,7 @@ the rest in a :class:`ConversionReport`.
 """
 
 import dataclasses
+import json
 import logging
 import os
 
@@ -41,6 +42,9 @@ class Conversion:
     adjust: object = None
     #: targets (position tables) of which a model with fewer rows takes the first rows
     truncatable: tuple = ()
+    #: ``(argument, keras-hub's value, value)`` set from a Hugging Face config.json where
+    #: keras-hub's converter loses it
+    corrections: list = dataclasses.field(default_factory=list)
 
 
 @dataclasses.dataclass
@@ -56,6 +60,8 @@ class ConversionReport:
             them).
         skipped: ``(target, reason)`` for the source weights that were not copied (the part is
             absent in the overridden model, or its shape changed).
+        corrections: ``(argument, keras-hub's value, value)`` taken from a Hugging Face
+            ``config.json`` where keras-hub's converter loses it (e.g. ``rms_norm_eps``).
     """
 
     family: str
@@ -64,6 +70,7 @@ class ConversionReport:
     copied: list
     new: list
     skipped: list
+    corrections: list = dataclasses.field(default_factory=list)
 
     @property
     def complete(self):
@@ -122,6 +129,49 @@ def source_weights(backbone):
             path = path[len(prefix) :]
         weights[path] = np.asarray(keras.ops.convert_to_numpy(variable.value), "float32")
     return weights
+
+
+def hugging_face_config(source):
+    """The ``config.json`` of a Hugging Face checkpoint folder (it has ``model_type``), or None
+    for any other source."""
+    if not isinstance(source, (str, os.PathLike)):
+        return None
+    path = os.path.join(os.fspath(source), "config.json")
+    if not os.path.isfile(path):
+        return None
+    with open(path) as file:
+        config = json.load(file)
+    return config if "model_type" in config else None
+
+
+#: Hugging Face config key -> our builder argument, where keras-hub 0.32's converter drops the
+#: value (it builds Llama/Mistral/Mixtral/Gemma with its default ``eps = 1e-6`` whatever
+#: ``rms_norm_eps`` says; BERT's ``layer_norm_eps``)
+HF_EPSILON_KEYS = ("rms_norm_eps", "layer_norm_eps", "layer_norm_epsilon")
+
+
+def hugging_face_corrections(conversion, hf_config):
+    """Set the builder arguments that keras-hub's converter of ``hf_config`` loses, so the
+    model computes what the Hugging Face model computes; returns ``[(argument, keras-hub's
+    value, corrected value)]``."""
+    changes = []
+    for key in HF_EPSILON_KEYS:
+        if key in hf_config and hf_config[key] is not None:
+            value = float(hf_config[key])
+            if value != conversion.arguments.get("layer_norm_epsilon"):
+                changes.append(
+                    ("layer_norm_epsilon", conversion.arguments.get("layer_norm_epsilon"), value)
+                )
+                conversion.arguments["layer_norm_epsilon"] = value
+            break
+    # BERT's hidden_act "gelu" is the exact GELU; keras-hub's BERT uses the tanh form
+    act = {"gelu": "gelu", "gelu_new": "gelu_approximate", "gelu_pytorch_tanh": "gelu_approximate"}
+    hidden_act = hf_config.get("hidden_act", hf_config.get("activation_function"))
+    current = conversion.arguments.get("activation")
+    if hidden_act in act and current in ("gelu", "gelu_approximate") and act[hidden_act] != current:
+        changes.append(("activation", current, act[hidden_act]))
+        conversion.arguments["activation"] = act[hidden_act]
+    return changes
 
 
 # ------------------------------------------------------------------------------- layouts
@@ -226,6 +276,7 @@ def build_and_copy(conversion, overrides, verbose=True):
         copied=copied,
         new=new,
         skipped=skipped,
+        corrections=list(conversion.corrections),
     )
     # a plain attribute (not tracked by Keras): it describes this conversion, not the model
     object.__setattr__(model, "conversion_report", report)

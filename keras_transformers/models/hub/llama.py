@@ -6,8 +6,12 @@ Pre-norm decoder with RMSNorm (``x / sqrt(mean(x²) + eps) · w``), SwiGLU feed-
 (dimension ``t`` with ``t + dh/2``, our ``pairing="half"``), an untied output head (keras-hub's
 ``reverse_embeddings``). Conventions mapped:
 
-- RoPE scaling: keras-hub's ``rope_position_scaling_factor`` / ``rope_scaling_factor`` (positions
-  divided by ``s``) -> ``{"type": "linear", "factor": s}``; Llama 3's
+- RoPE scaling: Mistral's ``rope_scaling_factor`` (positions divided by ``s``) ->
+  ``{"type": "linear", "factor": s}``. Llama's ``rope_position_scaling_factor`` is stored by
+  keras-hub 0.32 but its ``LlamaRotaryEmbedding`` never applies it (its inverse frequencies
+  ignore the factor); the converted model computes what keras-hub computes (no linear scaling)
+  and logs a warning: pass ``position={"name": "rope", ..., "scaling": {"type": "linear",
+  "factor": s}}`` to apply it. Llama 3's
   ``rope_frequency_adjustment_factor``, ``rope_low_freq_factor``, ``rope_high_freq_factor`` and
   ``rope_pretraining_sequence_length`` -> ``{"type": "llama3", "factor", "low_freq_factor",
   "high_freq_factor", "original_max_length"}``.
@@ -20,7 +24,7 @@ Pre-norm decoder with RMSNorm (``x / sqrt(mean(x²) + eps) · w``), SwiGLU feed-
 
 import numpy as np
 
-from keras_transformers.models.hub.common import Conversion, attention_weights
+from keras_transformers.models.hub.common import Conversion, attention_weights, logger
 
 #: max_length given to the builder when the source has no position table (RoPE): the longest
 #: generation; override with ``max_length=``
@@ -30,14 +34,19 @@ DEFAULT_MAX_LENGTH = 2048
 def rope_position(config):
     """Our ``position=`` config dict for keras-hub's RoPE arguments."""
     position = {"name": "rope", "max_wavelength": float(config["rope_max_wavelength"])}
-    linear = config.get("rope_position_scaling_factor", config.get("rope_scaling_factor", 1.0))
+    ignored = config.get("rope_position_scaling_factor")  # Llama: never applied by keras-hub
+    if ignored not in (None, 1.0):
+        logger.warning(
+            "rope_position_scaling_factor=%s: keras-hub's LlamaRotaryEmbedding does not apply "
+            "it, so neither does the converted model (to apply it, pass position={'name': "
+            "'rope', 'max_wavelength': %s, 'scaling': {'type': 'linear', 'factor': %s}}).",
+            ignored,
+            position["max_wavelength"],
+            ignored,
+        )
+    linear = config.get("rope_scaling_factor", 1.0)  # Mistral, Mixtral
     llama3 = config.get("rope_frequency_adjustment_factor")
     if llama3 is not None:
-        if linear not in (None, 1.0):
-            raise NotImplementedError(
-                f"rope_position_scaling_factor={linear} together with Llama 3 frequency "
-                "scaling: only one RoPE scaling type at a time is supported."
-            )
         position["scaling"] = {
             "type": "llama3",
             "factor": float(llama3),
