@@ -4,6 +4,7 @@ from keras_transformers.blocks.decoder import TransformerDecoderBlock
 from keras_transformers.blocks.encoder import TransformerEncoderBlock
 from keras_transformers.blocks.feedforward import FeedForward
 from keras_transformers.blocks.gated import GatingLayer, GTrXLBlock
+from keras_transformers.blocks.moe import MixtureOfExperts
 from keras_transformers.blocks.norms import RMSNormalization
 from keras_transformers.blocks.reversible import (
     ChunkedFeedForward,
@@ -17,6 +18,7 @@ __all__ = [
     "FeedForward",
     "GatingLayer",
     "GTrXLBlock",
+    "MixtureOfExperts",
     "ReversibleBlock",
     "RMSNormalization",
     "ReversibleStack",

@@ -24,7 +24,7 @@ import keras
 from keras import ops
 
 from keras_transformers.attention import MultiHeadAttention
-from keras_transformers.blocks.residual import SelfAttentionBlock
+from keras_transformers.blocks.residual import OPTION_DEFAULTS, SelfAttentionBlock
 
 
 @keras.saving.register_keras_serializable(package="keras_transformers")
@@ -38,10 +38,11 @@ class TransformerDecoderBlock(SelfAttentionBlock):
         cross_attention: add cross-attention over ``encoder_outputs`` (always full attention).
         **others: ``norm_first``, ``dropout``, ``attention_dropout``, ``activation``,
             ``num_key_value_heads``, ``layer_norm_epsilon``, ``norm``, ``use_bias``,
-            ``qk_norm`` as in :class:`TransformerEncoderBlock`.
+            ``qk_norm``, ``feedforward``, ``num_experts``, ``num_experts_per_token``,
+            ``router_aux_loss_weight`` as in :class:`TransformerEncoderBlock`.
     """
 
-    option_keys = ("norm", "use_bias", "qk_norm")
+    option_keys = tuple(OPTION_DEFAULTS)
     config_keys = (
         *SelfAttentionBlock.common_keys,
         "cross_attention",
@@ -66,6 +67,10 @@ class TransformerDecoderBlock(SelfAttentionBlock):
         norm="layer",
         use_bias=True,
         qk_norm=False,
+        feedforward="dense",
+        num_experts=8,
+        num_experts_per_token=2,
+        router_aux_loss_weight=0.01,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -185,7 +190,7 @@ class TransformerDecoderBlock(SelfAttentionBlock):
             x, _ = self.residual(x, cross_attend, self.cross_attention_norm, training)
 
         def ffn(h):
-            return self.feedforward(h, training=training), None
+            return self.feedforward_call(h, padding_mask, training), None
 
         x, _ = self.residual(x, ffn, self.feedforward_norm, training)
         return x if cache is None else (x, new_cache)

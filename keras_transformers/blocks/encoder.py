@@ -16,7 +16,7 @@ Example:
 
 import keras
 
-from keras_transformers.blocks.residual import SelfAttentionBlock
+from keras_transformers.blocks.residual import OPTION_DEFAULTS, SelfAttentionBlock
 
 
 @keras.saving.register_keras_serializable(package="keras_transformers")
@@ -38,12 +38,15 @@ class TransformerEncoderBlock(SelfAttentionBlock):
         norm: ``"layer"`` (LayerNormalization) or ``"rms"`` (:class:`RMSNormalization`).
         use_bias: biases of the attention projections and the feed-forward layers.
         qk_norm: RMS-normalize each query and key head (OLMo-2, Qwen3, Gemma 3).
+        feedforward: ``"dense"`` (:class:`FeedForward`) or ``"moe"``
+            (:class:`MixtureOfExperts`, Mixtral).
+        num_experts, num_experts_per_token, router_aux_loss_weight: the mixture of experts'.
 
     Parts: ``self_attention``, ``attention_norm`` (also ``self_attention_norm``, the decoder
     block's name), ``feedforward``, ``feedforward_norm``.
     """
 
-    option_keys = ("norm", "use_bias", "qk_norm")
+    option_keys = tuple(OPTION_DEFAULTS)
     config_keys = (*SelfAttentionBlock.common_keys, "norm_first", "num_key_value_heads", "causal")
 
     def __init__(
@@ -63,6 +66,10 @@ class TransformerEncoderBlock(SelfAttentionBlock):
         norm="layer",
         use_bias=True,
         qk_norm=False,
+        feedforward="dense",
+        num_experts=8,
+        num_experts_per_token=2,
+        router_aux_loss_weight=0.01,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -97,7 +104,10 @@ class TransformerEncoderBlock(SelfAttentionBlock):
             x, lambda h: self.self_attention(h, **attn_kwargs), self.attention_norm, training
         )  # (B, L, d)
         x, _ = self.residual(
-            x, lambda h: self.feedforward(h, training=training), self.feedforward_norm, training
+            x,
+            lambda h: self.feedforward_call(h, padding_mask, training),
+            self.feedforward_norm,
+            training,
         )  # (B, L, d)
         return x
 

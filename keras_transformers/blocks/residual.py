@@ -11,7 +11,10 @@ attention keywords of a call, the residual step and ``get_config``.
 
 The encoder and decoder blocks also take the options of pretrained checkpoint families
 (:data:`OPTION_DEFAULTS`): ``norm`` (``"layer"`` or ``"rms"``), ``use_bias`` (attention and
-feed-forward biases), ``qk_norm`` (RMSNorm of each query/key head). Blocks that do not take them
+feed-forward biases), ``qk_norm`` (RMSNorm of each query/key head), ``feedforward``
+(``"dense"`` or ``"moe"``: a :class:`~keras_transformers.blocks.MixtureOfExperts` of
+``num_experts`` FeedForward experts, ``num_experts_per_token`` per token, auxiliary loss weight
+``router_aux_loss_weight``). Blocks that do not take them
 (GTrXL, memorizing) use the defaults.
 """
 
@@ -19,6 +22,7 @@ import keras
 
 from keras_transformers.attention import MultiHeadAttention
 from keras_transformers.blocks.feedforward import FeedForward
+from keras_transformers.blocks.moe import MixtureOfExperts
 from keras_transformers.blocks.norms import check_norm, make_norm
 
 #: How a block argument is stored (the others are stored as given).
@@ -42,10 +46,34 @@ _CASTS = {
     "use_bias": bool,
     "qk_norm": bool,
     "norm": check_norm,
+    "feedforward": lambda value: _check_feedforward(value),
+    "num_experts": int,
+    "num_experts_per_token": int,
+    "router_aux_loss_weight": float,
 }
 
+#: Values of the ``feedforward=`` option.
+FEEDFORWARDS = ("dense", "moe")
+
+
+def _check_feedforward(feedforward):
+    if feedforward not in FEEDFORWARDS:
+        raise ValueError(
+            f"feedforward={feedforward!r}: allowed values are {', '.join(map(repr, FEEDFORWARDS))}."
+        )
+    return feedforward
+
+
 #: The checkpoint-family options of the encoder and decoder blocks, with their defaults.
-OPTION_DEFAULTS = {"norm": "layer", "use_bias": True, "qk_norm": False}
+OPTION_DEFAULTS = {
+    "norm": "layer",
+    "use_bias": True,
+    "qk_norm": False,
+    "feedforward": "dense",
+    "num_experts": 8,
+    "num_experts_per_token": 2,
+    "router_aux_loss_weight": 0.01,
+}
 
 
 def block_arguments(arguments, names):
@@ -103,11 +131,20 @@ class SelfAttentionBlock(keras.layers.Layer):
     norm = OPTION_DEFAULTS["norm"]
     use_bias = OPTION_DEFAULTS["use_bias"]
     qk_norm = OPTION_DEFAULTS["qk_norm"]
+    feedforward_kind = OPTION_DEFAULTS["feedforward"]
 
     def store_arguments(self, arguments):
         names = (*self.config_keys, *self.option_keys)
         for name, value in block_arguments(arguments, names).items():
-            setattr(self, name, value)
+            # `feedforward` is the sub-layer's attribute; its kind is kept as feedforward_kind
+            setattr(self, "feedforward_kind" if name == "feedforward" else name, value)
+
+    def feedforward_call(self, h, padding_mask, training):
+        """The feed-forward sub-layer on ``h (B, L, d)`` (a mixture of experts also gets the
+        padding mask, for its auxiliary loss)."""
+        if getattr(self.feedforward, "uses_padding_mask", False):
+            return self.feedforward(h, padding_mask=padding_mask, training=training)
+        return self.feedforward(h, training=training)
 
     def make_self_attention(self, attention, position, causal):
         """The ``(B, L, d)`` self-attention sub-layer (named ``self_attention``)."""
@@ -127,7 +164,20 @@ class SelfAttentionBlock(keras.layers.Layer):
         )
 
     def make_feedforward(self):
-        """The position-wise feed-forward sub-layer (named ``feedforward``)."""
+        """The position-wise feed-forward sub-layer (named ``feedforward``): a FeedForward, or a
+        MixtureOfExperts with ``feedforward="moe"``."""
+        if self.feedforward_kind == "moe":
+            return MixtureOfExperts(
+                self.ff_dim,
+                num_experts=self.num_experts,
+                num_experts_per_token=self.num_experts_per_token,
+                activation=self.activation,
+                use_bias=self.use_bias,
+                dropout=self.dropout,
+                router_aux_loss_weight=self.router_aux_loss_weight,
+                dtype=self.dtype_policy,
+                name="feedforward",
+            )
         return FeedForward(
             self.ff_dim,
             activation=self.activation,
@@ -164,6 +214,10 @@ class SelfAttentionBlock(keras.layers.Layer):
     def get_config(self):
         return {
             **super().get_config(),
-            **{name: getattr(self, name) for name in (*self.config_keys, *self.option_keys)},
+            **{name: getattr(self, name) for name in self.config_keys},
+            **{
+                name: getattr(self, "feedforward_kind" if name == "feedforward" else name)
+                for name in self.option_keys
+            },
             **self.attention_config(),
         }

@@ -330,6 +330,10 @@ class BackboneModel(keras.Model):
         use_bias=True,
         qk_norm=False,
         layer_norm_epsilon=None,
+        feedforward="dense",
+        num_experts=8,
+        num_experts_per_token=2,
+        router_aux_loss_weight=0.01,
         **backbone_args,
     ):
         """:func:`make_blocks` of ``kind`` then :meth:`assemble`: the usual builder stack.
@@ -358,6 +362,8 @@ class BackboneModel(keras.Model):
             qk_norm: RMS-normalize each query and key head in the self-attention.
             layer_norm_epsilon: epsilon of every norm (None: the blocks' and backbone's
                 default, ``1e-5``).
+            feedforward: ``"dense"`` or ``"moe"`` (``kt.blocks.MixtureOfExperts`` with
+                ``num_experts``, ``num_experts_per_token``, ``router_aux_loss_weight``).
             **backbone_args: the other arguments of :func:`run_backbone` and the blocks' call
                 inputs (``padding_mask=...``).
 
@@ -367,6 +373,13 @@ class BackboneModel(keras.Model):
         _, score_pos = resolve_position(position)
         block_args = dict(norm_first=norm_first, dropout=dropout, activation=activation)
         block_args.update(norm=check_norm(norm), use_bias=bool(use_bias), qk_norm=bool(qk_norm))
+        if feedforward != "dense":
+            block_args.update(
+                feedforward=feedforward,
+                num_experts=num_experts,
+                num_experts_per_token=num_experts_per_token,
+                router_aux_loss_weight=router_aux_loss_weight,
+            )
         if layer_norm_epsilon is not None:
             block_args["layer_norm_epsilon"] = backbone_args["layer_norm_epsilon"] = float(
                 layer_norm_epsilon

@@ -38,6 +38,10 @@ CHECKPOINT_OPTIONS = {
     "scale_embeddings": False,
     "embedding_norm": False,
     "logit_soft_cap": None,
+    "feedforward": "dense",
+    "num_experts": 8,
+    "num_experts_per_token": 2,
+    "router_aux_loss_weight": 0.01,
 }
 
 
@@ -157,6 +161,10 @@ def build_decoder_lm(
     scale_embeddings=False,
     embedding_norm=False,
     logit_soft_cap=None,
+    feedforward="dense",
+    num_experts=8,
+    num_experts_per_token=2,
+    router_aux_loss_weight=0.01,
     name="decoder_lm",
     memory_length=None,
     batch_size=None,
@@ -189,6 +197,10 @@ def build_decoder_lm(
         scale_embeddings: multiply the token embeddings by ``sqrt(d_model)`` (Gemma).
         embedding_norm: a norm right after the token (+ position) embeddings (Bloom).
         logit_soft_cap: ``c``: logits ``c · tanh(logits / c)`` (Gemma 2); None for none.
+        feedforward: ``"dense"`` or ``"moe"``: every block's feed-forward is a
+            ``kt.blocks.MixtureOfExperts`` (Mixtral) of ``num_experts`` experts of width
+            ``ff_dim``, ``num_experts_per_token`` per token, its load-balancing loss weighted by
+            ``router_aux_loss_weight`` (added to the training loss).
         memory_length: ``m`` > 0 builds a Transformer-XL (Dai et al., 2019) instead: each layer
             remembers its last ``m`` hidden states across consecutive batches (segment-level
             recurrence) and uses the ``xl`` relative encoding, so ``position`` must be ``"xl"``

@@ -24,7 +24,11 @@ ALL_OPTIONS = dict(
     head_dim=10,
     num_layers=2,
     ff_dim=20,
-    position="rope",
+    position={
+        "name": "rope",
+        "max_wavelength": 500.0,
+        "scaling": {"type": "linear", "factor": 2.0},
+    },
     activation="geglu_approximate",
     norm="rms",
     layer_norm_epsilon=1e-6,
@@ -45,10 +49,11 @@ def np_gelu_tanh(x):
     return 0.5 * x * (1.0 + np.tanh(np.sqrt(2.0 / np.pi) * (x + 0.044715 * x**3)))
 
 
-def np_rope_half(x, base=10000.0):
-    """x (L, h, dh): rotate dimension t with t + dh/2 by the angle position · base^(-2t/dh)."""
+def np_rope_half(x, base=500.0, factor=2.0):
+    """x (L, h, dh): rotate dimension t with t + dh/2 by the angle position · base^(-2t/dh) / factor
+    (the linear scaling of ALL_OPTIONS)."""
     length, dh = x.shape[0], x.shape[-1]
-    inv = base ** (-np.arange(dh // 2) * 2.0 / dh)
+    inv = base ** (-np.arange(dh // 2) * 2.0 / dh) / factor
     ang = np.arange(length)[:, None] * inv[None, :]  # (L, dh/2)
     cos, sin = np.cos(ang)[:, None, :], np.sin(ang)[:, None, :]
     x1, x2 = x[..., : dh // 2], x[..., dh // 2 :]
