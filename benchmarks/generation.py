@@ -14,6 +14,12 @@ an ``L_max``-long cache every token. The per-layer cache shape is reported next 
 
     python benchmarks/generation.py                  # d=256, 4 layers, prompts 32..480
     python benchmarks/generation.py --quick          # tiny, for a smoke test
+    python benchmarks/generation.py --seq2seq        # encoder-decoder: cached vs uncached
+
+``--seq2seq`` times ``Seq2Seq.generate`` instead (greedy, ``--new-tokens`` target tokens after
+``<bos>`` for ``--batch`` sources of each ``--prompts`` length): with the self-attention and
+cross-attention caches (the source encoded and its keys/values projected once) against the
+uncached decode (the whole model, encoder included, for every token).
 
 Prints a table, writes ``benchmarks/results/generation.json``.
 """
@@ -52,6 +58,9 @@ def parse_args(argv=None):
     )
     p.add_argument("--window", type=int, default=64, help="sliding_window w (default 64)")
     p.add_argument("--quick", action="store_true", help="tiny sizes (smoke test)")
+    p.add_argument(
+        "--seq2seq", action="store_true", help="time Seq2Seq.generate cached vs uncached only"
+    )
     p.add_argument(
         "--out", default=os.path.join(os.path.dirname(__file__), "results", "generation.json")
     )
@@ -206,8 +215,72 @@ def core_table(args, rng):
     return rows
 
 
+def seq2seq_table(args):
+    """ms/token of greedy ``Seq2Seq.generate``: cached (self + cross caches) vs uncached."""
+    rng = np.random.default_rng(0)
+    lengths = [int(x) for x in args.prompts.split(",")]
+    tgt_len = args.new_tokens + 1  # <bos> + new tokens
+    rows = []
+    for length in lengths:
+        keras.utils.set_random_seed(0)
+        model = kt.models.build_seq2seq(
+            args.vocab,
+            args.vocab,
+            length,
+            tgt_len,
+            d_model=args.d_model,
+            num_heads=args.heads,
+            num_encoder_layers=args.layers,
+            num_decoder_layers=args.layers,
+            ff_dim=args.ff_dim,
+            dropout=0.0,
+        )
+        source = rng.integers(4, args.vocab, size=(args.batch, length)).astype("int32")
+        times = {}
+        for use_cache in (True, False):
+            times[use_cache] = timed(
+                lambda u=use_cache, m=model, s=source: m.generate(
+                    s, tgt_len, start_token_id=1, use_cache=u
+                ),
+                args.repeats,
+            )
+        rows.append(
+            {
+                "source_length": length,
+                "new_tokens": args.new_tokens,
+                "cached_ms_per_token": 1000 * times[True] / args.new_tokens,
+                "uncached_ms_per_token": 1000 * times[False] / args.new_tokens,
+                "speedup": times[False] / times[True],
+            }
+        )
+        r = rows[-1]
+        print(
+            f"source {length:5d}: cached {r['cached_ms_per_token']:7.2f} ms/token, uncached "
+            f"{r['uncached_ms_per_token']:7.2f} ms/token ({r['speedup']:.1f}x)",
+            flush=True,
+        )
+    lines = [
+        "| source length | cached ms/token | uncached ms/token | speed-up |",
+        "|---|---|---|---|",
+    ]
+    lines += [
+        f"| {r['source_length']} | {r['cached_ms_per_token']:.2f} | "
+        f"{r['uncached_ms_per_token']:.2f} | {r['speedup']:.1f}x |"
+        for r in rows
+    ]
+    print("\n" + "\n".join(lines))
+    out = args.out.replace(".json", "_seq2seq.json")
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+    with open(out, "w") as f:
+        json.dump({"config": vars(args), "seq2seq_rows": rows}, f, indent=2)
+    print(f"\nwrote {out}")
+    return rows
+
+
 def main(argv=None):
     args = parse_args(argv)
+    if args.seq2seq:
+        return seq2seq_table(args)
     keras.utils.set_random_seed(0)
     ours = kt.models.build_decoder_lm(
         args.vocab,
