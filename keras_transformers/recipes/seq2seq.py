@@ -73,16 +73,26 @@ def load_data(args):
 
 
 def greedy_decode(model, src, tgt_len):
-    """Greedy decoding by full recomputation: ``src (N, Ls) -> ids (N, tgt_len)``.
+    """Greedy decoding: ``src (N, Ls) -> ids (N, tgt_len)``.
 
-    The decoder input starts as ``<bos>`` followed by padding; step ``t`` fills position
-    ``t + 1`` with the argmax at position ``t`` (reserved ids other than ``<eos>`` excluded).
+    The decoder input starts as ``<bos>``; step ``t`` fills position ``t + 1`` with the argmax at
+    position ``t`` (reserved ids other than ``<eos>`` excluded). A model with ``generate`` (a
+    :class:`~keras_transformers.models.Seq2Seq`) decodes the first ``tgt_len - 1`` tokens with
+    its self- and cross-attention caches and the last one with a full pass; any other model is
+    recomputed in full for every token.
     """
     n = src.shape[0]
+    banned = [i for i in range(NUM_SPECIAL_TOKENS) if i != EOS_ID]
+    if hasattr(model, "generate") and tgt_len > 1:
+        dec = model.generate(src, tgt_len, start_token_id=BOS_ID, suppress_token_ids=banned)
+        logits = np.asarray(
+            model.predict_on_batch({"encoder_token_ids": src, "decoder_token_ids": dec})
+        )[:, -1]  # (N, V): the last target position
+        logits[:, banned] = -np.inf
+        return np.concatenate([dec[:, 1:], np.argmax(logits, axis=-1)[:, None]], axis=1)
     dec = np.zeros((n, tgt_len), dtype="int32")  # (N, Lt)
     dec[:, 0] = BOS_ID
     out = np.zeros((n, tgt_len), dtype="int32")  # (N, Lt)
-    banned = [i for i in range(NUM_SPECIAL_TOKENS) if i != EOS_ID]
     for t in range(tgt_len):
         logits = np.asarray(
             model.predict_on_batch({"encoder_token_ids": src, "decoder_token_ids": dec})
@@ -91,7 +101,7 @@ def greedy_decode(model, src, tgt_len):
         out[:, t] = np.argmax(logits, axis=-1)
         if t + 1 < tgt_len:
             dec[:, t + 1] = out[:, t]
-    return out
+    return out.astype("int32")
 
 
 def strip(ids):
