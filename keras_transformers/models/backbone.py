@@ -117,6 +117,7 @@ PARTS = (
     "token_embedding",
     "embedding_scale",
     "position_embedding",
+    "segment_embedding",
     "embedding_norm",
     "embedding_dropout",
     "transformer_layers",
@@ -140,6 +141,8 @@ def run_backbone(
     layer_norm_epsilon=1e-5,
     norm="layer",
     scale_embeddings=False,
+    num_segments=None,
+    segment_ids=None,
     prefix="",
     **block_inputs,
 ):
@@ -166,6 +169,9 @@ def run_backbone(
             ``embedding_norm`` and ``final_norm``.
         scale_embeddings: multiply the token embeddings by ``sqrt(d_model)`` (Gemma), before
             the positions are added (part ``embedding_scale``).
+        num_segments: rows of a learned segment (token type) table ``segment_embedding``
+            (BERT); its embedding of ``segment_ids (B, L)`` is added after the positions.
+        segment_ids: ``(B, L)`` int input (required with ``num_segments``).
         prefix: prepended to the layer names (``encoder_`` / ``decoder_`` in seq2seq).
 
     Returns:
@@ -189,6 +195,17 @@ def run_backbone(
     parts["position_embedding"] = position_layer or embedding_position_layer(
         embed_pos, max_length, f"{prefix}position_embedding"
     )
+    if parts["position_embedding"] is not None:
+        x = parts["position_embedding"](x)  # (B, L, d)
+    if num_segments:
+        if segment_ids is None:
+            raise ValueError(f"num_segments={num_segments}: pass segment_ids (B, L).")
+        parts["segment_embedding"] = keras.layers.Embedding(
+            int(num_segments), d_model, name=f"{prefix}segment_embedding"
+        )
+        x = keras.layers.Add(name=f"{prefix}add_segments")(
+            [x, parts["segment_embedding"](segment_ids)]
+        )  # (B, L, d)
     check_norm(norm)
     if embedding_norm:
         parts["embedding_norm"] = make_norm(norm, layer_norm_epsilon, f"{prefix}embedding_norm")
@@ -196,7 +213,7 @@ def run_backbone(
         parts["embedding_dropout"] = keras.layers.Dropout(
             dropout, name=f"{prefix}embedding_dropout"
         )
-    for part in ("position_embedding", "embedding_norm", "embedding_dropout"):
+    for part in ("embedding_norm", "embedding_dropout"):
         if parts[part] is not None:
             x = parts[part](x)  # (B, L, d)
     parts["transformer_layers"] = list(blocks)

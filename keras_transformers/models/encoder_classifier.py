@@ -25,18 +25,21 @@ __all__ = [
 ]
 
 
-def encode_tokens(model, token_ids, **config):
+def encode_tokens(model, token_ids, segment_ids=None, **config):
     """The encoder sequence of ``model``: padding mask + the shared backbone of encoder blocks.
 
     Sets ``model.padding_mask_layer`` and the backbone parts
     (:meth:`~keras_transformers.models.backbone.BackboneModel.assemble_stack` with ``config``,
-    the arguments of :func:`build_text_encoder` less ``pooling``).
+    the arguments of :func:`build_text_encoder` less ``pooling``); ``segment_ids (B, L)`` feed
+    the ``segment_embedding`` when ``num_segments`` is set.
 
     Returns:
         ``(hidden (B, L, d), padding_mask (B, L))``.
     """
     model.padding_mask_layer = PaddingMask(name="padding_mask")
     padding_mask = model.padding_mask_layer(token_ids)  # (B, L)
+    if segment_ids is not None:
+        config["segment_ids"] = segment_ids
     x = model.assemble_stack("encoder", token_ids, padding_mask=padding_mask, **config)
     return x, padding_mask  # (B, L, d), (B, L)
 
@@ -46,17 +49,39 @@ class TextEncoder(BackboneModel):
     """The pooled encoder tower ``token_ids (B, L) -> (B, d_model)`` on the shared backbone.
 
     ``TextEncoder(**config)`` with the arguments of :func:`build_text_encoder`. Parts:
-    ``token_embedding``, ``position_embedding``, ``transformer_layers`` (encoder blocks),
-    ``final_norm``, ``padding_mask_layer`` and ``pooling``.
+    ``token_embedding``, ``position_embedding``, ``segment_embedding`` (None without
+    ``num_segments``), ``embedding_norm``, ``transformer_layers`` (encoder blocks),
+    ``final_norm``, ``padding_mask_layer`` and ``pooling`` (None with ``pooling=None``: the
+    output is the sequence ``(B, L, d)``). With ``num_segments`` the inputs are
+    ``{"token_ids": (B, L), "segment_ids": (B, L)}``.
     """
 
     default_name = "text_encoder"
 
-    def build_graph(self, max_length, pooling="mean", **config):
-        token_ids = keras.Input(shape=(max_length,), dtype="int32", name="token_ids")
-        x, padding_mask = encode_tokens(self, token_ids, max_length=max_length, **config)
+    def build_graph(self, max_length, pooling="mean", num_segments=None, **config):
+        inputs = text_inputs(max_length, num_segments)
+        x, padding_mask = encode_tokens(
+            self,
+            inputs["token_ids"],
+            inputs.get("segment_ids"),
+            max_length=max_length,
+            num_segments=num_segments,
+            **config,
+        )
+        inputs = inputs if num_segments else inputs["token_ids"]
+        self.pooling = None
+        if pooling is None:
+            return inputs, x  # (B, L, d)
         self.pooling = SequencePooling(pooling, name="pooling")
-        return token_ids, self.pooling(x, padding_mask=padding_mask)  # (B, d)
+        return inputs, self.pooling(x, padding_mask=padding_mask)  # (B, d)
+
+
+def text_inputs(max_length, num_segments=None):
+    """``{"token_ids": Input (B, L)}``, plus ``"segment_ids"`` when ``num_segments``."""
+    inputs = {"token_ids": keras.Input(shape=(max_length,), dtype="int32", name="token_ids")}
+    if num_segments:
+        inputs["segment_ids"] = keras.Input(shape=(max_length,), dtype="int32", name="segment_ids")
+    return inputs
 
 
 @keras.saving.register_keras_serializable(package="keras_transformers")
@@ -69,14 +94,19 @@ class EncoderClassifier(BackboneModel):
 
     default_name = "encoder_classifier"
 
-    def build_graph(self, num_classes, max_length, dropout=0.1, **encoder_args):
+    def build_graph(self, num_classes, max_length, dropout=0.1, num_segments=None, **encoder_args):
         self.backbone = TextEncoder(
-            max_length=max_length, dropout=dropout, name="text_encoder", **encoder_args
+            max_length=max_length,
+            dropout=dropout,
+            num_segments=num_segments,
+            name="text_encoder",
+            **encoder_args,
         )
-        token_ids = keras.Input(shape=(max_length,), dtype="int32", name="token_ids")
-        pooled = keras.layers.Dropout(dropout, name="head_dropout")(self.backbone(token_ids))
+        inputs = text_inputs(max_length, num_segments)
+        inputs = inputs if num_segments else inputs["token_ids"]
+        pooled = keras.layers.Dropout(dropout, name="head_dropout")(self.backbone(inputs))
         self.classifier_head = keras.layers.Dense(num_classes, dtype="float32", name="logits")
-        return token_ids, self.classifier_head(pooled)  # (B, num_classes)
+        return inputs, self.classifier_head(pooled)  # (B, num_classes)
 
 
 def build_text_encoder(
@@ -93,12 +123,18 @@ def build_text_encoder(
     activation="gelu",
     norm_first=True,
     num_key_value_heads=None,
+    num_segments=None,
+    embedding_norm=False,
+    norm="layer",
+    layer_norm_epsilon=1e-5,
+    use_bias=True,
     name="text_encoder",
 ):
     """Build the pooled encoder tower (:class:`TextEncoder`): ``token_ids (B, L) -> (B, d_model)``.
 
-    Arguments as in :func:`build_encoder_classifier`. Used on its own for two-tower models
-    (retrieval): call the returned model on each input.
+    Arguments as in :func:`build_encoder_classifier`; ``pooling=None`` returns the sequence
+    ``(B, L, d_model)`` (a BERT backbone's sequence output). Used on its own for two-tower
+    models (retrieval): call the returned model on each input.
     """
     config = dict(locals())
     check_model_sizes(d_model, num_heads, num_layers)
@@ -120,6 +156,11 @@ def build_encoder_classifier(
     activation="gelu",
     norm_first=True,
     num_key_value_heads=None,
+    num_segments=None,
+    embedding_norm=False,
+    norm="layer",
+    layer_norm_epsilon=1e-5,
+    use_bias=True,
     name="encoder_classifier",
 ):
     """Build an encoder classifier (:class:`EncoderClassifier`).
@@ -132,6 +173,16 @@ def build_encoder_classifier(
         attention: any name in ``kt.attention.available()``, a config dict or an instance.
         position: any name in ``kt.positional.available()`` (embedding- or score-side) or None.
         pooling: ``"mean"`` (masked), ``"max"`` or ``"cls"`` (first token).
+        activation: feed-forward activation (``gelu``, ``gelu_approximate``, ``relu``,
+            ``swiglu``, ...).
+        norm_first: pre-norm blocks and a final norm (False: BERT's post-norm, no final norm).
+        num_segments: a learned segment (token type) embedding of that many rows, added to the
+            token and position embeddings (BERT: 2); the model's inputs are then
+            ``{"token_ids": (B, L), "segment_ids": (B, L)}``.
+        embedding_norm: a norm after the summed embeddings (BERT).
+        norm: ``"layer"`` or ``"rms"`` for every norm.
+        layer_norm_epsilon: epsilon of every norm (BERT: 1e-12).
+        use_bias: biases of the attention projections and the feed-forward layers.
 
     Returns:
         ``keras.Model``: ``token_ids (B, L) int -> logits (B, num_classes)``; its encoder is

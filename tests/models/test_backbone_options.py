@@ -5,6 +5,8 @@ scaling and norm, untied head, logit soft-cap and RoPE: the numpy model below re
 from the model's part attributes and recomputes the logits in float64.
 """
 
+import math
+
 import keras
 import numpy as np
 import pytest
@@ -224,3 +226,61 @@ def test_bad_options_name_the_argument(kwargs, message):
     args = {**dict(d_model=16, num_heads=2, num_layers=1), **kwargs}
     with pytest.raises(ValueError, match=message):
         kt.models.build_decoder_lm(V, L, **args)
+
+
+def test_bert_style_encoder_matches_numpy(tmp_path):
+    """Post-norm encoder with segment embeddings, an embedding norm and BERT's epsilon."""
+    enc = kt.models.build_text_encoder(
+        V,
+        L,
+        d_model=8,
+        num_heads=2,
+        num_layers=1,
+        ff_dim=12,
+        num_segments=2,
+        embedding_norm=True,
+        norm_first=False,
+        layer_norm_epsilon=1e-12,
+        pooling=None,
+        dropout=0.0,
+    )
+    randomize(enc, seed=3)
+    ids = np.array([[5, 6, 7, 8, 9, 0, 0]], "int32")
+    seg = np.array([[0, 0, 0, 1, 1, 0, 0]], "int32")
+    got = keras.ops.convert_to_numpy(enc({"token_ids": ids, "segment_ids": seg}))[0]
+
+    def w(v):
+        return np.asarray(keras.ops.convert_to_numpy(v), np.float64)
+
+    def ln(x, layer):
+        mu, var = x.mean(-1, keepdims=True), x.var(-1, keepdims=True)
+        return (x - mu) / np.sqrt(var + 1e-12) * w(layer.gamma) + w(layer.beta)
+
+    x = w(enc.token_embedding.embeddings)[ids[0]] + w(enc.position_embedding.weights[0])[:L]
+    x = ln(x + w(enc.segment_embedding.embeddings)[seg[0]], enc.embedding_norm)
+    block = enc.transformer_layers[0]
+    attn, ff = block.self_attention, block.feedforward
+    qkv = x @ w(attn.qkv_dense.kernel) + w(attn.qkv_dense.bias)
+    q, k, v = (t.reshape(L, 2, 4) for t in np.split(qkv, 3, axis=-1))
+    scores = np.einsum("qhd,khd->hqk", q, k) / 2.0 + np.where(ids[0] > 0, 0.0, -np.inf)
+    p = np.exp(scores - scores.max(-1, keepdims=True))
+    p /= p.sum(-1, keepdims=True)
+    ctx = np.einsum("hqk,khd->qhd", p, v).reshape(L, 8)
+    x = ln(
+        x + ctx @ w(attn.output_dense.kernel) + w(attn.output_dense.bias), block.self_attention_norm
+    )
+    pre = x @ w(ff.inner.kernel) + w(ff.inner.bias)
+    hid = 0.5 * pre * (1.0 + np.vectorize(math.erf)(pre / np.sqrt(2.0)))  # exact GELU
+    x = ln(x + hid @ w(ff.outer.kernel) + w(ff.outer.bias), block.feedforward_norm)
+    keep = ids[0] > 0  # padded queries are zeroed by the attention layer
+    np.testing.assert_allclose(got[keep], x[keep], atol=2e-4)
+    assert enc.final_norm is None and enc.pooling is None
+    assert enc.get_config()["num_segments"] == 2
+    path = str(tmp_path / "enc.keras")
+    enc.save(path)
+    loaded = keras.saving.load_model(path)
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(loaded({"token_ids": ids, "segment_ids": seg}))[0],
+        got,
+        atol=1e-6,
+    )
