@@ -114,7 +114,10 @@ class FullAttention(KeyValueCache, AttentionCore):
     def uses_flash(self, query, key, context):
         """Whether this call takes the blocked engine (static, long, no weights wanted)."""
         q_len, k_len = query.shape[1], key.shape[1]
-        if q_len is None or k_len is None or q_len * k_len < self.flash_min_pairs:
+        # static ints only: JAX traces unknown lengths as symbolic dimensions, not None
+        if not isinstance(q_len, int) or not isinstance(k_len, int):
+            return False
+        if q_len * k_len < self.flash_min_pairs:
             return False
         if context.return_scores or context.dropout is not None:
             return False
