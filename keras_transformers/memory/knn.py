@@ -13,8 +13,17 @@ memory is built. A query of row ``b`` and head ``i`` only searches the memory of
 Search is exact and chunked: the memory is scanned ``chunk_size`` slots at a time, and the running
 top-k is merged with each chunk's top-k, so the ``(Lq, m)`` similarity matrix is never materialised
 at once for a memory larger than one chunk (the chunk loop is a static Python loop: ``ceil(m /
-chunk_size)`` steps in the traced graph). An approximate index such as FAISS/ScaNN (used by the
-paper) is not used: it cannot run inside a ``keras.ops`` graph on all three backends.
+chunk_size)`` steps in the traced graph). That exact search is the default (``index="exact"``) and
+runs inside compiled ``fit()`` on every backend.
+
+``index="faiss"`` searches with a FAISS index (``faiss-cpu``, optional; the paper uses an
+approximate index for stores of 262K tokens) built from the valid slots of each row and head at
+search time: ``faiss_factory="Flat"`` (default) is FAISS's exact inner-product search (same top-k
+as ``"exact"``, BLAS on the CPU), any other ``faiss.index_factory`` string (``"HNSW32"``, ...)
+an approximate one. FAISS runs on numpy arrays, outside any graph, so the model must run eagerly
+(``compile(run_eagerly=True)``; the PyTorch backend is eager by default); a traced call raises a
+``RuntimeError`` that says so. Shape inference while a Functional model is built uses the exact
+path (same shapes).
 
 Shapes (``B`` batch, ``h`` heads, ``m`` capacity, ``dh`` head size, ``k`` neighbours):
 stored keys/values ``(B, h, m, dh)``; slot validity ``(B, m)`` (0/1); queries ``(B, Lq, h, dh)``;
@@ -36,9 +45,13 @@ Example:
 """
 
 import keras
+import numpy as np
 from keras import ops
+from keras.src.backend.common.symbolic_scope import in_symbolic_scope
 
 from keras_transformers.memory.state import StatefulMemory
+
+INDEXES = ("exact", "faiss")
 
 # Similarity given to empty (or masked) slots: far below any real score, still finite in float32.
 _EMPTY_SCORE = -1e30
@@ -117,6 +130,10 @@ class KNNMemory(keras.layers.Layer, StatefulMemory):
         batch_size: ``B`` (fixed: one memory per batch row).
         value_dim: size of the values (defaults to ``key_dim``).
         chunk_size: memory slots scored at once during a search.
+        index: ``"exact"`` (chunked ``keras.ops`` top-k, the default) or ``"faiss"`` (eager only,
+            needs ``faiss-cpu``).
+        faiss_factory: the ``faiss.index_factory`` description with ``index="faiss"``
+            (``"Flat"``: exact).
 
     State (non-trainable variables, saved with the model): ``keys (B, h, m, dh)``,
     ``values (B, h, m, dv)``, ``valid (B, m)`` and the scalar write ``pointer``.
@@ -130,9 +147,22 @@ class KNNMemory(keras.layers.Layer, StatefulMemory):
         batch_size,
         value_dim=None,
         chunk_size=4096,
+        index="exact",
+        faiss_factory="Flat",
         **kwargs,
     ):
         super().__init__(**kwargs)
+        if index not in INDEXES:
+            raise ValueError(f"index={index!r}: allowed values are {', '.join(INDEXES)}.")
+        if index == "faiss":
+            try:
+                import faiss  # noqa: F401
+            except ImportError as error:
+                raise ImportError(
+                    "index='faiss' needs the faiss-cpu package (pip install faiss-cpu)."
+                ) from error
+        self.index = index
+        self.faiss_factory = str(faiss_factory)
         self.memory_size = _check_positive_int("memory_size", memory_size)
         self.num_heads = _check_positive_int("num_heads", num_heads)
         self.key_dim = _check_positive_int("key_dim", key_dim)
@@ -225,6 +255,8 @@ class KNNMemory(keras.layers.Layer, StatefulMemory):
         """
         self.build()
         self._check_batch(queries, "queries")
+        if self.index == "faiss" and not in_symbolic_scope():
+            return self._retrieve_faiss(queries, top_k, return_scores)
         queries = ops.convert_to_tensor(queries)
         q = ops.stop_gradient(ops.transpose(queries, (0, 2, 1, 3)))  # (B, h, Lq, dh)
         mem_keys = ops.convert_to_tensor(self.keys)  # (B, h, m, dh)
@@ -253,6 +285,59 @@ class KNNMemory(keras.layers.Layer, StatefulMemory):
             )
         return out
 
+    def _faiss_search(self, queries, keys, top_k):
+        """FAISS top-k by inner product: ``queries (Lq, dh)``, ``keys (n, dh)`` -> scores, ids."""
+        import faiss
+
+        index = faiss.index_factory(keys.shape[1], self.faiss_factory, faiss.METRIC_INNER_PRODUCT)
+        if not index.is_trained:
+            index.train(keys)
+        index.add(keys)
+        return index.search(queries, min(top_k, len(keys)))  # (Lq, k'), ids -1 if missing
+
+    def _retrieve_faiss(self, queries, top_k, return_scores):
+        """:meth:`retrieve` with a FAISS index per row and head, on numpy arrays (eager)."""
+        top_k = _check_positive_int("top_k", top_k)
+        try:
+            q = np.ascontiguousarray(ops.convert_to_numpy(queries), dtype="float32")
+        except Exception as error:  # a traced tensor (tf.function, jax.jit, torch.compile)
+            raise RuntimeError(
+                "KNNMemory(index='faiss') searches numpy arrays outside the graph: run the model "
+                "eagerly (model.compile(..., run_eagerly=True), or the PyTorch backend), or use "
+                "index='exact'."
+            ) from error
+        dtype = keras.backend.standardize_dtype(queries.dtype)
+        mem_keys = ops.convert_to_numpy(self.keys)  # (B, h, m, dh)
+        mem_values = ops.convert_to_numpy(self.values)
+        valid = ops.convert_to_numpy(self.valid).astype(bool)  # (B, m)
+        b, lq, h, _ = q.shape
+        scores = np.full((b, lq, h, top_k), _EMPTY_SCORE, "float32")
+        index = np.zeros((b, lq, h, top_k), "int32")
+        for row in range(b):
+            slots = np.flatnonzero(valid[row])  # (n,)
+            if not len(slots):
+                continue
+            for head in range(h):
+                keys = np.ascontiguousarray(mem_keys[row, head, slots], dtype="float32")
+                got_scores, got_ids = self._faiss_search(q[row, :, head], keys, top_k)
+                kk = got_ids.shape[1]
+                ok = got_ids >= 0
+                scores[row, :, head, :kk] = np.where(ok, got_scores, _EMPTY_SCORE)
+                index[row, :, head, :kk] = np.where(ok, slots[np.maximum(got_ids, 0)], 0)
+        found = scores > _VALID_THRESHOLD
+        rows = np.arange(b)[:, None, None, None]
+        heads = np.arange(h)[None, None, :, None]
+        got_k = mem_keys[rows, heads, index]  # (B, Lq, h, k, dh)
+        got_v = mem_values[rows, heads, index]
+        out = (
+            ops.convert_to_tensor(got_k, dtype),
+            ops.convert_to_tensor(got_v, dtype),
+            ops.convert_to_tensor(found),
+        )
+        if return_scores:
+            return out + (ops.convert_to_tensor(scores), ops.convert_to_tensor(index))
+        return out
+
     def call(self, queries, top_k=1):
         return self.retrieve(queries, top_k)
 
@@ -269,4 +354,6 @@ class KNNMemory(keras.layers.Layer, StatefulMemory):
             "batch_size": self.batch_size,
             "value_dim": self.value_dim,
             "chunk_size": self.chunk_size,
+            "index": self.index,
+            "faiss_factory": self.faiss_factory,
         }

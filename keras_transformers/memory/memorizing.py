@@ -77,6 +77,8 @@ class KNNAugmentedAttention(keras.layers.Layer):
         update_memory: write each segment's keys/values after the call (set False to freeze the
             memory, e.g. to probe it).
         chunk_size: memory slots scored at once during the search.
+        index: the memory's search, ``"exact"`` (default) or ``"faiss"`` (eager only; see
+            :class:`~keras_transformers.memory.knn.KNNMemory`).
         dropout: dropout on both branches' attention weights.
         use_bias: biases on the projections.
     """
@@ -95,6 +97,7 @@ class KNNAugmentedAttention(keras.layers.Layer):
         chunk_size=4096,
         dropout=0.0,
         use_bias=True,
+        index="exact",
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -114,12 +117,14 @@ class KNNAugmentedAttention(keras.layers.Layer):
         self.update_memory = bool(update_memory)
         self.dropout = float(dropout)
         self.use_bias = bool(use_bias)
+        self.index = index
         self.memory = KNNMemory(
             memory_size,
             num_heads,
             key_dim,
             batch_size,
             chunk_size=chunk_size,
+            index=index,
             dtype=self.dtype_policy,
             name="knn_memory",
         )
@@ -229,6 +234,7 @@ class KNNAugmentedAttention(keras.layers.Layer):
             "gate_bias_initializer": self.gate_bias_initializer,
             "update_memory": self.update_memory,
             "chunk_size": self.chunk_size,
+            "index": self.index,
             "dropout": self.dropout,
             "use_bias": self.use_bias,
         }

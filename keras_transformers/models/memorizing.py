@@ -38,7 +38,8 @@ class MemorizingDecoderBlock(SelfAttentionBlock):
 
     Args:
         num_heads, key_dim, ff_dim: sizes.
-        memory_size, batch_size, top_k, normalize, gate_bias_initializer, chunk_size: passed to
+        memory_size, batch_size, top_k, normalize, gate_bias_initializer, chunk_size, index:
+            passed to
             the kNN-augmented attention.
         norm_first, dropout, attention_dropout, activation, layer_norm_epsilon: as in
             ``TransformerDecoderBlock``.
@@ -52,6 +53,7 @@ class MemorizingDecoderBlock(SelfAttentionBlock):
         "normalize",
         "gate_bias_initializer",
         "chunk_size",
+        "index",
     )
     config_keys = (*SelfAttentionBlock.common_keys, *knn_keys, "norm_first")
 
@@ -66,6 +68,7 @@ class MemorizingDecoderBlock(SelfAttentionBlock):
         normalize=True,
         gate_bias_initializer=0.0,
         chunk_size=4096,
+        index="exact",
         norm_first=True,
         dropout=0.0,
         attention_dropout=0.0,
@@ -178,6 +181,7 @@ def build_memorizing_lm(
     normalize=True,
     gate_bias_initializer=0.0,
     chunk_size=4096,
+    index="exact",
     dropout=0.0,
     activation="gelu",
     norm_first=True,
@@ -199,6 +203,7 @@ def build_memorizing_lm(
             kNN layer itself uses none (the memory has no positions).
         attention: attention core of the other blocks.
         normalize, gate_bias_initializer, chunk_size: see :class:`KNNAugmentedAttention`.
+        index: the memory's search: ``"exact"`` (default) or ``"faiss"`` (run eagerly).
 
     Returns:
         :class:`MemorizingLM` (a :class:`DecoderLM`): ``token_ids (B, L) int -> logits
