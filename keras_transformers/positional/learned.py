@@ -60,8 +60,8 @@ class LearnedPositionEmbedding(PositionalEncoding):
         )
 
     def call(self, inputs, start_index=0):
-        static_length = inputs.shape[1]
-        if static_length is not None and isinstance(start_index, int):
+        static_length = inputs.shape[1]  # int, None (TF graph) or a JAX symbolic dim (export)
+        if isinstance(static_length, int) and isinstance(start_index, int):
             if start_index + static_length > self.max_length:
                 raise ValueError(self._too_long_message(start_index + static_length))
             length = static_length
@@ -71,7 +71,11 @@ class LearnedPositionEmbedding(PositionalEncoding):
             # always see static lengths, so they take the ValueError branch above.
             length = self._graph_length_check(inputs, start_index)
         else:
-            length = ops.shape(inputs)[1]
+            # ``model.export`` on JAX traces a symbolic length ("a"): comparing it with max_length
+            # is undecidable there, and so is a slice of that size; gather the rows instead.
+            positions = ops.arange(ops.shape(inputs)[1]) + start_index  # (L,)
+            table = ops.take(self.table, positions, axis=0)  # (L, d)
+            return inputs + ops.cast(table, inputs.dtype)[None]
         table = ops.convert_to_tensor(self.table)  # (L_max, d)
         table = ops.slice(table, (start_index, 0), (length, table.shape[1]))
         return inputs + ops.cast(table, inputs.dtype)[None]
