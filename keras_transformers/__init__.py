@@ -29,6 +29,7 @@ SUBPACKAGES = (
     "callbacks",
     "cli",
     "data",
+    "distribution",
     "generation",
     "memory",
     "models",

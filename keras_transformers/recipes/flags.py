@@ -8,7 +8,7 @@ import argparse
 import datetime
 import os
 
-from keras_transformers.recipes import EXAMPLES
+from keras_transformers.recipes import EXAMPLES, distribute
 from keras_transformers.recipes.argtypes import (
     add_run_arguments,
     fraction,
@@ -173,14 +173,7 @@ def add_common_arguments(parser, example):
         default=0.1,
         help="fraction of the data held out for validation (default: %(default)s)",
     )
-    train.add_argument(
-        "--distribute",
-        choices=("none", "mirrored", "data_parallel"),
-        default="none",
-        help="data-parallel training: 'mirrored' (tf.distribute.MirroredStrategy, TensorFlow "
-        "backend) or 'data_parallel' (keras.distribution.DataParallel, JAX backend) over all "
-        "local devices (default: %(default)s)",
-    )
+    distribute.add_arguments(train)
     train.add_argument(
         "--precision",
         choices=("float32", "mixed_float16", "mixed_bfloat16"),

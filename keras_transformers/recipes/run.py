@@ -29,7 +29,7 @@ import keras
 import numpy as np
 
 from keras_transformers import attention, callbacks, optimizers, positional
-from keras_transformers.recipes import resume
+from keras_transformers.recipes import distribute, resume
 from keras_transformers.recipes.flags import default_logdir
 
 _clock = {"started": time.time()}
@@ -101,37 +101,14 @@ def setup(args, known_positions=()):
     return logdir
 
 
-@contextlib.contextmanager
 def distribution_scope(args):
-    """Build, compile and fit under ``--distribute`` (see the README on scaling out).
+    """Build, compile and fit under ``--distribute`` (:func:`distribute.scope`; README: scaling).
 
-    ``mirrored`` replicates the model on every local device of the TensorFlow backend and
-    all-reduces the gradients; ``data_parallel`` shards each batch over the JAX devices with
-    ``keras.distribution.DataParallel``. The global batch is ``--batch-size`` either way.
+    ``mirrored`` / ``data_parallel``: data parallel over the local devices (TensorFlow / JAX);
+    ``model_parallel``: weights sharded on a ``--mesh`` (JAX); ``multi_worker``: several
+    processes or hosts (TensorFlow ``TF_CONFIG``, JAX ``jax.distributed``).
     """
-    backend = keras.backend.backend()
-    kind = getattr(args, "distribute", "none")
-    if kind == "mirrored":
-        if backend != "tensorflow":
-            raise SystemExit(
-                f"--distribute mirrored needs KERAS_BACKEND=tensorflow (not {backend})"
-            )
-        import tensorflow as tf
-
-        strategy = tf.distribute.MirroredStrategy()
-        print(f"MirroredStrategy: {strategy.num_replicas_in_sync} replicas")
-        with strategy.scope():
-            yield
-        return
-    if kind == "data_parallel":
-        if backend != "jax":
-            raise SystemExit(f"--distribute data_parallel needs KERAS_BACKEND=jax (not {backend})")
-        distribution = keras.distribution.DataParallel()
-        print(f"DataParallel over {len(keras.distribution.list_devices())} devices")
-        with distribution.scope():
-            yield
-        return
-    yield
+    return distribute.scope(args)
 
 
 def steps_per_epoch(args, num_train):
@@ -269,7 +246,9 @@ def epoch_batches(args, arrays, steps):
 
     Pass the result to ``fit(..., shuffle=False, steps_per_epoch=steps)``.
     """
-    return epoch_stream(arrays, args.batch_size, steps, args.seed, resume_epoch(args), args.epochs)
+    batch = distribute.stream_batch_size(args)  # x processes on JAX multi_worker
+    stream = epoch_stream(arrays, batch, steps, args.seed, resume_epoch(args), args.epochs)
+    return distribute.local_rows(args, stream)
 
 
 def describe(model, args, num_train, num_val, steps):

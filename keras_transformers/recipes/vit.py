@@ -7,6 +7,7 @@ imports no Keras at load time (only inside its functions), so ``--help`` answers
 import argparse
 import os
 
+from keras_transformers.recipes import distribute
 from keras_transformers.recipes.argtypes import (
     add_run_arguments,
     fraction,
@@ -159,12 +160,7 @@ def build_parser(prog=None):
         default="float32",
         help="dtype policy (default: %(default)s)",
     )
-    train.add_argument(
-        "--distribute",
-        choices=("none", "mirrored", "data_parallel"),
-        default="none",
-        help="data-parallel training, as in the other examples (default: %(default)s)",
-    )
+    distribute.add_arguments(train)
     train.add_argument(
         "--log-attention-every",
         type=integer(0),

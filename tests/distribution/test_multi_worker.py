@@ -1,0 +1,131 @@
+"""Several processes on localhost, each a worker of the frameworks' own multi-worker engines:
+TensorFlow's MultiWorkerMirroredStrategy from TF_CONFIG, and JAX's jax.distributed with CPU
+collectives (gloo). Each trains the same steps as one device with the same global batch and ends
+with the same weights; the recipes' --distribute multi_worker does the same end to end."""
+
+import json
+
+import numpy as np
+import pytest
+from distribution_helpers import finish, free_ports, start_example, start_worker
+
+
+def tf_config(ports, index):
+    cluster = {"worker": [f"localhost:{port}" for port in ports]}
+    return json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})
+
+
+def jax_env(port, index, count=2):
+    return {
+        "JAX_COORDINATOR_ADDRESS": f"localhost:{port}",
+        "JAX_NUM_PROCESSES": str(count),
+        "JAX_PROCESS_ID": str(index),
+    }
+
+
+def test_tensorflow_two_workers_match_one_device(tmp_path):
+    """Two MultiWorkerMirroredStrategy workers, 3 SGD steps of global batch 8 (4 rows each):
+    the weights equal one device's after the same 3 steps (1e-4); the chief's .keras loads."""
+    pytest.importorskip("tensorflow")
+    ports = free_ports(2)
+    started = [
+        start_worker(tmp_path, "tf_multi", "tensorflow", f"tf{i}", TF_CONFIG=tf_config(ports, i))
+        for i in range(2)
+    ]
+    results = [finish(*pair) for pair in started]
+    chief = results[0]
+    assert chief["replicas"] == 2 and chief["count"] == 2
+    assert chief["diff"] < 1e-4, chief
+    import keras
+
+    assert keras.saving.load_model(chief["saved"]).count_params() > 0
+
+
+def test_jax_two_processes_match_one_device(tmp_path):
+    """Two jax.distributed processes (one CPU device each, gloo collectives), DataParallel over
+    both, each feeding its half of every global batch of 8: the weights after 3 SGD steps equal
+    one device's (1e-4)."""
+    pytest.importorskip("jax")
+    (port,) = free_ports(1)
+    started = [
+        start_worker(tmp_path, "jax_multi", "jax", f"jax{i}", **jax_env(port, i)) for i in range(2)
+    ]
+    results = [finish(*pair) for pair in started]
+    chief = results[0]
+    assert chief["count"] == 2 and results[1]["index"] == 1
+    assert chief["diff"] < 1e-4, chief
+
+
+ARGS = [
+    "--d-model", "16", "--heads", "2", "--layers", "1", "--seq-len", "16",
+    "--batch-size", "8", "--epochs", "2", "--steps-per-epoch", "3", "--dropout", "0",
+    "--verbose", "0", "--seed", "4", "--lr", "3e-3", "--max-chars", "4000",
+]  # fmt: skip
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["tensorflow", "jax"])
+def test_recipe_multi_worker_matches_single_process(tmp_path, backend):
+    """``train_lm.py --distribute multi_worker`` with two workers vs one process with the same
+    global batch (TensorFlow: --batch-size 8 on both; JAX: --batch-size is per process, so 4
+    per process vs 8 alone): same losses; the chief's best.keras loads on one device."""
+    pytest.importorskip(backend)
+    ports = free_ports(2)
+    per_process = ["--batch-size", "4"] if backend == "jax" else []
+    started = {
+        "single": start_example(
+            tmp_path,
+            "train_lm.py",
+            "single",
+            [*ARGS, "--logdir", str(tmp_path / "single")],
+            backend,
+        )
+    }
+    for i in range(2):
+        variables = (
+            {"TF_CONFIG": tf_config(ports, i)} if backend == "tensorflow" else jax_env(ports[0], i)
+        )
+        started[i] = start_example(
+            tmp_path, "train_lm.py", f"worker{i}",
+            [*ARGS, *per_process, "--distribute", "multi_worker",
+             "--logdir", str(tmp_path / "multi")],
+            backend, **variables,
+        )  # fmt: skip
+    results = {key: finish(*pair) for key, pair in started.items()}
+    np.testing.assert_allclose(results[0]["loss"], results["single"]["loss"], atol=1e-4)
+    assert results[1]["logdir"].endswith("worker-1")
+    import keras
+
+    import keras_transformers  # noqa: F401
+
+    assert keras.saving.load_model(str(tmp_path / "multi" / "best.keras")).count_params()
+
+
+def test_missing_environment_is_a_one_line_error(tmp_path):
+    """multi_worker without TF_CONFIG (TensorFlow) / JAX_* variables (JAX), model_parallel on
+    TensorFlow and a --mesh that does not match the devices: one ``error:`` line each."""
+    from keras_transformers.recipes import distribute, flags
+
+    class Args:
+        batch_size, mesh = 8, None
+
+    for backend, mode, mesh, words in [
+        ("tensorflow", "multi_worker", None, "TF_CONFIG"),
+        ("tensorflow", "model_parallel", None, "KERAS_BACKEND=jax"),
+        ("tensorflow", "mirrored", (2, 2), "--mesh applies"),
+    ]:
+        import keras
+
+        if keras.backend.backend() != backend:
+            continue
+        args = Args()
+        args.distribute, args.mesh = mode, mesh
+        with pytest.raises(SystemExit, match=words):
+            with distribute.scope(args):
+                pass
+    with pytest.raises(SystemExit, match="JAX_COORDINATOR_ADDRESS"):
+        distribute.initialize_jax()
+    parser = flags.build_parser("lm")
+    assert parser.parse_args(["--distribute", "model_parallel", "--mesh", "2,2"]).mesh == (2, 2)
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--mesh", "2x2"])
