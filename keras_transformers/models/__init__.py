@@ -14,6 +14,7 @@ from keras_transformers.models.adaptive_depth import (
     build_early_exit_classifier,
     build_early_exit_lm,
 )
+from keras_transformers.models.al_rfou import AlRfouLM, build_al_rfou_lm
 from keras_transformers.models.backbone import BackboneModel
 from keras_transformers.models.bert import (
     BertPretrainer,
@@ -121,6 +122,8 @@ __all__ = [
     "mask_tokens",
     "build_transformer_xl_lm",
     "SPALMLM",
+    "AlRfouLM",
+    "build_al_rfou_lm",
     "build_spalm_datastore",
     "build_spalm_lm",
     "MemorizingDecoderBlock",
