@@ -81,7 +81,7 @@ def llama(cls=HUB.LlamaBackbone, layers=2, **kwargs):
 
 @pytest.mark.backends
 def test_gpt2_logits_equal():
-    backbone = gpt2()
+    backbone = gpt2(layers=1)
     model = kt.models.from_keras_hub(backbone)
     assert isinstance(model, kt.models.DecoderLM)
     assert model.get_config()["activation"] == "gelu_approximate"  # tanh GELU, not the exact one
@@ -92,7 +92,7 @@ def test_gpt2_logits_equal():
 
 @pytest.mark.backends
 def test_llama_gqa_untied_head_logits_equal():
-    backbone = llama()
+    backbone = llama(layers=1)
     model = kt.models.from_keras_hub(backbone)
     assert model.get_config()["tie_embeddings"] is False
     assert_same_logits(backbone, model, tokens())
