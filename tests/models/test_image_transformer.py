@@ -1,6 +1,10 @@
 """Image Transformer: generation orders, local 1D/2D key sets, cached decoding, bits/dim."""
 
 import math
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -111,13 +115,13 @@ def test_cached_steps_equal_full_forward(attention, order):
     model = small_model(attention, order, num_layers=2)
     tokens = np.random.default_rng(1).integers(0, 8, size=(2, 16)).astype("int32")
     tokens[:, 0] = model.start_id
-    full = np.asarray(model(tokens))  # (2, 16, 8)
+    full = keras.ops.convert_to_numpy(model(tokens))  # (2, 16, 8)
     gen = model.generator(use_cache=True, jit=False)
     cache = gen.empty_cache(2, 16)
     steps = []
     for t in range(16):
         logits, _, cache = gen.call_with_cache(tokens[:, t : t + 1], cache, t)
-        steps.append(np.asarray(logits)[:, 0])
+        steps.append(keras.ops.convert_to_numpy(logits)[:, 0])
     np.testing.assert_allclose(np.stack(steps, axis=1), full, atol=2e-4)
 
 
@@ -128,7 +132,7 @@ def test_greedy_generate_equals_argmax_of_full_forward():
     tokens[:, 0] = model.start_id
     values = np.zeros((2, 16), "int32")
     for t in range(16):
-        values[:, t] = np.asarray(model(tokens))[:, t].argmax(-1)
+        values[:, t] = keras.ops.convert_to_numpy(model(tokens))[:, t].argmax(-1)
         if t + 1 < 16:
             tokens[:, t + 1] = values[:, t]
     images = model.generate_images(2, sampler="greedy", use_cache=True, jit=False)
@@ -141,7 +145,7 @@ def test_bits_per_dim_matches_numpy_and_evaluate():
     images = np.random.default_rng(3).random((5, 4, 4, 1)).astype("float32")
     inputs, targets = model.prepare(images)
     assert inputs[0, 0] == model.start_id and (inputs[:, 1:] == targets[:, :-1]).all()
-    logits = np.asarray(model(inputs), "float64")
+    logits = keras.ops.convert_to_numpy(model(inputs)).astype("float64")
     log_p = logits - logits.max(-1, keepdims=True)
     log_p -= np.log(np.exp(log_p).sum(-1, keepdims=True))
     expected = -np.take_along_axis(log_p, targets[..., None], -1).mean() / math.log(2)
@@ -161,7 +165,11 @@ def test_save_load_and_bad_arguments(tmp_path):
     loaded = keras.saving.load_model(path)
     assert isinstance(loaded, kt.models.ImageTransformer)
     tokens = np.full((1, 16), 3, "int32")
-    np.testing.assert_allclose(np.asarray(loaded(tokens)), np.asarray(model(tokens)), atol=1e-6)
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(loaded(tokens)),
+        keras.ops.convert_to_numpy(model(tokens)),
+        atol=1e-6,
+    )
     with pytest.raises(ValueError, match="attention="):
         kt.models.build_image_transformer(attention="lsh")
     with pytest.raises(ValueError, match="order="):
@@ -189,3 +197,28 @@ def test_sample_logger_writes_an_image(tmp_path):
     assert samples.shape == (3, 4, 4, 1) and 0.0 <= samples.min() <= samples.max() <= 1.0
     assert it.tile_images(samples).shape == (4 * 4, 3 * 17 - 1, 1)
     assert any(p.name.startswith("events") for p in (tmp_path / "train").iterdir())
+
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "train_image_transformer.py"
+
+
+def test_example_help_is_instant():
+    proc = subprocess.run(
+        [sys.executable, str(EXAMPLE), "--help"], capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0 and "--order" in proc.stdout
+
+
+@pytest.mark.slow
+def test_example_runs(tmp_path):
+    args = ["--epochs", "1", "--layers", "1", "--d-model", "16", "--heads", "2", "--samples", "2"]
+    proc = subprocess.run(
+        [sys.executable, str(EXAMPLE), *args, "--logdir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "KERAS_BACKEND": "tensorflow"},
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "test bits/dim" in proc.stdout and "ms/sub-pixel cached" in proc.stdout
+    assert (tmp_path / "samples.png").exists()

@@ -38,7 +38,9 @@ def reference_greedy(model, src, max_length, start=1):
     dec = np.zeros((src.shape[0], TGT_LEN), "int32")
     dec[:, 0] = start
     for t in range(max_length - 1):
-        logits = np.asarray(model({"encoder_token_ids": src, "decoder_token_ids": dec}))
+        logits = keras.ops.convert_to_numpy(
+            model({"encoder_token_ids": src, "decoder_token_ids": dec})
+        )
         dec[:, t + 1] = logits[:, t].argmax(-1)
     return dec[:, :max_length]
 
