@@ -78,16 +78,22 @@ class Generator:
     # ------------------------------------------------------------------ model pieces
     def _embed(self, token_ids, start_index):
         x = self.embedding(token_ids)  # (B, l, d)
+        scale = getattr(self.model, "embedding_scale", None)  # Gemma's sqrt(d)
+        if scale is not None:
+            x = scale(x)
         if self.position is not None:
             x = self.position(x, start_index=start_index)
-        return x
+        norm = getattr(self.model, "embedding_norm", None)  # Bloom
+        return x if norm is None else norm(x)
 
     def _head(self, x):
         if self.final_norm is not None:
             x = self.final_norm(x)
         if self.output_head is not None:
             return ops.cast(self.output_head(x), "float32")  # (B, l, V_out)
-        return ops.cast(self.embedding(x, reverse=True), "float32")  # (B, l, V)
+        logits = ops.cast(self.embedding(x, reverse=True), "float32")  # (B, l, V)
+        cap = getattr(self.model, "logit_soft_cap", None)  # Gemma 2
+        return logits if cap is None else cap(logits)
 
     def empty_cache(self, batch_size, max_length):
         """One empty cache per decoder block (a tuple; formats depend on the attention core)."""

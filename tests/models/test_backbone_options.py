@@ -164,6 +164,17 @@ def test_options_round_trip_keras_file(all_options_lm, tmp_path):
     )
 
 
+def test_cached_generation_uses_every_part(all_options_lm):
+    """The KV-cache path (Generator) applies the embedding scale and norm and the soft-cap too."""
+    generator = all_options_lm.generator(True, False)
+    logits, _, _ = generator.call_with_cache(IDS, generator.empty_cache(B, L), 0)
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(logits),
+        keras.ops.convert_to_numpy(all_options_lm(IDS)),
+        atol=1e-5,
+    )
+
+
 def test_defaults_are_the_previous_architecture():
     m = kt.models.build_decoder_lm(V, L, d_model=16, num_heads=2, num_layers=1)
     block = m.transformer_layers[0]
