@@ -221,15 +221,26 @@ class CompressiveTransformerBlock(TransformerXLBlock):
         beta = ops.stop_gradient(ops.cast(norm.beta, "float32"))
         return y * gamma + beta
 
+    @staticmethod
+    def _frozen_kernel(projection):
+        """The linear map a projection layer applies, as a float32 ``(d_in, d_out)`` matrix with
+        a stopped gradient: ``W = P(I) - P(0)``. Asking the layer (not reading ``.kernel``) gives
+        the kernel it really applies: after ``model.quantize("int8")`` the dequantized int8
+        kernel (a one-hot row quantizes exactly), with LoRA ``W + (alpha/r) A B``."""
+        d_in = int(projection.kernel.shape[0])
+        eye = ops.eye(d_in, dtype=projection.compute_dtype)[None]  # (1, d_in, d_in)
+        zero = ops.zeros_like(eye[:, :1])  # (1, 1, d_in)
+        kernel = projection(eye)[0] - projection(zero)[0]  # (d_in, d_out)
+        return ops.stop_gradient(ops.cast(kernel, "float32"))
+
     def content_attention(self, h, memory):
         """Content-based multi-head attention of ``h (B, L, d)`` over ``memory (B, M, d)`` with
         the block's projections frozen (no positions, no mask): ``(B, L, h·dh)``."""
-        sg = ops.stop_gradient
         attention = self.attention  # the shell's projections, read frozen
-        q = ops.matmul(self._frozen_norm(h), sg(ops.cast(attention.query_kernel, "float32")))
+        q = ops.matmul(self._frozen_norm(h), self._frozen_kernel(attention.query_dense))
         normed = self._frozen_norm(memory)
-        k = ops.matmul(normed, sg(ops.cast(attention.key_kernel, "float32")))
-        v = ops.matmul(normed, sg(ops.cast(attention.value_kernel, "float32")))
+        k = ops.matmul(normed, self._frozen_kernel(attention.key_dense))
+        v = ops.matmul(normed, self._frozen_kernel(attention.value_dense))
         heads = (self.batch_size, -1, self.num_heads, self.key_dim)
         q, k, v = (ops.transpose(ops.reshape(t, heads), (0, 2, 1, 3)) for t in (q, k, v))
         scores = ops.matmul(q, ops.swapaxes(k, -1, -2)) / float(self.key_dim) ** 0.5

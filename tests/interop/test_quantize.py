@@ -111,3 +111,35 @@ def test_an_int8_model_saves_and_loads_in_a_fresh_process(tmp_path):
     )
     assert result.returncode == 0, result.stderr[-2000:]
     np.testing.assert_allclose(np.load(out), want, rtol=1e-5, atol=1e-5)
+
+
+def test_compressive_content_attention_asks_the_projection_for_its_kernel():
+    """The Compressive Transformer's reconstruction loss attends with the block's projections
+    frozen; it reads the kernel the layer applies (``P(I) - P(0)``), so int8 and LoRA reach it.
+    Checked against numpy: float kernel, kernel + (alpha/r)·A·B, int8 kernel / scale."""
+    import keras
+
+    from keras_transformers.memory.compressive import CompressiveTransformerBlock
+
+    frozen = CompressiveTransformerBlock._frozen_kernel
+    rng = np.random.default_rng(0)
+    dense = keras.layers.EinsumDense("abc,cd->abd", output_shape=(None, 6), name="query")
+    dense.build((None, None, 4))
+    dense.kernel.assign(rng.normal(size=(4, 6)))
+    w = keras.ops.convert_to_numpy(dense.kernel)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(frozen(dense)), w, atol=1e-6)
+
+    dense.enable_lora(2)
+    dense.lora_kernel_b.assign(rng.normal(size=(2, 6)))
+    a, b = (keras.ops.convert_to_numpy(t) for t in (dense.lora_kernel_a, dense.lora_kernel_b))
+    want = w + (dense.lora_alpha / 2) * a @ b
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(frozen(dense)), want, atol=1e-5)
+
+    plain = keras.layers.EinsumDense("abc,cd->abd", output_shape=(None, 6))
+    plain.build((None, None, 4))
+    plain.kernel.assign(w)
+    plain.quantize("int8")
+    q = keras.ops.convert_to_numpy(plain._kernel).astype("float32")
+    scale = keras.ops.convert_to_numpy(plain.kernel_scale).reshape(1, -1)  # per output column
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(frozen(plain)), q / scale, rtol=1e-5)
+    assert np.abs(q / scale - w).max() < 0.05 * np.abs(w).max()
