@@ -130,6 +130,9 @@ def _span_pattern(window, causal, attend_self):
 class AdaptiveSpanAttention(SparsePatternCore):
     """Banded attention whose per-head span ``z`` is learned through a soft mask.
 
+    The learned span ratios stay float32 under ``model.quantize("int8")`` (one number per head
+    feeding the soft mask; only the shell's projections are quantized).
+
     Args:
         max_span: ``S >= 1``, the largest span: keys farther than ``S`` are never computed.
         ramp: ``R > 0``, width of the soft ramp of the mask (the paper uses 32).

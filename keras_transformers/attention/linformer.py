@@ -52,6 +52,9 @@ SHARING = ("none", "headwise", "kv", "layerwise")
 class LinformerAttention(AttentionCore):
     """Low-rank attention with learned length projections ``E, F (k, L)``.
 
+    ``model.quantize("int8")`` quantizes the shell's projections; ``E`` and ``F`` stay float32:
+    they are raw weights of this core (no quantizable ``Dense``), applied along the length axis.
+
     Args:
         projection_dim: ``k``, the number of projected key/value rows (default 64).
         max_length: the largest key length ``L`` (columns of ``E, F``). None: the key length seen

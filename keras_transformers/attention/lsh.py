@@ -78,6 +78,11 @@ def unit(x, eps=1e-6):
 class LSHAttention(AttentionCore):
     """Reformer LSH attention.
 
+    The stored random rotations stay float32 under ``model.quantize("int8")`` (a random sample
+    for hashing, not a trained kernel; only the shell's projections are quantized). The core
+    does not export to ONNX (``keras.ops.argmax`` lowers to ``Bitcast`` on TensorFlow, which
+    tf2onnx cannot convert; ``model.export(format="onnx")`` says so).
+
     Args:
         num_buckets: number of hash buckets ``b`` (even, or 1). None: ``2·ceil(L / chunk_size)``
             from the length seen at build time (about half a chunk per bucket).

@@ -54,6 +54,10 @@ from keras_transformers.ops.feature_maps import gaussian_random_matrix, positive
 class RandomFeatureCore(KernelAttentionCore):
     """Base of random-feature cores: a stored ``(m, dh)`` Gaussian projection and its redraws.
 
+    The random projection stays float under ``model.quantize("int8")`` (only the shell's
+    projections are quantized): it is a sample of ``N(0, I)`` redrawn during training, not a
+    trained kernel, and the feature map's ``exp``/``sin`` amplify its rounding errors.
+
     Args:
         num_features: number of random features ``m``.
         redraw_every: draw a new projection every this many training calls (0 = never).

@@ -50,6 +50,9 @@ from keras_transformers.ops.feature_maps import random_fourier_features
 class RandomFeatureAttention(RandomFeatureCore):
     """Random feature attention with sin/cos features.
 
+    Under ``model.quantize("int8")`` the random frequencies, ``log_sigma`` and the gate weights
+    stay float32 (raw weights of the core; only the shell's projections are quantized).
+
     Args:
         num_features: ``D`` random frequencies (features have size ``2D``; default 128).
         sigma: initial temperature ``σ > 0``; ``w ~ N(0, σ⁻² I)``.
