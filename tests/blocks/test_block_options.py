@@ -38,7 +38,6 @@ def randomize(layer, seed=1):
         v.assign(rng.normal(0.0, 0.5, v.shape).astype("float32"))
 
 
-@pytest.mark.backends
 def test_rms_normalization_matches_numpy():
     layer = RMSNormalization(epsilon=1e-5)
     layer.build(X.shape)
@@ -86,7 +85,6 @@ def test_feedforward_activations_and_no_bias(activation, fn):
     assert FeedForward.from_config(ff.get_config()).use_bias is False
 
 
-@pytest.mark.backends
 def test_qk_norm_matches_numpy():
     h, dh = 3, 6  # h·dh = 18 != d = 12: the output projection maps 18 -> 12
     mha = kt.attention.MultiHeadAttention(h, dh, qk_norm=True, qk_norm_epsilon=1e-6, use_bias=False)
@@ -151,9 +149,7 @@ def make_moe(compute, weight=0.5):
 COMPUTES = ["dense"] + ([] if keras.config.backend() == "jax" else ["routed"])
 
 
-@pytest.mark.backends
-@pytest.mark.parametrize("compute", COMPUTES)
-def test_moe_routing_output_and_aux_loss_match_numpy(compute):
+def check_moe_against_numpy(compute):
     moe = make_moe(compute)
     mask = np.ones((2, 5), bool)
     mask[1, 3:] = False
@@ -162,7 +158,17 @@ def test_moe_routing_output_and_aux_loss_match_numpy(compute):
     np.testing.assert_allclose(to_np(out), want, atol=1e-4)
     assert len(moe.losses) == 1
     np.testing.assert_allclose(to_np(moe.losses[0]), 0.5 * aux, rtol=1e-5)
-    assert moe.computation == compute
+    assert moe.computation == (compute if compute != "auto" else COMPUTES[-1])
+
+
+def test_moe_dense_computation_matches_numpy():
+    check_moe_against_numpy("dense")
+
+
+@pytest.mark.backends
+def test_moe_backend_computation_matches_numpy():
+    """``compute="auto"``: routed (gather/scatter) on TensorFlow and PyTorch, dense on JAX."""
+    check_moe_against_numpy("auto")
 
 
 def test_moe_gradient_steps_reduce_the_loss():
