@@ -98,16 +98,16 @@ def flash_attention(
         bool(bias_reads_qk) and bias_fn is not None,
     )  # fmt: skip
 
-    # additive key bias (B|1, 1, 1, Lk_pad): 0 for keys that may be attended, MASK_VALUE else
-    key_bias = None
+    # keys that may be attended (B|1, Lk_pad): a boolean, not an additive bias (TensorFlow's
+    # grappler remapper fuses "BatchMatMul + Add" wrongly for a (B, 1, 1, Tk) addend)
+    key_valid = None
     if padding_mask is not None or nk * tk != k_len:
-        valid = np.arange(nk * tk) < k_len  # (Lk_pad,)
-        kb = ops.convert_to_tensor(np.where(valid, 0.0, MASK_VALUE).astype("float32"))[None]
+        valid = ops.convert_to_tensor(np.arange(nk * tk) < k_len)[None]  # (1, Lk_pad)
         if padding_mask is not None:
             pm = _pad(ops.cast(padding_mask, "bool"), 1, nk * tk - k_len)  # (B, Lk_pad)
-            kb = ops.where(pm, kb, MASK_VALUE)  # (B, Lk_pad)
-        key_bias = ops.reshape(kb, (-1, 1, 1, nk, tk))  # (B|1, 1, 1, nk, Tk)
-        key_bias = ops.transpose(key_bias, (3, 0, 1, 2, 4))  # (nk, B|1, 1, 1, Tk)
+            valid = ops.logical_and(pm, valid)  # (B, Lk_pad)
+        key_valid = ops.reshape(valid, (-1, 1, 1, nk, tk))  # (B|1, 1, 1, nk, Tk)
+        key_valid = ops.transpose(key_valid, (3, 0, 1, 2, 4))  # (nk, B|1, 1, 1, Tk)
     mask = None
     if attention_mask is not None:
         am = _pad(_pad(ops.cast(attention_mask, "bool"), 1, nq * tq - q_len), 2, nk * tk - k_len)
@@ -116,7 +116,7 @@ def flash_attention(
     q = _pad(query, 2, nq * tq - q_len)  # (B, h, Lq_pad, dh)
     k = _pad(key, 2, nk * tk - k_len)  # (B, h, Lk_pad, dh)
     v = _pad(value, 2, nk * tk - k_len)  # (B, h, Lk_pad, dv)
-    out = _custom_gradient(plan)(q, k, v, key_bias, mask, tuple(bias_params))
+    out = _custom_gradient(plan)(q, k, v, key_valid, mask, tuple(bias_params))
     return out[:, :, :q_len]  # (B, h, Lq, dv)
 
 
@@ -162,8 +162,8 @@ class _Plan:
         if self.bias_fn is not None:
             rel = self.relative(i, j)
             s = s + ops.cast(self.bias_fn(params, q_i, k_j, rel), "float32")
-        if t.key_bias is not None:
-            s = s + t.key_bias[j]  # (B|1, 1, 1, Tk)
+        if t.key_valid is not None:
+            s = ops.where(t.key_valid[j], s, MASK_VALUE)  # keys (B|1, 1, 1, Tk)
         if t.mask is not None:
             s = ops.where(t.mask[i][j][:, None], s, MASK_VALUE)  # mask (B, 1, Tq, Tk)
         if diagonal:
@@ -175,16 +175,16 @@ class _Plan:
 class _Tiles:
     """The padded tensors split into tiles along a leading axis."""
 
-    def __init__(self, plan, q, k, v, key_bias, mask):
+    def __init__(self, plan, q, k, v, key_valid, mask):
         self.q = _split(q, plan.nq, plan.tq)  # (nq, B, h, Tq, dh)
         self.k = _split(k, plan.nk, plan.tk)  # (nk, B, h, Tk, dh)
         self.v = _split(v, plan.nk, plan.tk)  # (nk, B, h, Tk, dv)
-        self.key_bias, self.mask = key_bias, mask
+        self.key_valid, self.mask = key_valid, mask
 
 
-def _forward(plan, q, k, v, key_bias, mask, params):
+def _forward(plan, q, k, v, key_valid, mask, params):
     """``out (B, h, Lq_pad, dv)`` in the query dtype and float32 ``lse (B, h, Lq_pad)``."""
-    t = _Tiles(plan, q, k, v, key_bias, mask)
+    t = _Tiles(plan, q, k, v, key_valid, mask)
     q_tile_shape = ops.shape(t.q[0])
 
     def query_tile(i):
@@ -220,9 +220,9 @@ def _forward(plan, q, k, v, key_bias, mask, params):
     return _merge(out), _merge(lse[..., None])[..., 0]
 
 
-def _backward(plan, q, k, v, key_bias, mask, params, out, lse, d_out):
+def _backward(plan, q, k, v, key_valid, mask, params, out, lse, d_out):
     """Gradients ``(dq, dk, dv, dparams)`` by recomputing each tile from ``lse``."""
-    t = _Tiles(plan, q, k, v, key_bias, mask)
+    t = _Tiles(plan, q, k, v, key_valid, mask)
     lse_t = _split(lse[..., None], plan.nq, plan.tq)[..., 0]  # (nq, B, h, Tq)
     do_t = _split(d_out, plan.nq, plan.tq)  # (nq, B, h, Tq, dv)
     delta = ops.sum(ops.cast(d_out, "float32") * ops.cast(out, "float32"), axis=-1)
@@ -310,7 +310,7 @@ def _backward(plan, q, k, v, key_bias, mask, params, out, lse, d_out):
 
 # -------------------------------------------------------------------- backend glue
 def _custom_gradient(plan):
-    """``f(q, k, v, key_bias, mask, params) -> out (B, h, Lq_pad, dv)`` with the tiled gradient."""
+    """``f(q, k, v, key_valid, mask, params) -> out (B, h, Lq_pad, dv)`` with the tiled gradient."""
     backend = keras.backend.backend()
     if backend == "tensorflow":
         return _tf_attention(plan)
@@ -324,14 +324,14 @@ def _custom_gradient(plan):
 def _tf_attention(plan):
     import tensorflow as tf
 
-    def call(q, k, v, key_bias, mask, params):
+    def call(q, k, v, key_valid, mask, params):
         @tf.custom_gradient
         def attention(q, k, v, *params):
-            out, lse = _forward(plan, q, k, v, key_bias, mask, params)
+            out, lse = _forward(plan, q, k, v, key_valid, mask, params)
 
             def grad(d_out):
                 dq, dk, dv, dparams = _backward(
-                    plan, q, k, v, key_bias, mask, params, out, lse, d_out
+                    plan, q, k, v, key_valid, mask, params, out, lse, d_out
                 )
                 cast = [
                     ops.cast(g, x.dtype) for g, x in zip((dq, dk, dv) + dparams, (q, k, v) + params)
@@ -348,26 +348,26 @@ def _tf_attention(plan):
 def _jax_attention(plan):
     import jax
 
-    def call(q, k, v, key_bias, mask, params):
+    def call(q, k, v, key_valid, mask, params):
         @jax.custom_vjp
-        def attention(q, k, v, key_bias, mask, params):
-            return _forward(plan, q, k, v, key_bias, mask, params)[0]
+        def attention(q, k, v, key_valid, mask, params):
+            return _forward(plan, q, k, v, key_valid, mask, params)[0]
 
-        def fwd(q, k, v, key_bias, mask, params):
-            out, lse = _forward(plan, q, k, v, key_bias, mask, params)
-            return out, (q, k, v, key_bias, mask, params, out, lse)
+        def fwd(q, k, v, key_valid, mask, params):
+            out, lse = _forward(plan, q, k, v, key_valid, mask, params)
+            return out, (q, k, v, key_valid, mask, params, out, lse)
 
         def bwd(res, d_out):
-            q, k, v, key_bias, mask, params, out, lse = res
-            dq, dk, dv, dparams = _backward(plan, q, k, v, key_bias, mask, params, out, lse, d_out)
+            q, k, v, key_valid, mask, params, out, lse = res
+            dq, dk, dv, dparams = _backward(plan, q, k, v, key_valid, mask, params, out, lse, d_out)
             dparams = tuple(g.astype(p.dtype) for g, p in zip(dparams, params))
-            zero_kb = None if key_bias is None else jax.numpy.zeros_like(key_bias)
+            zero_kv = None if key_valid is None else np.zeros(key_valid.shape, jax.dtypes.float0)
             zero_mask = None if mask is None else np.zeros(mask.shape, jax.dtypes.float0)
-            return (dq.astype(q.dtype), dk.astype(k.dtype), dv.astype(v.dtype), zero_kb,
+            return (dq.astype(q.dtype), dk.astype(k.dtype), dv.astype(v.dtype), zero_kv,
                     zero_mask, dparams)  # fmt: skip
 
         attention.defvjp(fwd, bwd)
-        return attention(q, k, v, key_bias, mask, tuple(params))
+        return attention(q, k, v, key_valid, mask, tuple(params))
 
     return call
 
@@ -377,24 +377,24 @@ def _torch_attention(plan):
 
     class Attention(torch.autograd.Function):
         @staticmethod
-        def forward(ctx, q, k, v, key_bias, mask, *params):
-            out, lse = _forward(plan, q, k, v, key_bias, mask, params)
+        def forward(ctx, q, k, v, key_valid, mask, *params):
+            out, lse = _forward(plan, q, k, v, key_valid, mask, params)
             ctx.save_for_backward(q, k, v, out, lse, *params)
-            ctx.masks = (key_bias, mask)
+            ctx.masks = (key_valid, mask)
             return out
 
         @staticmethod
         def backward(ctx, d_out):
             q, k, v, out, lse, *params = ctx.saved_tensors
-            key_bias, mask = ctx.masks
+            key_valid, mask = ctx.masks
             dq, dk, dv, dparams = _backward(
-                plan, q, k, v, key_bias, mask, tuple(params), out, lse, d_out.contiguous()
+                plan, q, k, v, key_valid, mask, tuple(params), out, lse, d_out.contiguous()
             )
             grads = [g.to(x.dtype) for g, x in zip(dparams, params)]
             return (dq.to(q.dtype), dk.to(k.dtype), dv.to(v.dtype), None, None, *grads)
 
-    def call(q, k, v, key_bias, mask, params):
-        return Attention.apply(q, k, v, key_bias, mask, *params)
+    def call(q, k, v, key_valid, mask, params):
+        return Attention.apply(q, k, v, key_valid, mask, *params)
 
     return call
 

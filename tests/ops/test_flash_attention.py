@@ -1,0 +1,184 @@
+"""The blocked exact engine (ops/flash_attention.py) against a dense numpy reference.
+
+Values and gradients (queries, keys, values and a learned bias table) for causal and
+bidirectional attention, key padding, an arbitrary attention_mask, an ALiBi-like fixed bias and a
+T5-like learned table, odd lengths (padded to the tile), a query offset, rows with no key
+(zeros, zero gradients) and causal tiles above the diagonal that are never read.
+"""
+
+import keras
+import numpy as np
+import pytest
+
+import keras_transformers as kt
+from keras_transformers.ops.flash_attention import flash_attention
+
+B, H, D = 2, 2, 8
+CLIP = 3  # T5-like table: one learned scalar per (clipped distance, head)
+
+
+def numpy_attention_and_grads(q, k, v, d_out, causal, offset, keep, bias_table, alibi):
+    """Dense softmax attention and its gradients, in numpy (the independent reference)."""
+    lq, lk = q.shape[2], k.shape[2]
+    rel = np.arange(lk)[None, :] - (np.arange(lq)[:, None] + offset)  # (Lq, Lk)
+    labels = np.clip(rel, -CLIP, CLIP) + CLIP
+    s = np.einsum("bhqd,bhkd->bhqk", q, k) / np.sqrt(D)
+    if bias_table is not None:
+        s = s + np.transpose(bias_table[labels], (2, 0, 1))[None]  # (1, h, Lq, Lk)
+    if alibi:
+        s = s - np.abs(rel)[None, None] * np.array([0.5, 0.25])[None, :, None, None]
+    mask = np.broadcast_to(keep, s.shape).copy()
+    if causal:
+        mask &= rel <= 0
+    s = np.where(mask, s, -np.inf)
+    m = s.max(-1, keepdims=True)
+    e = np.where(mask, np.exp(s - np.where(np.isfinite(m), m, 0.0)), 0.0)
+    p = e / np.maximum(e.sum(-1, keepdims=True), 1e-30)  # (B, h, Lq, Lk)
+    out = p @ v
+    dp = d_out @ np.swapaxes(v, -1, -2)
+    ds = p * (dp - (dp * p).sum(-1, keepdims=True))
+    grads = {
+        "q": ds @ k / np.sqrt(D),
+        "k": np.swapaxes(ds, -1, -2) @ q / np.sqrt(D),
+        "v": np.swapaxes(p, -1, -2) @ d_out,
+    }
+    if bias_table is not None:
+        d_table = np.zeros_like(bias_table)
+        for head in range(H):
+            np.add.at(d_table[:, head], labels, ds[:, head].sum(0))
+        grads["table"] = d_table
+    return out, grads
+
+
+def table_bias(params, q_tile, k_tile, rel):
+    (table,) = params
+    labels = keras.ops.clip(rel, -CLIP, CLIP) + CLIP  # (Tq, Tk)
+    return keras.ops.transpose(keras.ops.take(table, labels, axis=0), (2, 0, 1))  # (h, Tq, Tk)
+
+
+def alibi_bias(params, q_tile, k_tile, rel):
+    slopes = keras.ops.convert_to_tensor(np.array([0.5, 0.25], "float32"))[:, None, None]
+    return -slopes * keras.ops.abs(keras.ops.cast(rel, "float32"))[None]  # (h, Tq, Tk)
+
+
+def engine_and_grads(q, k, v, d_out, table, **kwargs):
+    """The engine's output and gradients on the current backend (numpy in, numpy out)."""
+    backend = keras.backend.backend()
+    to_numpy = keras.ops.convert_to_numpy
+    inputs = [q, k, v] + ([] if table is None else [table])
+
+    def run(q, k, v, *params):
+        return flash_attention(q, k, v, bias_params=params, **kwargs)
+
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        @tf.function
+        def forward_backward(*xs):
+            with tf.GradientTape() as tape:
+                tape.watch(xs)
+                out = run(*xs)
+                loss = tf.reduce_sum(out * d_out)
+            return out, tape.gradient(loss, xs)
+
+        out, grads = forward_backward(*[tf.constant(x) for x in inputs])
+    elif backend == "jax":
+        import jax
+
+        def loss(*xs):
+            out = run(*xs)
+            return (out * d_out).sum(), out
+
+        grad_fn = jax.grad(loss, argnums=tuple(range(len(inputs))), has_aux=True)
+        grads, out = jax.jit(grad_fn)(*inputs)
+    else:
+        import torch
+
+        xs = [torch.tensor(x, requires_grad=True) for x in inputs]
+        out = run(*xs)
+        grads = torch.autograd.grad((out * torch.tensor(d_out)).sum(), xs)
+    names = ["q", "k", "v", "table"][: len(inputs)]
+    return to_numpy(out), {n: to_numpy(g) for n, g in zip(names, grads)}
+
+
+def check(lq, lk, causal=False, offset=0, padding=False, attention_mask=False, bias=None, block=16):
+    rng = np.random.default_rng(lq * 31 + lk)
+    q = rng.normal(size=(B, H, lq, D)).astype("float32")
+    k, v = (rng.normal(size=(B, H, lk, D)).astype("float32") for _ in range(2))
+    d_out = rng.normal(size=(B, H, lq, D)).astype("float32")
+    keep = np.ones((B, 1, lq, lk), bool)
+    kwargs = {"causal": causal, "query_offset": offset, "block_size": block}
+    if padding:
+        pm = rng.random((B, lk)) > 0.3
+        pm[1] = False  # a sequence with no key at all: zero rows
+        keep &= pm[:, None, None, :]
+        kwargs["padding_mask"] = pm
+    if attention_mask:
+        am = rng.random((B, lq, lk)) > 0.4
+        am[0, 2] = False  # one query with no key
+        keep &= am[:, None]
+        kwargs["attention_mask"] = am
+    table = None
+    if bias == "table":
+        table = rng.normal(size=(2 * CLIP + 1, H)).astype("float32")
+        kwargs.update(bias_fn=table_bias, bias_reads_qk=False)
+    elif bias == "alibi":
+        kwargs.update(bias_fn=alibi_bias, bias_reads_qk=False)
+    want, want_grads = numpy_attention_and_grads(
+        q, k, v, d_out, causal, offset, keep, table, bias == "alibi"
+    )
+    got, got_grads = engine_and_grads(q, k, v, d_out, table, **kwargs)
+    np.testing.assert_allclose(got, want, atol=2e-5, err_msg="output")
+    for name, grad in want_grads.items():
+        np.testing.assert_allclose(got_grads[name], grad, atol=5e-5, err_msg=f"d{name}")
+    empty = ~keep.any(-1)  # (B, 1, Lq)
+    assert np.all(got[np.broadcast_to(empty[..., None], got.shape)] == 0.0)
+
+
+@pytest.mark.backends
+def test_causal_padding_and_table_bias_match_numpy_on_every_backend():
+    check(35, 35, causal=True, padding=True, bias="table")
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        dict(lq=13, lk=29, padding=True, attention_mask=True),
+        dict(lq=11, lk=27, causal=True, offset=16, bias="alibi", block=8),
+        dict(lq=33, lk=33, causal=False, bias="table", attention_mask=True),
+    ],
+    ids=["masks-cross", "causal-offset-alibi", "table-mask-odd"],
+)
+def test_engine_matches_numpy(case):
+    check(**case)
+
+
+def test_causal_tiles_above_the_diagonal_are_never_read():
+    rng = np.random.default_rng(0)
+    q, k, v = (rng.normal(size=(1, 1, 32, D)).astype("float32") for _ in range(3))
+    v[:, :, 24:] = np.nan  # the last key tile: only the last query tile may read it
+    out = keras.ops.convert_to_numpy(flash_attention(q, k, v, causal=True, block_size=8))
+    assert np.isfinite(out[:, :, :24]).all()
+
+
+def test_full_attention_takes_the_engine_for_long_sequences_with_positions():
+    """MultiHeadAttention(full, t5): the tiled path equals the dense path."""
+    x = np.random.default_rng(1).normal(size=(1, 40, 16)).astype("float32")
+    for position in ("t5",):
+        layer = kt.attention.MultiHeadAttention(
+            num_heads=2, key_dim=8, position=position, causal=True, attention="full"
+        )
+        dense = keras.ops.convert_to_numpy(layer(x))
+        core = layer.attention_core
+        assert core.flash_min_pairs > 40 * 40
+        core.flash_min_pairs, core.flash_block_size = 1, 16
+        tiled = keras.ops.convert_to_numpy(layer(x))
+        np.testing.assert_allclose(tiled, dense, atol=1e-5, err_msg=position)
+
+
+def test_bad_arguments_are_named():
+    x = np.zeros((1, 1, 8, D), "float32")
+    with pytest.raises(ValueError, match="query_offset"):
+        flash_attention(x, x, x, query_offset=1.5)
+    with pytest.raises(ValueError, match="block_size"):
+        flash_attention(x, x, x, block_size=0)
