@@ -25,7 +25,10 @@ Usage:
     python benchmarks/attention_scaling.py --quick --variants full local   # smoke test, seconds
 
 Each core is built with its constructor defaults updated by ``BENCH_CONFIGS`` below (or by a
-``benchmark_config`` class attribute, or ``--config name='{"window": 64}'``).
+``benchmark_config`` class attribute, or ``--config name='{"window": 64}'``). Two more variant
+spellings: ``full@alibi`` (a core with a score-side position: ``alibi``, ``t5``, ``xl``, ...) and
+``sdpa``, the best exact baseline: the same layer written in plain PyTorch (fused q/k/v and output
+projections around ``torch.nn.functional.scaled_dot_product_attention``, its flash CPU kernel).
 """
 
 import argparse
@@ -37,7 +40,7 @@ import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DEFAULT_LENGTHS = [512, 1024, 2048, 4096, 8192, 16384]
+DEFAULT_LENGTHS = [512, 1024, 2048, 4096, 8192, 16384, 32768, 65536]
 QUICK_LENGTHS = [64, 128]
 DEFAULT_JSON = os.path.join(ROOT, "benchmarks", "results", "attention_scaling.json")
 DEFAULT_PNG = os.path.join(ROOT, "docs", "images", "attention_scaling.png")
@@ -173,25 +176,60 @@ def _make_step(mha, length, d_model, jit):
     raise ValueError(f"unsupported backend {backend!r}")
 
 
+def _sdpa_step(length, d_model, num_heads, causal):
+    """``(prepare, run)`` of the plain PyTorch SDPA layer (the best-exact baseline)."""
+    import numpy as np
+    import torch
+
+    torch.manual_seed(0)
+    qkv = torch.nn.Linear(d_model, 3 * d_model)
+    proj = torch.nn.Linear(d_model, d_model)
+    x_np = np.random.default_rng(0).normal(size=(1, length, d_model)).astype("float32")
+    x = torch.tensor(x_np, requires_grad=True)
+    dh = d_model // num_heads
+
+    def run():
+        qkv.zero_grad()
+        proj.zero_grad()
+        x.grad = None
+        q, k, v = qkv(x).view(1, length, 3, num_heads, dh).permute(2, 0, 3, 1, 4)  # (B, h, L, dh)
+        y = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=causal)
+        y = proj(y.transpose(1, 2).reshape(1, length, d_model))
+        loss = torch.mean(torch.square(y))
+        loss.backward()
+        return float(loss.detach())
+
+    return (lambda: None), run
+
+
 def run_worker(spec):
     """Measure one (variant, L); print one JSON line."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     sys.path.insert(0, ROOT)
-    import keras
     import numpy as np
 
-    import keras_transformers as kt
+    backend = "torch"
+    if spec["variant"] == "sdpa":
+        prepare, run = _sdpa_step(
+            spec["length"], spec["d_model"], spec["num_heads"], spec["causal"]
+        )
+    else:
+        import keras
 
-    keras.utils.set_random_seed(0)
-    attention = {"name": spec["variant"], **spec["config"]}
-    mha = kt.attention.MultiHeadAttention(
-        num_heads=spec["num_heads"],
-        key_dim=spec["d_model"] // spec["num_heads"],
-        attention=attention,
-        causal=spec["causal"],
-    )
-    mha.build((1, spec["length"], spec["d_model"]))
-    prepare, run = _make_step(mha, spec["length"], spec["d_model"], spec.get("jit"))
+        import keras_transformers as kt
+
+        backend = keras.backend.backend()
+        keras.utils.set_random_seed(0)
+        name, _, position = spec["variant"].partition("@")
+        mha = kt.attention.MultiHeadAttention(
+            num_heads=spec["num_heads"],
+            key_dim=spec["d_model"] // spec["num_heads"],
+            attention={"name": name, **spec["config"]},
+            position=position or None,
+            causal=spec["causal"],
+        )
+        mha.build((1, spec["length"], spec["d_model"]))
+        prepare, run = _make_step(mha, spec["length"], spec["d_model"], spec.get("jit"))
     start = time.perf_counter()
     prepare()  # tracing / compilation, no step yet
     trace_s = time.perf_counter() - start
@@ -217,7 +255,7 @@ def run_worker(spec):
         "peak_mib": max(peak - base, 0) / 1024.0 if base is not None else None,
         "peak_total_mib": peak / 1024.0,
         "memory_method": "VmHWM delta" if reset_ok else "ru_maxrss delta",
-        "backend": keras.backend.backend(),
+        "backend": backend,
     }
     print("RESULT " + json.dumps(result), flush=True)
 
@@ -476,7 +514,7 @@ def parse_args(argv=None):
         nargs="+",
         default=None,
         help="attention cores to measure (default: all registered); 'full' is "
-        "always added as the baseline",
+        "always added as the baseline; 'sdpa' = plain PyTorch SDPA; 'full@alibi' = core@position",
     )
     p.add_argument(
         "--lengths",
