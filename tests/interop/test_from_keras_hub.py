@@ -346,3 +346,23 @@ def test_converted_model_round_trips_in_a_fresh_process(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     diff = float(result.stdout.split("max_abs_diff")[-1])
     assert diff < TOL
+
+
+@pytest.mark.parametrize(
+    "make", [gpt2, pytest.param(llama, marks=pytest.mark.slow)], ids=["gpt2", "llama"]
+)
+def test_to_keras_hub_round_trip(make):
+    """from_keras_hub then to_keras_hub gives back a keras-hub backbone with the same logits."""
+    backbone = make(layers=1)
+    back = kt.models.hub.to_keras_hub(kt.models.from_keras_hub(backbone))
+    assert type(back) is type(backbone)
+    token_ids = tokens()
+    np.testing.assert_allclose(
+        hub_logits(back, token_ids), hub_logits(backbone, token_ids), atol=1e-5
+    )
+
+
+def test_to_keras_hub_refuses_an_architecture_keras_hub_lacks():
+    swapped = kt.models.from_keras_hub(gpt2(layers=1), activation="gelu", verbose=False)
+    with pytest.raises(ValueError, match="activation='gelu'"):
+        kt.models.hub.to_keras_hub(swapped)

@@ -36,8 +36,16 @@ from keras_transformers.models.hub.common import (
     load_backbone,
     source_weights,
 )
+from keras_transformers.models.hub.export import to_keras_hub
 
-__all__ = ["Conversion", "ConversionReport", "FAMILIES", "convert", "from_keras_hub"]
+__all__ = [
+    "Conversion",
+    "ConversionReport",
+    "FAMILIES",
+    "convert",
+    "from_keras_hub",
+    "to_keras_hub",
+]
 
 #: keras-hub backbone class name -> converter module of this package
 FAMILIES = {
