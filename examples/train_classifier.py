@@ -13,6 +13,8 @@ unittest) a docstring sentence comes from: a real 4-class text task built from t
 
 ``--data`` takes a CSV/TSV file with a header row, a JSONL file (text and label keys) or a folder
 with one subfolder of .txt files per class. Same as ``keras-transformers train classifier``.
+Fine-tune a checkpoint with ``--init-from <run>/best.keras --lora 4`` and serve it with
+``--export DIR`` (docs/guide/fine-tuning.md).
 """
 
 """
@@ -68,6 +70,7 @@ with run.distribution_scope(args):
             dropout=args.dropout,
             pooling=args.pooling,
         )
+    run.start_from(model, args)  # --init-from, --lora
     steps = run.steps_per_epoch(args, len(x_train))
     model.compile(
         optimizer=kt.optimizers.adamw(
@@ -98,4 +101,5 @@ with run.distribution_scope(args):
 """
 
 accuracy = classifier.print_accuracy(model, args, x_val, y_val, len(class_names))
+run.save_finetuned(model, args)  # --lora adapters, --export
 run.finish(history, args, val_accuracy=accuracy)

@@ -14,6 +14,8 @@ TensorBoard and prints the run folder::
 The run folder holds ``best.keras``, ``last.keras`` and ``tokenizer.json``; sample from it with
 ``python examples/generate.py --model <run>/best.keras``. Same as ``keras-transformers train lm``.
 Start the same command with ``--logdir <run>`` to resume an interrupted run.
+Fine-tune a checkpoint with ``--init-from <run>/best.keras --lora 4`` and serve it with
+``--export DIR`` (docs/guide/fine-tuning.md).
 """
 
 """
@@ -67,6 +69,7 @@ with run.distribution_scope(args):
             position=args.position,
             dropout=args.dropout,
         )
+    run.start_from(model, args)  # --init-from, --lora
     steps = run.steps_per_epoch(args, len(x_train))
     model.compile(
         optimizer=kt.optimizers.adamw(
@@ -98,4 +101,5 @@ Greedy continuation of ``--prompt`` by the trained model.
 """
 
 sample = lm.print_sample(model, tokenizer, args)
+run.save_finetuned(model, args)  # --lora adapters, --export
 run.finish(history, args, sample=sample)

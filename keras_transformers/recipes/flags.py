@@ -184,6 +184,38 @@ def add_common_arguments(parser, example):
     return parser
 
 
+#: the examples that take --init-from, --lora and --export (recipes.run.start_from / export_best)
+FINETUNE_EXAMPLES = ("lm", "classifier")
+
+
+def add_finetune_arguments(parser):
+    """``--init-from``, ``--lora`` and ``--export`` (fine-tuning from a checkpoint, serving)."""
+    group = parser.add_argument_group("fine-tuning and export")
+    group.add_argument(
+        "--init-from",
+        default=None,
+        metavar="PATH.keras",
+        help="start from the weights of this checkpoint (e.g. an earlier run's best.keras); "
+        "the model flags must build the same architecture",
+    )
+    group.add_argument(
+        "--lora",
+        type=positive_int,
+        default=None,
+        metavar="RANK",
+        help="fine-tune low-rank adapters of this rank on every attention projection "
+        "(kt.models.enable_lora), everything else frozen; the adapters are also saved as "
+        "lora_weights.npz in the run folder",
+    )
+    group.add_argument(
+        "--export",
+        default=None,
+        metavar="DIR",
+        help="after training, export best.keras to DIR with model.export (a TensorFlow "
+        "SavedModel on the TensorFlow and JAX backends)",
+    )
+
+
 def build_parser(example, prog=None):
     """The full ``argparse`` parser of one example (``"lm"``, ``"classifier"``, ``"seq2seq"``)."""
     if example not in EXAMPLES:
@@ -201,6 +233,8 @@ def build_parser(example, prog=None):
         epilog=epilog,
     )
     add_common_arguments(parser, example)
+    if example in FINETUNE_EXAMPLES:
+        add_finetune_arguments(parser)
     extra = parser.add_argument_group(f"{example} options")
     if example == "lm":
         extra.add_argument(
@@ -328,6 +362,9 @@ def parse_args(example, argv=None, prog=None):
         parser.error(f"--d-model={args.d_model} must be divisible by --heads={args.heads}")
     if args.warmup_steps is not None and args.warmup_steps < 0:
         parser.error(f"--warmup-steps={args.warmup_steps}: must be >= 0")
+    init_from = getattr(args, "init_from", None)
+    if init_from is not None and not (init_from.endswith(".keras") and os.path.isfile(init_from)):
+        parser.error(f"--init-from={init_from}: not a .keras file")
     args.example = example
     return args
 

@@ -259,6 +259,66 @@ def describe(model, args, num_train, num_val, steps):
     )
 
 
+def start_from(model, args):
+    """``--init-from`` (the checkpoint's weights) then ``--lora`` (adapters, the rest frozen) on
+    a freshly built ``model``, before ``compile``. Returns ``model``."""
+    from keras_transformers.models.lora import enable_lora
+
+    if getattr(args, "init_from", None):
+        try:
+            model.load_weights(args.init_from)
+        except (ValueError, KeyError, TypeError) as error:
+            raise SystemExit(
+                f"error: --init-from {args.init_from}: its weights do not fit the model these "
+                f"flags build ({type(model).__name__}, {model.count_params():,} parameters); use "
+                f"the model flags of the run that wrote it (its config.json). ({error})"
+            ) from error
+        print(f"init: weights from {args.init_from}")
+    if getattr(args, "lora", None):
+        enable_lora(model, args.lora)
+        trainable = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
+        total = sum(int(np.prod(w.shape)) for w in model.weights)
+        print(
+            f"LoRA rank {args.lora}: {trainable:,} of {total:,} parameters trainable "
+            f"({100.0 * trainable / total:.1f} %)"
+        )
+    return model
+
+
+def save_finetuned(model, args):
+    """After ``fit``: with ``--lora``, the adapters beside the checkpoints (``lora_weights.npz``);
+    with ``--export DIR``, ``best.keras`` exported by :func:`export_best`."""
+    from keras_transformers.models.lora import save_lora_weights
+
+    if getattr(args, "lora", None):
+        path = os.path.join(args.logdir, "lora_weights.npz")
+        save_lora_weights(model, path)
+        print(f"LoRA weights: {path}")
+    if getattr(args, "export", None):
+        export_best(args)
+
+
+def export_best(args):
+    """``--export DIR``: ``best.keras`` (else the last model) served by ``model.export``.
+
+    TensorFlow and JAX write a TensorFlow SavedModel (endpoint ``serve``); Keras' PyTorch path
+    needs ``torch_xla``, so on PyTorch this stops with that reason.
+    """
+    path = os.path.join(args.logdir, "best.keras")
+    if not os.path.exists(path):
+        path = os.path.join(args.logdir, "last.keras")
+    if keras.backend.backend() not in ("tensorflow", "jax"):
+        raise SystemExit(
+            f"error: --export: the {keras.backend.backend()} backend cannot write a SavedModel "
+            "here (Keras needs torch_xla for it); export from KERAS_BACKEND=tensorflow or jax "
+            f"with the checkpoint {path}"
+        )
+    model = keras.saving.load_model(path)
+    with user_errors("--export"):
+        model.export(args.export, format="tf_saved_model", verbose=False)
+    print(f"Exported {os.path.basename(path)} as a SavedModel (endpoint 'serve'): {args.export}")
+
+
 def finish(history, args, started=None, **summary):
     """Attach the run's results to the History, rewrite config.json and print the log folder.
 
