@@ -26,8 +26,10 @@ one (Keras refuses two). Optimizer slots take their variable's layout, so AdamW'
 sharded alike. The paths are those of :class:`~keras_transformers.models.BackboneModel` (every
 builder's and every ``kt.models.from_keras_hub`` model's): ``token_embedding/embeddings``,
 ``<block>/self_attention/qkv/kernel``, ``<block>/feedforward/inner/kernel``, ... LoRA factors
-(``lora_kernel_a`` / ``lora_kernel_b``) follow their kernel's split axis; mixture-of-experts
-expert kernels ``(E, d, f)`` / ``(E, f, d)`` are split over ``model`` like the feed-forward's.
+(``lora_kernel_a`` / ``lora_kernel_b``) follow their kernel's split axis. A mixture-of-experts
+feed-forward (``feedforward="moe"``) holds one FeedForward per expert
+(``feedforward/expert_<e>/inner``, ``.../outer``): each expert is split column/row-wise like the
+dense one (tensor parallel inside every expert), its router replicated.
 
 Every split axis must divide by the mesh axis (``d_model``, ``ff_dim``, the fused projection
 widths and the vocabulary by the ``model`` size; ``d_model`` by the ``batch`` size). Keras'
@@ -120,16 +122,6 @@ RULES = (
         "lora_row",
         "LoRA A (f, r) of the feed-forward outer: rows over model",
     ),
-    (
-        r"(?:.*/)?[^/]*experts?[^/]*/(?:inner|gate|up|gate_up|expert_inner)[^/]*kernel",
-        "expert_column",
-        "mixture-of-experts inner kernels (E, d, f): f over model",
-    ),
-    (
-        r"(?:.*/)?[^/]*experts?[^/]*/(?:outer|down|expert_outer)[^/]*kernel",
-        "expert_row",
-        "mixture-of-experts outer kernels (E, f, d): f over model",
-    ),
 )
 
 #: What stays replicated (no rule matches): for the docs table and the report of :func:`describe`.
@@ -139,7 +131,8 @@ REPLICATED = (
     "position tables (learned, ViT 2D, T5 buckets, Shaw, Transformer-XL u/v/W_R)",
     "attention cores' own weights (Performer/RFA features, LSH rotations, routing centroids, "
     "Linformer E/F, adaptive span, distance-aware scalars, ETC globals)",
-    "classifier / regression heads, the MoE router, ViT patch embedding and class token",
+    "classifier / regression heads, the mixture-of-experts router, ViT patch embedding and "
+    "class token",
     "memories and buffers (kNN keys/values, Transformer-XL carry)",
 )
 
@@ -153,8 +146,6 @@ def axes_for(kind, model, data):
         "row": (model, data),
         "lora_column": (None, model),
         "lora_row": (model, None),
-        "expert_column": (None, data, model),
-        "expert_row": (None, model, data),
     }[kind]
 
 

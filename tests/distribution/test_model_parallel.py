@@ -13,8 +13,11 @@ from keras_transformers import distribution
 MESH = keras.distribution.DeviceMesh((2, 2), ("batch", "model"), np.array(["d"] * 4).reshape(2, 2))
 
 
-def families():
-    """One small model of each family (built here, on the test's backend)."""
+FAST = ("lm", "moe_rms_qk_norm", "from_keras_hub_gpt2")
+
+
+def families(names=None):
+    """One small model of each family (built here, on the test's backend); ``names``: a subset."""
     kw = dict(d_model=16, num_heads=2)
     models = {
         "lm": kt.models.build_decoder_lm(32, 8, num_layers=1, position="rope", **kw),
@@ -32,8 +35,18 @@ def families():
         "vit": kt.models.build_vit(8, 4, 3, num_layers=1, **kw),
         "xl_position": kt.models.build_decoder_lm(32, 8, num_layers=1, position="xl", **kw),
         "performer": kt.models.build_decoder_lm(32, 8, num_layers=1, attention="performer", **kw),
+        "moe_rms_qk_norm": kt.models.build_decoder_lm(
+            32,
+            8,
+            num_layers=1,
+            feedforward="moe",
+            num_experts=2,
+            norm="rms",
+            qk_norm=True,
+            **kw,
+        ),  # fmt: skip
     }
-    if hasattr(kt.models, "from_keras_hub"):
+    if hasattr(kt.models, "from_keras_hub") and (names is None or "from_keras_hub_gpt2" in names):
         import keras_hub
 
         hub = keras_hub.models.GPT2Backbone(
@@ -41,14 +54,14 @@ def families():
             intermediate_dim=32, max_sequence_length=8,
         )  # fmt: skip
         models["from_keras_hub_gpt2"] = kt.models.from_keras_hub(hub)
-    return models
+    return {key: model for key, model in models.items() if names is None or key in names}
 
 
-def test_every_weight_has_one_rule_and_the_large_matrices_are_sharded():
+def check_rules(models):
     """The rules are exclusive (Keras refuses two matches) and cover the big matrices: in every
     family the sharded weights hold most parameters; what stays replicated is small."""
     layout_map = distribution.get_layout_map(MESH)
-    for name, model in families().items():
+    for name, model in models.items():
         sharded = total = 0
         for variable in model.weights:
             rule = distribution.rule_for(variable.path)  # raises on two matches
@@ -68,6 +81,18 @@ def test_every_weight_has_one_rule_and_the_large_matrices_are_sharded():
         assert sharded / total > 0.5, (name, sharded, total)
 
 
+def test_every_weight_has_one_rule_and_the_large_matrices_are_sharded():
+    """LM, MoE + RMSNorm + qk-norm, and a keras-hub GPT-2 through from_keras_hub."""
+    check_rules(families(FAST))
+
+
+@pytest.mark.slow
+def test_rules_for_every_family():
+    """Also GQA + SwiGLU + untied head, classifier, seq2seq, ViT, Transformer-XL positions,
+    Performer (the core's random features replicated)."""
+    check_rules(families())
+
+
 def test_table_entries():
     """Column-parallel fan-out, row-parallel fan-in, vocabulary-split embedding, norms replicated."""
     layout_map = distribution.get_layout_map(MESH)
@@ -82,6 +107,9 @@ def test_table_entries():
         "encoder_block_1/feedforward/outer/kernel": ("model", "batch"),
         "decoder_block_0/self_attention/qkv/lora_kernel_b": (None, "model"),
         "decoder_block_0/feedforward/outer/lora_kernel_a": ("model", None),
+        "decoder_block_0/feedforward/expert_1/inner/kernel": ("batch", "model"),
+        "decoder_block_0/feedforward/expert_1/outer/kernel": ("model", "batch"),
+        "decoder_block_0/feedforward/router/kernel": None,
         "decoder_block_0/feedforward/outer/bias": None,
         "decoder_block_0/self_attention_norm/gamma": None,
         "final_norm/scale": None,
@@ -135,7 +163,7 @@ def test_sharded_step_equals_single_device_step_and_loads_on_one_device(tmp_path
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kind", ["gated", "seq2seq"])
+@pytest.mark.parametrize("kind", ["gated", "moe", "seq2seq"])
 def test_sharded_step_other_families(tmp_path, kind):
     """Untied head + GQA + SwiGLU, and the encoder-decoder (cross-attention query/kv)."""
     pytest.importorskip("jax")
@@ -145,3 +173,53 @@ def test_sharded_step_other_families(tmp_path, kind):
     assert any("cross_attention/kv/kernel" in row[0] and row[2] for row in result["rows"]) or (
         kind != "seq2seq"
     )
+
+
+RECIPE_ARGS = [
+    "--d-model", "16", "--heads", "2", "--layers", "1", "--seq-len", "16",
+    "--batch-size", "8", "--epochs", "2", "--steps-per-epoch", "3", "--dropout", "0",
+    "--verbose", "0", "--seed", "4", "--lr", "3e-3", "--max-chars", "4000",
+]  # fmt: skip
+
+
+@pytest.mark.slow
+def test_recipe_model_parallel_matches_one_device_and_resumes(tmp_path):
+    """``train_lm.py --distribute model_parallel --mesh 2,2`` (4 virtual devices) vs the same
+    run on one device: same losses (1e-4). A model-parallel run killed in epoch 1 and started
+    again resumes to the uninterrupted run's losses; its best.keras loads here on one device."""
+    pytest.importorskip("jax")
+    from distribution_helpers import start_example
+
+    def args(name, *extra):
+        return [*RECIPE_ARGS, "--logdir", str(tmp_path / name), *extra]
+
+    mp = ["--distribute", "model_parallel", "--mesh", "2,2"]
+    started = {
+        "single": start_example(tmp_path, "train_lm.py", "single", args("single"), "jax"),
+        "mesh": start_example(
+            tmp_path, "train_lm.py", "mesh", args("mesh", *mp), "jax", **FOUR_DEVICES
+        ),
+        "killed": start_example(
+            tmp_path,
+            "train_lm.py",
+            "killed",
+            args("killed", *mp),
+            "jax",
+            kill_at="1,1",
+            **FOUR_DEVICES,
+        ),  # fmt: skip
+    }
+    killed_process, _ = started.pop("killed")
+    killed_process.communicate(timeout=900)
+    assert killed_process.returncode != 0  # SIGKILLed in epoch 1
+    results = {key: finish(*pair, timeout=900) for key, pair in started.items()}
+    np.testing.assert_allclose(results["mesh"]["loss"], results["single"]["loss"], atol=1e-4)
+    resumed = finish(
+        *start_example(tmp_path, "train_lm.py", "resumed", args("killed", *mp), "jax",
+                       **FOUR_DEVICES),
+        timeout=900,
+    )  # fmt: skip
+    # the resumed run trains epoch 1 only; its loss equals the uninterrupted run's epoch 1
+    np.testing.assert_allclose(resumed["loss"][-1], results["mesh"]["loss"][-1], atol=1e-4)
+    loaded = keras.saving.load_model(str(tmp_path / "killed" / "best.keras"))
+    assert loaded.count_params() > 0

@@ -47,6 +47,11 @@ def build(kind=KIND):
             activation="swiglu",
             tie_embeddings=False,
         )
+    if kind == "moe":  # mixture of experts, RMSNorm, qk-norm
+        return kt.models.build_decoder_lm(
+            VOCAB, LENGTH, d_model=16, num_heads=2, num_layers=1, ff_dim=32,
+            feedforward="moe", num_experts=2, norm="rms", qk_norm=True,
+        )  # fmt: skip
     if kind == "seq2seq":
         return kt.models.build_seq2seq(
             VOCAB, VOCAB, LENGTH, LENGTH, d_model=16, num_heads=2, ff_dim=32, dropout=0.0
