@@ -90,8 +90,9 @@ class Generator:
         if self.final_norm is not None:
             x = self.final_norm(x)
         if self.output_head is not None:
-            return ops.cast(self.output_head(x), "float32")  # (B, l, V_out)
-        logits = ops.cast(self.embedding(x, reverse=True), "float32")  # (B, l, V)
+            logits = ops.cast(self.output_head(x), "float32")  # (B, l, V_out)
+        else:
+            logits = ops.cast(self.embedding(x, reverse=True), "float32")  # (B, l, V)
         cap = getattr(self.model, "logit_soft_cap", None)  # Gemma 2
         return logits if cap is None else cap(logits)
 
