@@ -13,3 +13,12 @@ def _reset_keras_state():
     keras.utils.set_random_seed(0)
     yield
     keras.config.set_dtype_policy("float32")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Under ``pytest -n 2 --dist loadgroup`` (scripts/test.sh) the tests of one file stay on one
+    worker, so a module-scoped fixture (a trained journey, a built model) is made once; the
+    contract suite, whose files hold hundreds of independent cases, is spread over the workers."""
+    for item in items:
+        if "contract" not in item.path.parts:
+            item.add_marker(pytest.mark.xdist_group(item.path.stem))
