@@ -31,11 +31,11 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 parser = argparse.ArgumentParser(description=__doc__.split("\n")[2])
-parser.add_argument("--chars", type=int, default=40_000, help="characters of built-in text")
+parser.add_argument("--chars", type=int, default=120_000, help="characters of built-in text")
 parser.add_argument("--length", type=int, default=64, help="window (characters)")
 parser.add_argument("--layers", type=int, default=8)
 parser.add_argument("--d-model", type=int, default=64)
-parser.add_argument("--epochs", type=int, default=3)
+parser.add_argument("--epochs", type=int, default=6)
 parser.add_argument("--batch-size", type=int, default=32)
 parser.add_argument("--seed", type=int, default=0)
 args = parser.parse_args()
@@ -99,7 +99,7 @@ for label, options in (
         batch_size=args.batch_size,
         epochs=args.epochs,
         verbose=2,
-        callbacks=[schedule],
+        callbacks=[schedule] if options["intermediate_layers"] else [],
     )
     results[label] = held_out_bits(model)
     print(f"{label}: held-out {results[label]:.3f} bits/char ({time.time() - start:.0f} s)")
