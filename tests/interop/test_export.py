@@ -53,3 +53,41 @@ def test_an_int8_model_exports_and_serves_the_same_logits(tmp_path):
     model.export(path, format="tf_saved_model", verbose=False)
     served = tf.saved_model.load(path)
     np.testing.assert_allclose(served.serve(tf.constant(x)).numpy(), want, atol=1e-5)
+
+
+JAX_EXPORT = """
+import sys
+import numpy as np
+import keras
+import keras_transformers as kt
+import tensorflow as tf
+
+model = kt.models.build_decoder_lm(
+    vocab_size=40, max_length=12, d_model=16, num_heads=2, num_layers=1, ff_dim=32
+)
+x = np.random.default_rng(0).integers(1, 40, size=(3, 12)).astype("int32")
+want = keras.ops.convert_to_numpy(model(x))
+model.export(sys.argv[1], format="tf_saved_model", verbose=False)
+served = tf.saved_model.load(sys.argv[1])
+np.testing.assert_allclose(served.serve(tf.constant(x)).numpy(), want, atol=1e-5)
+np.testing.assert_allclose(served.serve(tf.constant(x[:, :7])).numpy(), want[:, :7], atol=1e-5)
+"""
+
+
+@pytest.mark.slow
+def test_a_jax_model_exports_with_a_symbolic_length(tmp_path):
+    """On JAX, jax2tf traces a symbolic batch and length: the learned position table gathers its
+    rows (no Python comparison with max_length), and shorter inputs are served too (causal)."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "KERAS_BACKEND": "jax", "TF_CPP_MIN_LOG_LEVEL": "3"}
+    result = subprocess.run(
+        [sys.executable, "-c", JAX_EXPORT, str(tmp_path / "jax_served")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
