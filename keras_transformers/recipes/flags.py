@@ -203,9 +203,10 @@ def add_finetune_arguments(parser):
         type=positive_int,
         default=None,
         metavar="RANK",
-        help="fine-tune low-rank adapters of this rank on every attention projection "
-        "(kt.models.enable_lora), everything else frozen; the adapters are also saved as "
-        "lora_weights.npz in the run folder",
+        help="fine-tune low-rank adapters of this rank on the query and value projections "
+        "(the fused qkv of self-attention; kt.models.enable_lora's default targets), "
+        "everything else frozen; the adapters are also saved as lora_weights.npz in the run "
+        "folder",
     )
     group.add_argument(
         "--export",
