@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 from distribution_helpers import finish, free_ports, start_example, start_worker
 
+import keras_transformers  # noqa: F401  (registers the classes load_model meets)
+
 
 def tf_config(ports, index):
     cluster = {"worker": [f"localhost:{port}" for port in ports]}
@@ -95,8 +97,6 @@ def test_recipe_multi_worker_matches_single_process(tmp_path, backend):
     np.testing.assert_allclose(results[0]["loss"], results["single"]["loss"], atol=1e-4)
     assert results[1]["logdir"].endswith("worker-1")
     import keras
-
-    import keras_transformers  # noqa: F401
 
     assert keras.saving.load_model(str(tmp_path / "multi" / "best.keras")).count_params()
 
