@@ -35,6 +35,7 @@ from .lra import (
     listops,
 )
 from .pipelines import classification_dataset, lm_dataset, make_pipeline, seq2seq_dataset
+from .recall import make_recall_streams, recall_vocabulary_size
 from .seq2seq import encode_pairs, load_tsv_pairs
 from .streams import make_segment_streams, stream_position
 from .tasks import (
@@ -61,6 +62,8 @@ from .tokenizers import (
 )
 
 __all__ = [
+    "make_recall_streams",
+    "recall_vocabulary_size",
     "GridWorld",
     "TrajectoryDataset",
     "generate_dataset",

@@ -19,6 +19,7 @@ from keras_transformers.memory.memorizing import (
     knn_memories,
 )
 from keras_transformers.memory.segment import SegmentDocuments, TransformerXLBlock
+from keras_transformers.memory.spalm import EpisodicMemory, SPALMGate
 from keras_transformers.memory.state import (
     MemoryReset,
     StatefulMemory,
@@ -46,4 +47,6 @@ __all__ = [
     "knn_lm_log_probs",
     "knn_memories",
     "top_k_search",
+    "EpisodicMemory",
+    "SPALMGate",
 ]
