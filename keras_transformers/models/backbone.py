@@ -35,7 +35,6 @@ Example:
 import copy
 
 import keras
-from keras_hub.layers import ReversibleEmbedding
 
 from keras_transformers import attention as attention_registry
 from keras_transformers import positional
@@ -181,7 +180,7 @@ def run_backbone(
     embed_pos, _ = (None, None) if position_layer is not None else resolve_position(position)
     parts = dict.fromkeys(PARTS)
     if embedded is None:
-        parts["token_embedding"] = ReversibleEmbedding(
+        parts["token_embedding"] = keras.layers.ReversibleEmbedding(
             vocab_size, d_model, tie_weights=tie_embeddings, name=f"{prefix}token_embedding"
         )
         x = parts["token_embedding"](token_ids)  # (B, L, d)

@@ -50,6 +50,9 @@ def test_int8_quantizes_every_projection_and_keeps_the_logits(build):
     assert _float_projection_kernels(model)  # float before
     model.quantize("int8")
     assert _float_projection_kernels(model) == []
+    # the token embedding (and the tied head that reads it) is int8 too
+    embedding = getattr(model, "backbone", model).token_embedding
+    assert str(embedding.embeddings.dtype) == "int8"
     got = np.asarray(model.predict(x, verbose=0), "float32")
     assert _relative_error(got, want) < 0.05
 
@@ -80,6 +83,7 @@ x = np.load(sys.argv[2])
 np.save(sys.argv[3], np.asarray(model.predict(x, verbose=0), "float32"))
 kernels = [w for layer in model.transformer_layers for w in layer.weights if w.path.endswith("/kernel")]
 assert kernels and all(str(w.dtype) == "int8" for w in kernels), [(w.path, w.dtype) for w in kernels]
+assert str(model.token_embedding.embeddings.dtype) == "int8"
 """
 
 
