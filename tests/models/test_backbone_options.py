@@ -182,7 +182,10 @@ def test_defaults_are_the_previous_architecture():
     assert m.embedding_scale is None and m.logit_soft_cap is None
     assert block.self_attention.qkv_dense.bias is not None
     assert block.feedforward.inner.bias is not None and block.self_attention.query_norm is None
-    assert isinstance(m.token_embedding, keras.layers.ReversibleEmbedding) and m.token_embedding.tie_weights
+    assert (
+        isinstance(m.token_embedding, keras.layers.ReversibleEmbedding)
+        and m.token_embedding.tie_weights
+    )
 
 
 def test_layer_norm_options_match_numpy():
