@@ -1,4 +1,4 @@
-"""Backend-agnostic math on ``keras.ops``: masks and attention kernels."""
+"""Backend-agnostic math on ``keras.ops``: masks and attention kernels (dense, blocked exact)."""
 
 from keras_transformers.ops.attention import (
     attend,
@@ -8,6 +8,7 @@ from keras_transformers.ops.attention import (
     repeat_kv_heads,
     zero_empty_rows,
 )
+from keras_transformers.ops.flash_attention import flash_attention
 from keras_transformers.ops.masks import (
     causal_mask,
     check_attention_mask,
@@ -21,6 +22,7 @@ __all__ = [
     "check_attention_mask",
     "check_padding_mask",
     "combine_masks",
+    "flash_attention",
     "heads_first",
     "heads_last",
     "masked_softmax",
