@@ -33,6 +33,7 @@ def test_arguments_are_validated():
         bench.parse_args(["--quick", "--eval-tokens", "4"])  # fewer than one 2L window
 
 
+@pytest.mark.slow  # ~40 s of training; the argument checks stay in the default run
 def test_quick_run_writes_report_and_plot(tmp_path):
     out, png = tmp_path / "extrapolation.json", tmp_path / "extrapolation.png"
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")

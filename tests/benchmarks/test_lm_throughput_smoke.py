@@ -53,6 +53,7 @@ def test_tokens_are_deterministic_bigrams():
     assert max(len(s) for s in successors.values()) <= bench.SUCCESSORS
 
 
+@pytest.mark.slow  # the whole --quick run; one worker step stays in the default run
 def test_quick_run_reports_every_model(tmp_path):
     out = tmp_path / "lm_throughput.json"
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
