@@ -57,6 +57,8 @@ import numpy as np
 import keras_transformers as kt
 
 keras.utils.set_random_seed(args.seed)
+if os.path.exists(os.path.join(args.logdir, "finetuned.keras")):  # never overwrite a finished run
+    raise SystemExit(f"error: --logdir {args.logdir} holds a finished run; pass another --logdir")
 os.makedirs(args.logdir, exist_ok=True)
 
 """
@@ -210,3 +212,6 @@ if args.lora:
 path = os.path.join(args.logdir, "finetuned.keras")
 model.save(path)
 print(f"saved {path}")
+if tokens.hub is None:  # examples/generate.py reads tokenizer.json beside the checkpoint
+    tokens.bytes.save(os.path.join(args.logdir, "tokenizer.json"))
+    print(f"sample from it: python examples/generate.py --model {path}")
