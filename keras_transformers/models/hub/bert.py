@@ -12,8 +12,8 @@ The input length is ``max_length`` (our text encoder takes a fixed length): pass
 ``max_length=128`` (say) to use the first 128 rows of the 512-row position table.
 """
 
-from keras_transformers.models.hub.common import Conversion, attention_weights
-from keras_transformers.models.hub.gpt2 import layer_norms_and_dense
+from keras_transformers.models.hub.common import Conversion
+from keras_transformers.models.hub.gpt2 import transformer_layer_weights
 
 
 def convert(backbone, weights):
@@ -45,20 +45,7 @@ def convert(backbone, weights):
         "embedding_norm.beta": weights["embeddings_layer_norm/beta"],
     }
     for i in range(config["num_layers"]):
-        src = f"transformer_layer_{i}/"
-        att = src + "self_attention_layer/"
-        ours.update(
-            attention_weights(
-                i,
-                *(weights[f"{att}{role}/kernel"] for role in ("query", "key", "value")),
-                weights[f"{att}attention_output/kernel"],
-                biases=[
-                    weights[f"{att}{role}/bias"]
-                    for role in ("query", "key", "value", "attention_output")
-                ],
-            )
-        )
-        ours.update(layer_norms_and_dense(i, weights, src))
+        ours.update(transformer_layer_weights(i, weights, "self_attention_layer"))
     dropped = [name for name in weights if name.startswith("pooled_dense/")]
     return Conversion(
         "bert",

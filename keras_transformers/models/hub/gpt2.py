@@ -33,30 +33,28 @@ def convert(backbone, weights):
         "final_norm.beta": weights["layer_norm/beta"],
     }
     for i in range(config["num_layers"]):
-        src = f"transformer_layer_{i}/"
-        att = src + "self_attention/"
-        ours.update(
-            attention_weights(
-                i,
-                *(weights[f"{att}{role}/kernel"] for role in ("query", "key", "value")),
-                weights[f"{att}attention_output/kernel"],
-                biases=[
-                    weights[f"{att}{role}/bias"]
-                    for role in ("query", "key", "value", "attention_output")
-                ],
-            )
-        )
-        ours.update(layer_norms_and_dense(i, weights, src))
+        ours.update(transformer_layer_weights(i, weights, "self_attention"))
     return Conversion(
         "gpt2", "decoder_lm", arguments, ours, truncatable=("position_embedding.table",)
     )
 
 
-def layer_norms_and_dense(i, weights, src):
-    """The norms and feed-forward of keras-hub's ``TransformerDecoder``/``Encoder`` block ``i``
-    (``self_attention_layer_norm``, ``feedforward_layer_norm``, ``feedforward_*_dense``)."""
+def transformer_layer_weights(i, weights, attention):
+    """Our weights of keras-hub's ``TransformerDecoder``/``Encoder`` block ``i`` (GPT-2, BERT):
+    its biased ``query``/``key``/``value``/``attention_output`` projections (fused into ours) under
+    the sub-layer named ``attention``, ``self_attention_layer_norm``, ``feedforward_layer_norm``
+    and ``feedforward_*_dense``."""
+    src = f"transformer_layer_{i}/"
+    att = f"{src}{attention}/"
+    ours = attention_weights(
+        i,
+        *(weights[f"{att}{role}/kernel"] for role in ("query", "key", "value")),
+        weights[f"{att}attention_output/kernel"],
+        biases=[
+            weights[f"{att}{role}/bias"] for role in ("query", "key", "value", "attention_output")
+        ],
+    )
     block = f"transformer_layers.{i}."
-    ours = {}
     for ours_name, theirs in (
         ("self_attention_norm", "self_attention_layer_norm"),
         ("feedforward_norm", "feedforward_layer_norm"),
