@@ -4,5 +4,5 @@
 # Extra arguments go to examples/train_lm.py (see --help), e.g. --attention performer.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-source scripts/setup_env.sh
+source scripts/setup_env.sh ""  # no extras (an explicit argument: a sourced script would see this script's own)
 python examples/train_lm.py "$@"
