@@ -38,17 +38,20 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_transformers.memory.knn import _check_positive_int, top_k_search
+from keras_transformers.memory.datastore import TokenDatastore
+from keras_transformers.memory.knn import _check_positive_int
 
 DISTANCES = ("squared_l2", "l2")
 
 
 @keras.saving.register_keras_serializable(package="keras_transformers")
-class KNNLM(keras.layers.Layer):
+class KNNLM(TokenDatastore):
     """Datastore of (context embedding, next token) pairs and the kNN-LM interpolation.
 
     Call ``layer(hidden (B, L, d), logits (B, L, V))`` (or ``layer([hidden, logits])``) to get the
-    interpolated log-probabilities ``(B, L, V)``; :meth:`knn_probs` gives ``p_kNN`` alone.
+    interpolated log-probabilities ``(B, L, V)``; :meth:`knn_probs` gives ``p_kNN`` alone. The
+    store (:class:`~keras_transformers.memory.datastore.TokenDatastore`) is filled with
+    :meth:`add` (FIFO beyond ``S``) and saved with the model.
 
     Args:
         vocab_size: ``V``.
@@ -73,12 +76,10 @@ class KNNLM(keras.layers.Layer):
         chunk_size=8192,
         **kwargs,
     ):
-        super().__init__(**kwargs)
         self.vocab_size = _check_positive_int("vocab_size", vocab_size)
-        self.key_dim = _check_positive_int("key_dim", key_dim)
-        self.datastore_size = _check_positive_int("datastore_size", datastore_size)
-        self.top_k = _check_positive_int("top_k", top_k)
-        self.chunk_size = _check_positive_int("chunk_size", chunk_size)
+        super().__init__(
+            datastore_size, key_dim, top_k, chunk_size, vocab_size=self.vocab_size, **kwargs
+        )
         if not 0.0 <= float(interpolation) <= 1.0:
             raise ValueError(f"interpolation={interpolation!r}: must be in [0, 1].")
         if not float(temperature) > 0.0:
@@ -89,87 +90,14 @@ class KNNLM(keras.layers.Layer):
         self.temperature = float(temperature)
         self.distance = distance
 
-    def build(self, input_shape=None):
-        if self.built:
-            return
-        s = self.datastore_size
-        self.keys = self.add_weight(
-            name="keys", shape=(s, self.key_dim), initializer="zeros", trainable=False,
-            dtype="float32",
-        )  # fmt: skip
-        self.next_tokens = self.add_weight(
-            name="next_tokens", shape=(s,), initializer="zeros", trainable=False, dtype="int32"
-        )
-        self.valid = self.add_weight(
-            name="valid", shape=(s,), initializer="zeros", trainable=False, dtype="int32"
-        )
-        self.pointer = self.add_weight(
-            name="pointer", shape=(), initializer="zeros", trainable=False, dtype="int32"
-        )
-        self.built = True
-
-    # ----------------------------------------------------------------------------- datastore
-    def clear(self):
-        """Empty the datastore."""
-        self.build()
-        for var in (self.keys, self.next_tokens, self.valid, self.pointer):
-            var.assign(ops.zeros(var.shape, var.dtype))
-
-    def add(self, keys, next_tokens):
-        """Append pairs (eagerly, from numpy); the oldest are overwritten beyond ``S``.
-
-        Args:
-            keys: ``(n, d)`` context embeddings; next_tokens ``(n,)`` ints in ``[0, V)``.
-        """
-        self.build()
-        keys = np.asarray(keys, dtype="float32").reshape(-1, self.key_dim)
-        next_tokens = np.asarray(next_tokens).reshape(-1)
-        if len(keys) != len(next_tokens):
-            raise ValueError(
-                f"keys has {len(keys)} rows but next_tokens has {len(next_tokens)}: one token "
-                "per key."
-            )
-        if len(next_tokens) and (next_tokens.min() < 0 or next_tokens.max() >= self.vocab_size):
-            raise ValueError(f"next_tokens must lie in [0, vocab_size={self.vocab_size}).")
-        s = self.datastore_size
-        total = len(keys)
-        start = (int(ops.convert_to_numpy(self.pointer)) + max(total - s, 0)) % s
-        if total > s:  # written one by one, only the newest S would survive
-            keys, next_tokens = keys[-s:], next_tokens[-s:]
-        slots = (start + np.arange(len(keys))) % s
-        store_k = np.array(ops.convert_to_numpy(self.keys))
-        store_t = np.array(ops.convert_to_numpy(self.next_tokens))
-        store_v = np.array(ops.convert_to_numpy(self.valid))
-        store_k[slots] = keys
-        store_t[slots] = next_tokens
-        store_v[slots] = 1
-        self.keys.assign(store_k)
-        self.next_tokens.assign(store_t.astype("int32"))
-        self.valid.assign(store_v.astype("int32"))
-        self.pointer.assign(np.int32((start + len(keys)) % s))
-
-    def size(self):
-        """Number of stored pairs."""
-        return int(np.asarray(ops.convert_to_numpy(self.valid)).sum())
-
-    # ----------------------------------------------------------------------------- inference
     def neighbours(self, hidden):
         """``hidden (B, L, d) -> (distances (B, L, k), next_tokens (B, L, k), found (B, L, k))``."""
-        self.build()
         shape = hidden.shape
-        q = ops.reshape(ops.cast(hidden, "float32"), (-1, self.key_dim))  # (B·L, d)
-        scores, index, found = top_k_search(
-            q,
-            ops.convert_to_tensor(self.keys),
-            self.top_k,
-            valid=ops.convert_to_tensor(self.valid),
-            chunk_size=self.chunk_size,
-            metric="squared_l2",
-        )  # (B·L, k)
+        q = ops.reshape(hidden, (-1, self.key_dim))  # (B·L, d)
+        scores, tokens, found = self.search(q, metric="squared_l2")  # (B·L, k)
         dist = -scores
         if self.distance == "l2":
             dist = ops.sqrt(ops.maximum(dist, 0.0))
-        tokens = ops.take(ops.convert_to_tensor(self.next_tokens), index)  # (B·L, k)
         out_shape = tuple(-1 if s is None else s for s in shape[:-1]) + (self.top_k,)
         return (
             ops.reshape(dist, out_shape),
@@ -214,13 +142,9 @@ class KNNLM(keras.layers.Layer):
         return {
             **super().get_config(),
             "vocab_size": self.vocab_size,
-            "key_dim": self.key_dim,
-            "datastore_size": self.datastore_size,
-            "top_k": self.top_k,
             "interpolation": self.interpolation,
             "temperature": self.temperature,
             "distance": self.distance,
-            "chunk_size": self.chunk_size,
         }
 
 

@@ -36,23 +36,23 @@ Example:
 """
 
 import keras
-import numpy as np
 from keras import ops
 
-from keras_transformers.memory.knn import _check_positive_int, top_k_search
+from keras_transformers.memory.datastore import TokenDatastore
 from keras_transformers.ops.attention import masked_softmax
 
 METRICS = ("squared_l2", "dot")
 
 
 @keras.saving.register_keras_serializable(package="keras_transformers")
-class EpisodicMemory(keras.layers.Layer):
+class EpisodicMemory(TokenDatastore):
     """SPALM's long-term memory: a store of ``(context key, next token)`` pairs searched by kNN.
 
     Call ``memory(hidden (B, L, d))`` -> ``(token_ids (B, L, k) int32, found (B, L, k) bool)``,
     the next tokens of the ``k`` nearest keys (exact chunked top-k, gradients stopped), sorted
-    nearest first. The store is filled outside the graph with :meth:`add` (FIFO once full) and
-    saved with the model (non-trainable variables); it is *not* a ``StatefulMemory``: a
+    nearest first. The store (:class:`~keras_transformers.memory.datastore.TokenDatastore`, the
+    same as kNN-LM's) is filled outside the graph with :meth:`add` (FIFO once full) and saved
+    with the model (non-trainable variables); it is *not* a ``StatefulMemory``: a
     ``MemoryReset`` leaves it alone.
 
     Args:
@@ -66,90 +66,21 @@ class EpisodicMemory(keras.layers.Layer):
     def __init__(
         self, datastore_size, key_dim, top_k=4, metric="squared_l2", chunk_size=4096, **kwargs
     ):
-        super().__init__(**kwargs)
-        self.datastore_size = _check_positive_int("datastore_size", datastore_size)
-        self.key_dim = _check_positive_int("key_dim", key_dim)
-        self.top_k = _check_positive_int("top_k", top_k)
+        super().__init__(datastore_size, key_dim, top_k, chunk_size, **kwargs)
         if metric not in METRICS:
             raise ValueError(f"metric={metric!r}: allowed values are {', '.join(METRICS)}.")
         self.metric = metric
-        self.chunk_size = _check_positive_int("chunk_size", chunk_size)
-
-    def build(self, input_shape=None):
-        if self.built:
-            return
-        s = self.datastore_size
-        self.keys = self.add_weight(
-            name="keys", shape=(s, self.key_dim), initializer="zeros", trainable=False
-        )
-        self.next_tokens = self.add_weight(
-            name="next_tokens", shape=(s,), initializer="zeros", trainable=False, dtype="int32"
-        )
-        self.valid = self.add_weight(
-            name="valid", shape=(s,), initializer="zeros", trainable=False, dtype="int32"
-        )
-        self.pointer = self.add_weight(
-            name="pointer", shape=(), initializer="zeros", trainable=False, dtype="int32"
-        )
-        self.built = True
-
-    def clear(self):
-        """Empty the store."""
-        self.build()
-        for var in (self.keys, self.next_tokens, self.valid, self.pointer):
-            var.assign(np.zeros(var.shape, var.dtype))
-
-    def add(self, keys, next_tokens):
-        """Append pairs (numpy, eager): ``keys (N, d)``, ``next_tokens (N,)``; FIFO when full."""
-        self.build()
-        keys = np.asarray(keys, "float32").reshape(-1, self.key_dim)
-        tokens = np.asarray(next_tokens, "int32").reshape(-1)
-        if len(keys) != len(tokens):
-            raise ValueError(f"keys has {len(keys)} rows but next_tokens has {len(tokens)}.")
-        s = self.datastore_size
-        if len(keys) > s:  # only the newest S survive
-            keys, tokens = keys[-s:], tokens[-s:]
-        start = int(ops.convert_to_numpy(self.pointer))
-        slots = (start + np.arange(len(keys))) % s
-        all_keys = ops.convert_to_numpy(self.keys).copy()
-        all_tokens = ops.convert_to_numpy(self.next_tokens).copy()
-        valid = ops.convert_to_numpy(self.valid).copy()
-        all_keys[slots], all_tokens[slots], valid[slots] = keys, tokens, 1
-        self.keys.assign(all_keys)
-        self.next_tokens.assign(all_tokens)
-        self.valid.assign(valid)
-        self.pointer.assign(np.array((start + len(keys)) % s, "int32"))
-
-    def size(self):
-        """Number of filled slots."""
-        return int(ops.convert_to_numpy(self.valid).sum())
 
     def call(self, hidden):
-        q = ops.stop_gradient(ops.cast(hidden, "float32"))  # (B, L, d)
-        _, index, found = top_k_search(
-            q,
-            ops.convert_to_tensor(self.keys),
-            self.top_k,
-            valid=ops.convert_to_tensor(self.valid),
-            chunk_size=self.chunk_size,
-            metric=self.metric,
-        )  # (B, L, k)
-        tokens = ops.take(ops.convert_to_tensor(self.next_tokens), index, axis=0)  # (B, L, k)
-        return ops.cast(tokens, "int32"), found
+        _, tokens, found = self.search(hidden, metric=self.metric)  # (B, L, k)
+        return tokens, found
 
     def compute_output_spec(self, hidden):
         shape = (*hidden.shape[:-1], self.top_k)
         return keras.KerasTensor(shape, "int32"), keras.KerasTensor(shape, "bool")
 
     def get_config(self):
-        return {
-            **super().get_config(),
-            "datastore_size": self.datastore_size,
-            "key_dim": self.key_dim,
-            "top_k": self.top_k,
-            "metric": self.metric,
-            "chunk_size": self.chunk_size,
-        }
+        return {**super().get_config(), "metric": self.metric}
 
 
 @keras.saving.register_keras_serializable(package="keras_transformers")
