@@ -26,15 +26,15 @@ import keras
 import numpy as np
 
 from keras_transformers.memory.knn import _check_positive_int
-from keras_transformers.memory.segment import SegmentDocuments, TransformerXLBlock
+from keras_transformers.memory.segment import TransformerXLBlock
 from keras_transformers.memory.spalm import METRICS, EpisodicMemory, SPALMGate
 from keras_transformers.memory.state import reset_memory
 from keras_transformers.models.backbone import builder_arguments, check_model_sizes
-from keras_transformers.models.decoder_lm import DecoderLM
+from keras_transformers.models.transformer_xl import TransformerXLLM, xl_block_arguments
 
 
 @keras.saving.register_keras_serializable(package="keras_transformers")
-class SPALMLM(DecoderLM):
+class SPALMLM(TransformerXLLM):
     """SPALM LM on the shared backbone, with ``generate``.
 
     ``SPALMLM(**config)`` with the arguments of :func:`build_spalm_lm`. Parts as in
@@ -64,33 +64,19 @@ class SPALMLM(DecoderLM):
         activation,
         chunk_size,
     ):
-        token_ids = keras.Input(
-            batch_shape=(batch_size, segment_length), dtype="int32", name="token_ids"
+        common = xl_block_arguments(
+            num_heads, d_model, ff_dim, memory_length, batch_size, dropout, activation
         )
-        self.documents = SegmentDocuments(batch_size, document_start_id, name="documents")
-        documents = self.documents(token_ids)  # (B, L)
-        blocks = [
-            TransformerXLBlock(
-                num_heads,
-                d_model // num_heads,
-                ff_dim or 4 * d_model,
-                memory_length,
-                batch_size=batch_size,
-                dropout=dropout,
-                activation=activation,
-                name=f"xl_block_{i}",
-            )
-            for i in range(num_layers)
-        ]
-        hidden = self.assemble(
-            token_ids,
+        blocks = [TransformerXLBlock(**common, name=f"xl_block_{i}") for i in range(num_layers)]
+        token_ids, hidden = self.assemble_segments(
+            segment_length,
+            batch_size,
+            document_start_id,
             blocks,
             vocab_size=vocab_size,
             d_model=d_model,
-            position=None,
             dropout=dropout,
             tie_embeddings=True,  # SPALM shares W between input, output and the memory values
-            documents=documents,
         )  # (B, L, d): h^R
         self.long_term_memory = EpisodicMemory(
             datastore_size, d_model, top_k, metric, chunk_size, name="long_term_memory"

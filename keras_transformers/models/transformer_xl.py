@@ -63,19 +63,8 @@ class TransformerXLLM(DecoderLM):
     ):
         # compressive: compressed_memory_length, compression_rate, compression,
         # reconstruction_loss_weight (CompressiveTransformerBlock's own arguments)
-        token_ids = keras.Input(
-            batch_shape=(batch_size, segment_length), dtype="int32", name="token_ids"
-        )
-        self.documents = SegmentDocuments(batch_size, document_start_id, name="documents")
-        documents = self.documents(token_ids)
-        common = dict(
-            num_heads=num_heads,
-            key_dim=d_model // num_heads,
-            ff_dim=ff_dim or 4 * d_model,
-            memory_length=memory_length,
-            batch_size=batch_size,
-            dropout=dropout,
-            activation=activation,
+        common = xl_block_arguments(
+            num_heads, d_model, ff_dim, memory_length, batch_size, dropout, activation
         )
         if compressive["compressed_memory_length"] > 0:
             blocks = [
@@ -84,17 +73,42 @@ class TransformerXLLM(DecoderLM):
             ]
         else:
             blocks = [TransformerXLBlock(**common, name=f"xl_block_{i}") for i in range(num_layers)]
-        x = self.assemble(
-            token_ids,
+        token_ids, x = self.assemble_segments(
+            segment_length,
+            batch_size,
+            document_start_id,
             blocks,
             vocab_size=vocab_size,
             d_model=d_model,
-            position=None,
             dropout=dropout,
             tie_embeddings=tie_embeddings,
-            documents=documents,
-        )
+        )  # (B, L, d)
         return token_ids, self.logits_output(x)
+
+    def assemble_segments(self, segment_length, batch_size, document_start_id, blocks, **kwargs):
+        """The fixed-batch segment input, its :class:`SegmentDocuments` tracker (``documents``)
+        and :meth:`assemble` of the memory ``blocks`` (no position embedding: the blocks add
+        relative positions). Returns ``(token_ids (B, L), hidden (B, L, d))``."""
+        token_ids = keras.Input(
+            batch_shape=(batch_size, segment_length), dtype="int32", name="token_ids"
+        )
+        self.documents = SegmentDocuments(batch_size, document_start_id, name="documents")
+        documents = self.documents(token_ids)  # (B, L)
+        hidden = self.assemble(token_ids, blocks, position=None, documents=documents, **kwargs)
+        return token_ids, hidden
+
+
+def xl_block_arguments(num_heads, d_model, ff_dim, memory_length, batch_size, dropout, activation):
+    """The keyword arguments every Transformer-XL-style block of a builder shares."""
+    return dict(
+        num_heads=num_heads,
+        key_dim=d_model // num_heads,
+        ff_dim=ff_dim or 4 * d_model,
+        memory_length=memory_length,
+        batch_size=batch_size,
+        dropout=dropout,
+        activation=activation,
+    )
 
 
 def build_transformer_xl_lm(
