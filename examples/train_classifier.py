@@ -91,7 +91,7 @@ with run.distribution_scope(args):
         steps_per_epoch=steps,
         shuffle=False,
         epochs=args.epochs,
-        validation_data=(x_val, y_val),
+        validation_data=run.validation_data(args, (x_val, y_val)),
         callbacks=run.all_callbacks(args, x) + [attention_maps],
         verbose=args.verbose,
     )

@@ -90,7 +90,7 @@ with run.distribution_scope(args):
         steps_per_epoch=steps,
         shuffle=False,
         epochs=args.epochs,
-        validation_data=(x_val, val_targets, val_weights),
+        validation_data=run.validation_data(args, (x_val, val_targets, val_weights)),
         callbacks=run.all_callbacks(args, x),
         verbose=args.verbose,
     )

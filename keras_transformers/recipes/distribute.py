@@ -135,12 +135,32 @@ def initialize_jax():
     return jax.process_index(), jax.process_count()
 
 
-_WORKER = {"index": 0, "count": 1}
+_WORKER = {"index": 0, "count": 1, "shards": 1}
 
 
 def worker(args=None):
     """``(index, count)`` of this process in a multi-worker run (``(0, 1)`` otherwise)."""
     return _WORKER["index"], _WORKER["count"]
+
+
+def batch_shards():
+    """Ways this process's rows of a batch are split over its devices (1: not split).
+
+    JAX places every batch with ``jax.make_array_from_process_local_data``, which refuses rows
+    that do not divide (``IndivisibleError``); TensorFlow's strategies split uneven batches
+    themselves, so there it is 1.
+    """
+    return _WORKER["shards"]
+
+
+def _check_batch(args, mode, shards, what):
+    """``--batch-size`` must divide by the ``shards`` of the batch axis; remember ``shards``."""
+    if args.batch_size % shards:
+        _fail(
+            f"{mode}: --batch-size {args.batch_size} must be divisible by {shards}, the "
+            f"{what}; e.g. --batch-size {max(shards, args.batch_size // shards * shards)}"
+        )
+    _WORKER["shards"] = shards
 
 
 def _worker_logdir(args, index):
@@ -235,6 +255,7 @@ def scope(args):
     mesh = getattr(args, "mesh", None)
     if mesh is not None and mode != "model_parallel":
         _fail(f"{mode}: --mesh applies to --distribute model_parallel only")
+    _WORKER["shards"] = 1
     if mode == "none":
         yield
         return
@@ -250,7 +271,9 @@ def scope(args):
     if mode == "data_parallel":
         _need(backend, mode, ("jax",))
         distribution = keras.distribution.DataParallel()
-        print(f"DataParallel over {len(keras.distribution.list_devices())} devices")
+        devices = len(keras.distribution.list_devices())
+        _check_batch(args, mode, devices, "number of devices the batch is split over")
+        print(f"DataParallel over {devices} devices")
         with distribution.scope():
             yield
         return
@@ -258,8 +281,7 @@ def scope(args):
         _need(backend, mode, ("jax",))
         distribution = model_parallel_distribution(mesh)
         batch, model = distribution.device_mesh.shape
-        if args.batch_size % batch:
-            _fail(f"model_parallel: --batch-size {args.batch_size} must divide by {batch}")
+        _check_batch(args, mode, batch, "size of the mesh's batch axis (--mesh BATCH,MODEL)")
         print(f"ModelParallel on a {batch} x {model} (batch x model) mesh")
         with distribution.scope():
             yield
@@ -274,6 +296,9 @@ def scope(args):
             index, count = int(config["task"]["index"]), len(config["cluster"]["worker"])
             _WORKER.update(index=index, count=count)
             _worker_logdir(args, index)
+            replicas = strategy.num_replicas_in_sync
+            _check_batch(args, mode, replicas, "number of replicas (all workers' devices)")
+            _WORKER["shards"] = 1  # tf.distribute splits an uneven last batch itself
             print(
                 f"MultiWorkerMirroredStrategy: worker {index} of {count}, "
                 f"{strategy.num_replicas_in_sync} replicas"
@@ -284,6 +309,10 @@ def scope(args):
         index, count = initialize_jax()
         _WORKER.update(index=index, count=count)
         _worker_logdir(args, index)
+        import jax
+
+        # every process's --batch-size rows are split over its own devices
+        _check_batch(args, mode, jax.local_device_count(), "number of this process's devices")
         # every process feeds its own rows (local_rows); Keras shards only tf.data itself
         distribution = keras.distribution.DataParallel(auto_shard_dataset=False)
         print(
@@ -331,3 +360,43 @@ def stream_batch_size(args):
         if keras.backend.backend() == "jax":
             return args.batch_size * count
     return args.batch_size
+
+
+def validation_rows(args, arrays):
+    """``fit(validation_data=...)`` arrays whose last batch the batch axis can split.
+
+    Training batches are always whole (:func:`run.epoch_batches` streams ``steps`` full batches
+    per epoch) and ``--batch-size`` divides by the batch axis (checked by :func:`scope`), but
+    ``N`` validation examples end in a batch of ``N mod B`` rows, which JAX cannot place on a
+    batch axis of ``S`` devices unless ``S`` divides it. The last ``N mod S`` examples (at most
+    ``S - 1``) are left out, with a printed note: the validation loss and metrics are then exact
+    means over the ``N - N mod S`` examples kept (Keras weights each batch by its rows), never
+    diluted by padding rows. Nothing changes when the batch is not split (one device, TensorFlow).
+
+    Args:
+        arrays: ``(x, y)`` or ``(x, y, sample_weight)``; ``x`` may be a dict of arrays.
+    """
+    shards = batch_shards()
+    first = arrays[0]
+    num = len(next(iter(first.values())) if isinstance(first, dict) else first)
+    keep = num - num % shards
+    if keep == num:
+        return arrays
+    if keep == 0:
+        _fail(
+            f"{getattr(args, 'distribute', 'none')}: {num} validation examples cannot be split "
+            f"over the {shards}-way batch axis; give more validation data (--val-fraction)"
+        )
+    print(
+        f"validation: {keep} of {num} examples (the last {num - keep} cannot be split over the "
+        f"{shards}-way batch axis; the metrics are means over the {keep})"
+    )
+
+    def take(array):
+        if array is None:
+            return None
+        if isinstance(array, dict):
+            return {key: value[:keep] for key, value in array.items()}
+        return array[:keep]
+
+    return tuple(take(array) for array in arrays)

@@ -251,6 +251,12 @@ def epoch_batches(args, arrays, steps):
     return distribute.local_rows(args, stream)
 
 
+def validation_data(args, arrays):
+    """``fit(validation_data=...)`` under ``--distribute`` (:func:`distribute.validation_rows`):
+    ``arrays`` unchanged unless a JAX batch axis cannot split the last batch."""
+    return distribute.validation_rows(args, arrays)
+
+
 def describe(model, args, num_train, num_val, steps):
     """Print the sizes of the run before ``fit``."""
     print(

@@ -54,7 +54,9 @@ def finish(process, out, timeout=600):
         process.kill()
         stdout, stderr = process.communicate()
     assert process.returncode == 0, stdout[-2000:] + stderr[-4000:]
-    return json.loads(out.read_text())
+    result = json.loads(out.read_text())
+    result["stdout"] = stdout
+    return result
 
 
 # Runs an example script; with KILL_AT=<epoch>,<batch> the process SIGKILLs itself there.
@@ -78,10 +80,35 @@ RUNNER = textwrap.dedent("""
     run.make_callbacks = lambda *a, **k: make_callbacks(*a, **k) + [Kill()]
     out, script = sys.argv[1], os.path.join(os.environ["PYTHONPATH"], "examples", sys.argv[2])
     sys.argv = [script, *sys.argv[3:]]
-    history = runpy.run_path(script, run_name="__main__")["history"]
+    scope = runpy.run_path(script, run_name="__main__")
+    history = scope["history"]
+    weights = [keras.ops.convert_to_numpy(w.value) for w in scope["model"].weights]
+    import numpy as np
+
+    np.savez(out + ".npz", *weights)  # the final weights, in model.weights order
+    np.savez(out + ".val.npz", x=scope["x_val"], y=scope["y_val"])
     with open(out, "w") as handle:
-        json.dump({"loss": history.history["loss"], "logdir": history.logdir}, handle)
+        json.dump({"history": history.history, "loss": history.history["loss"],
+                   "logdir": history.logdir}, handle)
 """)
+
+
+# The recipe tests' run: a tiny LM (1 block of width 16, windows of 16 tokens, 2 epochs of 2
+# steps, batch 8 -> 23 validation windows) and no greedy sample, a few seconds per process.
+RECIPE_ARGS = [
+    "--d-model", "16", "--heads", "2", "--layers", "1", "--seq-len", "16",
+    "--batch-size", "8", "--epochs", "2", "--steps-per-epoch", "2", "--dropout", "0",
+    "--verbose", "0", "--seed", "4", "--lr", "3e-3", "--max-chars", "4000",
+    "--sample-length", "0",
+]  # fmt: skip
+
+
+def final_weights(out):
+    """The final weights a :data:`RUNNER` run saved beside its JSON ``out``."""
+    import numpy as np
+
+    with np.load(str(out) + ".npz") as saved:
+        return [saved[f"arr_{i}"] for i in range(len(saved.files))]
 
 
 def start_example(tmp_path, script, name, args, backend, kill_at=None, **variables):

@@ -175,51 +175,52 @@ def test_sharded_step_other_families(tmp_path, kind):
     )
 
 
-RECIPE_ARGS = [
-    "--d-model", "16", "--heads", "2", "--layers", "1", "--seq-len", "16",
-    "--batch-size", "8", "--epochs", "2", "--steps-per-epoch", "3", "--dropout", "0",
-    "--verbose", "0", "--seed", "4", "--lr", "3e-3", "--max-chars", "4000",
-]  # fmt: skip
-
-
 @pytest.mark.slow
-def test_recipe_model_parallel_matches_one_device_and_resumes(tmp_path):
-    """``train_lm.py --distribute model_parallel --mesh 2,2`` (4 virtual devices) vs the same
-    run on one device: same losses (1e-4). A model-parallel run killed in epoch 1 and started
-    again resumes to the uninterrupted run's losses; its best.keras loads here on one device."""
-    pytest.importorskip("jax")
-    from distribution_helpers import start_example
+def test_recipe_model_parallel_and_data_parallel_match_one_device_and_resume(tmp_path):
+    """``train_lm.py`` on 4 virtual devices (JAX) vs one device, same flags (23 validation
+    windows, batch 8):
 
-    def args(name, *extra):
-        return [*RECIPE_ARGS, "--logdir", str(tmp_path / name), *extra]
+    - ``--distribute model_parallel --mesh 2,2`` and ``--distribute data_parallel`` train to the
+      one-device losses (1e-4); their validation keeps 22 / 20 of the 23 windows (what the 2- /
+      4-way batch axis can split) and its loss is the exact mean over those (re-evaluated here,
+      on one device, from ``last.keras``);
+    - a model-parallel run SIGKILLed after the first step of epoch 1 and started again resumes
+      from its backup and ends with bit-identical weights to the uninterrupted model-parallel
+      run; its ``last.keras`` loads here on one device with those weights.
+    """
+    pytest.importorskip("jax")
+    from distribution_helpers import RECIPE_ARGS, final_weights, start_example
+
+    def start(name, *extra, logdir=None, **variables):
+        args = [*RECIPE_ARGS, "--logdir", str(tmp_path / (logdir or name)), *extra]
+        return start_example(tmp_path, "train_lm.py", name, args, "jax", **variables)
 
     mp = ["--distribute", "model_parallel", "--mesh", "2,2"]
+    killed_process, _ = start("killed", *mp, kill_at="1,0", **FOUR_DEVICES)
     started = {
-        "single": start_example(tmp_path, "train_lm.py", "single", args("single"), "jax"),
-        "mesh": start_example(
-            tmp_path, "train_lm.py", "mesh", args("mesh", *mp), "jax", **FOUR_DEVICES
-        ),
-        "killed": start_example(
-            tmp_path,
-            "train_lm.py",
-            "killed",
-            args("killed", *mp),
-            "jax",
-            kill_at="1,1",
-            **FOUR_DEVICES,
-        ),  # fmt: skip
+        "single": start("single"),
+        "mesh": start("mesh", *mp, **FOUR_DEVICES),
+        "dp": start("dp", "--distribute", "data_parallel", **FOUR_DEVICES),
     }
-    killed_process, _ = started.pop("killed")
-    killed_process.communicate(timeout=900)
-    assert killed_process.returncode != 0  # SIGKILLed in epoch 1
-    results = {key: finish(*pair, timeout=900) for key, pair in started.items()}
-    np.testing.assert_allclose(results["mesh"]["loss"], results["single"]["loss"], atol=1e-4)
-    resumed = finish(
-        *start_example(tmp_path, "train_lm.py", "resumed", args("killed", *mp), "jax",
-                       **FOUR_DEVICES),
-        timeout=900,
-    )  # fmt: skip
-    # the resumed run trains epoch 1 only; its loss equals the uninterrupted run's epoch 1
-    np.testing.assert_allclose(resumed["loss"][-1], results["mesh"]["loss"][-1], atol=1e-4)
-    loaded = keras.saving.load_model(str(tmp_path / "killed" / "best.keras"))
-    assert loaded.count_params() > 0
+    killed_process.communicate(timeout=600)
+    assert killed_process.returncode == -9  # SIGKILLed in epoch 1
+    resumed = finish(*start("resumed", *mp, logdir="killed", **FOUR_DEVICES))
+    results = {key: finish(*pair) for key, pair in started.items()}
+    for key, kept in (("mesh", 22), ("dp", 20)):
+        np.testing.assert_allclose(results[key]["loss"], results["single"]["loss"], atol=1e-4)
+        assert f"validation: {kept} of 23 examples" in results[key]["stdout"], key
+    assert "Resuming the interrupted run" in resumed["stdout"]
+    assert len(resumed["loss"]) == 1  # epoch 1 only, from the backup of epoch 0
+    uninterrupted = final_weights(tmp_path / "mesh.json")
+    after_resume = final_weights(tmp_path / "resumed.json")
+    for a, b in zip(uninterrupted, after_resume):
+        np.testing.assert_array_equal(a, b)  # bit-identical
+    loaded = keras.saving.load_model(str(tmp_path / "killed" / "last.keras"))
+    for variable, expected in zip(loaded.weights, after_resume):
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(variable.value), expected)
+    # the data-parallel validation loss is the mean over the 20 windows kept, on one device
+    with np.load(str(tmp_path / "dp.json") + ".val.npz") as val:
+        x_val, y_val = val["x"][:20], val["y"][:20]
+    dp = keras.saving.load_model(str(tmp_path / "dp" / "last.keras"))
+    val_loss = dp.evaluate(x_val, y_val, batch_size=8, verbose=0, return_dict=True)["loss"]
+    np.testing.assert_allclose(val_loss, results["dp"]["history"]["val_loss"][-1], rtol=1e-5)
