@@ -31,6 +31,7 @@ SUBPACKAGES = (
     "data",
     "distribution",
     "generation",
+    "losses",
     "memory",
     "models",
     "ops",
@@ -40,7 +41,16 @@ SUBPACKAGES = (
     "schedules",
 )
 # The modules whose import registers every Keras-serialisable class of the package.
-REGISTERING = ("attention", "positional", "blocks", "memory", "models", "optimizers", "schedules")
+REGISTERING = (
+    "attention",
+    "positional",
+    "blocks",
+    "losses",
+    "memory",
+    "models",
+    "optimizers",
+    "schedules",
+)
 
 __all__ = [*SUBPACKAGES, "__version__"]
 
