@@ -38,6 +38,29 @@ def activation_function(name):
     return keras.activations.get(name)
 
 
+#: activations whose elementwise cost is transcendental (erf, tanh, exp): computed in float32
+#: under a 16-bit compute dtype (see :func:`apply_activation`); ReLU stays in the compute dtype
+FLOAT32_ACTIVATIONS = ("gelu", "gelu_approximate", "silu", "swish", "tanh")
+
+
+def apply_activation(name, x):
+    """``name``'s function on ``x``; computed in float32 (and cast back) when ``x`` is 16-bit and
+    the function is transcendental (:data:`FLOAT32_ACTIVATIONS`).
+
+    On TensorFlow-CPU the ``bfloat16`` kernels of ``Erfc``/``Tanh`` and of GELU's gradient are
+    scalar conversions: GELU forward + backward on a ``(4096, 1024)`` bfloat16 tensor took
+    84 ms against 43 ms for cast -> float32 GELU -> cast (2-core Xeon, AVX512-BF16). Float32 is
+    also the more accurate result; JAX/XLA fuses the casts into the elementwise loop.
+    """
+    fn = activation_function(name)
+    if name in FLOAT32_ACTIVATIONS and keras.backend.standardize_dtype(x.dtype) in (
+        "bfloat16",
+        "float16",
+    ):
+        return ops.cast(fn(ops.cast(x, "float32")), x.dtype)
+    return fn(x)
+
+
 def check_activation(activation):
     """Validate an ``activation=`` option (one of :data:`ACTIVATIONS`)."""
     if activation not in ACTIVATIONS:
@@ -106,9 +129,9 @@ class FeedForward(keras.layers.Layer):
         hidden = self.inner(x)  # (B, L, ff) or (B, L, 2ff)
         if self.activation in GATED:
             gate, up = ops.split(hidden, 2, axis=-1)
-            hidden = activation_function(GATED[self.activation])(gate) * up  # (B, L, ff)
+            hidden = apply_activation(GATED[self.activation], gate) * up  # (B, L, ff)
         else:
-            hidden = activation_function(self.activation)(hidden)
+            hidden = apply_activation(self.activation, hidden)
         return self.outer(self.drop(hidden, training=training))  # (B, L, d)
 
     def compute_output_shape(self, input_shape):

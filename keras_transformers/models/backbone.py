@@ -124,6 +124,23 @@ PARTS = (
 )
 
 
+def head_compute_dtype(policy=None):
+    """The dtype of the tied output head's matmul under ``policy`` (the global one by default):
+    None (the layer's own) in full precision, the compute dtype under a mixed policy.
+
+    Keras' ``Embedding`` does not autocast its float32 table, so without this the reverse call
+    of a ``mixed_bfloat16`` model multiplies its bfloat16 hidden states by the float32 table in
+    **float32** (type promotion): the ``(B·L, d) @ (d, V)`` head, forward and both gradients, the
+    largest matmul of a language model, kept float32 speed (measured: the three head matmuls
+    took as long as in a float32 model). The logits are then cast to float32 by the model's
+    float32 ``logits`` layer, so the softmax and the loss stay float32.
+    """
+    policy = policy or keras.config.dtype_policy()
+    if policy.quantization_mode is None and policy.compute_dtype != policy.variable_dtype:
+        return policy.compute_dtype
+    return None
+
+
 def run_backbone(
     token_ids,
     blocks,
@@ -181,7 +198,11 @@ def run_backbone(
     parts = dict.fromkeys(PARTS)
     if embedded is None:
         parts["token_embedding"] = keras.layers.ReversibleEmbedding(
-            vocab_size, d_model, tie_weights=tie_embeddings, name=f"{prefix}token_embedding"
+            vocab_size,
+            d_model,
+            tie_weights=tie_embeddings,
+            reverse_dtype=head_compute_dtype(),
+            name=f"{prefix}token_embedding",
         )
         x = parts["token_embedding"](token_ids)  # (B, L, d)
         if scale_embeddings:
