@@ -29,6 +29,13 @@ embedding lookups, biases or norms) and ``12·n·L·d`` is the attention score a
 matmuls (forward ``4·L·d`` per layer, backward twice that; causal kernels may skip half of it,
 the count does not).
 
+Mixed precision: a Keras model may be named with a dtype policy, ``ours@mixed_bfloat16`` (built
+under that policy; ``--models ours,ours@mixed_bfloat16 --interleave`` trains float32 and
+bfloat16 of the same model in one process, one step of each in turn, and reports the
+``ours@mixed_bfloat16/ours`` ratio). ``--loss kt`` trains every Keras model with
+``kt.losses.SparseSoftmaxCrossEntropy`` (same values as Keras' loss, XLA-fused on TensorFlow)
+instead of ``keras.losses.SparseCategoricalCrossentropy(from_logits=True)``.
+
 Data: random token sequences from a fixed random bigram process (each token has 4 possible
 successors), the same batches in the same order for every model, so the loss falls from
 ``ln V`` and the first/last losses of the models can be compared ("same numerics").
@@ -39,6 +46,7 @@ Usage::
     python benchmarks/lm_throughput.py --backend jax --steps 30
     python benchmarks/lm_throughput.py --quick --out /tmp/lm.json   # tiny smoke run
     python benchmarks/lm_throughput.py --interleave --steps 12      # ours/keras_hub ratio
+    python benchmarks/lm_throughput.py --interleave --models ours,ours@mixed_bfloat16
 
 Prints a table and writes JSON (default ``benchmarks/results/lm_throughput.json``).
 """
@@ -60,6 +68,8 @@ DEFAULT_OUT = os.path.join(HERE, "results", "lm_throughput.json")
 FULL_SIZES = dict(vocab=8192, length=256, d_model=256, heads=4, layers=4, ff=1024, batch=16)
 QUICK_SIZES = dict(vocab=128, length=32, d_model=32, heads=2, layers=1, ff=64, batch=4)
 MODELS = ("ours", "keras_hub", "torch")
+#: Keras dtype policies a Keras model may train under (``--models ours@mixed_bfloat16``)
+POLICIES = ("float32", "mixed_bfloat16", "mixed_float16")
 JIT_CHOICES = ("auto", "true", "false")
 SUCCESSORS = 4
 
@@ -200,11 +210,50 @@ def build_keras_hub_lm(sizes):
     return keras.Model(token_ids, logits, name="keras_hub_lm")
 
 
+def split_label(label):
+    """``"ours@mixed_bfloat16"`` -> ``("ours", "mixed_bfloat16")``; no ``@``: float32."""
+    model, _, policy = label.partition("@")
+    return model, policy or "float32"
+
+
 def build_compiled(spec, model_name, jit_name):
-    """Build and compile ``ours`` or ``keras_hub`` (seeded) with the shared AdamW and loss."""
+    """Build and compile ``ours`` or ``keras_hub`` (seeded) with the shared AdamW and loss.
+
+    ``model_name`` may carry a dtype policy (``ours@mixed_bfloat16``): the model is built under
+    it (the global policy is restored afterwards), so both precisions can share a process.
+    """
     import keras
 
     sizes = spec["sizes"]
+    model_name, policy = split_label(model_name)
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(policy)
+    try:
+        model = _build_uncompiled(spec, model_name, sizes)
+    finally:
+        keras.config.set_dtype_policy(previous)
+    jit = {"auto": "auto", "true": True, "false": False}[jit_name]
+    optimizer = keras.optimizers.AdamW(
+        learning_rate=LEARNING_RATE,
+        weight_decay=WEIGHT_DECAY,
+        beta_1=BETAS[0],
+        beta_2=BETAS[1],
+        epsilon=EPSILON,
+    )
+    if spec.get("loss", "keras") == "kt":
+        import keras_transformers as kt
+
+        loss = kt.losses.SparseSoftmaxCrossEntropy()
+    else:
+        loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    # a mixed_float16 model gets Keras' loss-scale optimizer (from its dtype policy)
+    model.compile(optimizer=optimizer, loss=loss, jit_compile=jit)
+    return model
+
+
+def _build_uncompiled(spec, model_name, sizes):
+    import keras
+
     keras.utils.set_random_seed(spec["seed"])
     if model_name == "ours":
         import keras_transformers as kt
@@ -222,34 +271,23 @@ def build_compiled(spec, model_name, jit_name):
         )
     else:
         model = build_keras_hub_lm(sizes)
-    jit = {"auto": "auto", "true": True, "false": False}[jit_name]
-    optimizer = keras.optimizers.AdamW(
-        learning_rate=LEARNING_RATE,
-        weight_decay=WEIGHT_DECAY,
-        beta_1=BETAS[0],
-        beta_2=BETAS[1],
-        epsilon=EPSILON,
-    )
-    model.compile(
-        optimizer=optimizer,
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        jit_compile=jit,
-    )
     return model
 
 
 def worker_interleaved(spec):
-    """``ours`` and ``keras_hub`` in one process, one training step of each in turn.
+    """Keras models (default ``ours`` and ``keras_hub``) in one process, one step of each in turn.
 
-    Both models see the same load at the same time (the order alternates every step), which
-    makes their ratio far less noisy on a shared machine than separate runs. Steps use
-    ``train_on_batch`` (per-batch losses).
+    All models see the same load at the same time (the order rotates every step), which
+    makes their ratios far less noisy on a shared machine than separate runs. Steps use
+    ``train_on_batch`` (per-batch losses). ``spec["labels"]`` lists the models, each
+    ``name`` or ``name@policy`` (``ours@mixed_bfloat16``); ``spec["jits"]`` maps a base name
+    to its jit setting.
     """
     import keras
 
     sizes, warmup, steps = spec["sizes"], spec["warmup"], spec["steps"]
-    names = ("ours", "keras_hub")
-    models = {n: build_compiled(spec, n, spec["jits"][n]) for n in names}
+    names = tuple(spec.get("labels", ("ours", "keras_hub")))
+    models = {n: build_compiled(spec, n, spec["jits"][split_label(n)[0]]) for n in names}
     tokens = make_tokens(sizes, warmup + steps, spec["data_seed"])
     batch = sizes["batch"]
     times = {n: [] for n in names}
@@ -257,7 +295,9 @@ def worker_interleaved(spec):
     losses = {n: [] for n in names}
     for i in range(warmup + steps):
         chunk = tokens[i * batch : (i + 1) * batch]
-        for n in names if i % 2 == 0 else names[::-1]:
+        shift = i % len(names)
+        order = names[shift:] + names[:shift]
+        for n in order if i % 2 == 0 else order[::-1]:
             start, start_cpu = time.perf_counter(), time.process_time()
             loss = models[n].train_on_batch(chunk[:, :-1], chunk[:, 1:])
             losses[n].append(float(loss))  # waits for the step
@@ -269,6 +309,7 @@ def worker_interleaved(spec):
         r.update(
             jit_resolved=bool(models[n].jit_compile),
             params=int(models[n].count_params()),
+            dtype_policy=models[n].dtype_policy.name,
             timed_s=sum(times[n][warmup:]),
             keras_version=keras.__version__,
         )
@@ -313,6 +354,7 @@ def worker_keras(spec):
     result.update(
         jit_resolved=resolved_jit,
         params=int(model.count_params()),
+        dtype_policy=model.dtype_policy.name,
         fit_s=fit_s,
         fit_overhead_s=fit_s - sum(timer.times),
         timed_s=timed,
@@ -478,6 +520,42 @@ def parse_list(text, allowed, flag):
     return list(dict.fromkeys(items))
 
 
+def interleaved_pairs(labels):
+    """The ratios reported for interleaved runs, as ``(numerator, denominator)`` labels: each
+    ``ours*`` over the ``keras_hub*`` of the same policy, and each policy of a model over its
+    float32 run (``ours@mixed_bfloat16`` / ``ours``)."""
+    pairs = []
+    for a in labels:
+        model_a, policy_a = split_label(a)
+        for b in labels:
+            model_b, policy_b = split_label(b)
+            if model_a == "ours" and model_b == "keras_hub" and policy_a == policy_b:
+                pairs.append((a, b))
+            elif model_a == model_b and policy_b == "float32" and policy_a != "float32":
+                pairs.append((a, b))
+    return pairs
+
+
+def parse_models(text):
+    """``--models``: names of :data:`MODELS`, Keras ones optionally ``name@policy``."""
+    items = [t.strip().lower() for t in text.split(",") if t.strip()]
+    bad = []
+    for item in items:
+        model, _, policy = item.partition("@")
+        if model not in MODELS or (policy and (model == "torch" or policy not in POLICIES)):
+            bad.append(item)
+    if bad or not items:
+        raise SystemExit(
+            f"--models={text!r}: allowed values are {', '.join(MODELS)} (comma separated); "
+            f"ours and keras_hub may carry a dtype policy, name@policy with policy one of "
+            f"{', '.join(POLICIES)} (e.g. ours,ours@mixed_bfloat16)."
+        )
+    # ours@float32 is ours: one label per distinct model
+    return list(
+        dict.fromkeys(i[: -len("@float32")] if i.endswith("@float32") else i for i in items)
+    )
+
+
 def torch_available():
     import importlib.util
 
@@ -501,7 +579,7 @@ def fmt(value, pattern="{:,.0f}"):
 
 def print_table(runs, peak_gflops):
     header = (
-        f"{'model':<10} {'backend':<10} {'jit':<11} {'tokens/s':>9} {'tok/s med':>9} "
+        f"{'model':<24} {'backend':<10} {'jit':<11} {'tokens/s':>9} {'tok/s med':>9} "
         f"{'step ms':>8} {'tok/CPU-s':>9} {'MFU %':>6} {'params':>10} {'loss 1st':>8} "
         f"{'loss end5':>9}"
     )
@@ -512,11 +590,11 @@ def print_table(runs, peak_gflops):
         if run["model"] != "torch" and "jit_resolved" in run:
             jit = f"{run['jit']}({'xla' if run['jit_resolved'] else 'no'})"
         if "error" in run:
-            print(f"{run['model']:<10} {run['backend']:<10} {jit:<11} ERROR {run['error'][:120]}")
+            print(f"{run['model']:<24} {run['backend']:<10} {jit:<11} ERROR {run['error'][:120]}")
             continue
         mfu = 100 * run["model_gflops"] / peak_gflops if peak_gflops else None
         print(
-            f"{run['model']:<10} {run['backend']:<10} {jit:<11} {run['tokens_per_s']:>9,.0f} "
+            f"{run['model']:<24} {run['backend']:<10} {jit:<11} {run['tokens_per_s']:>9,.0f} "
             f"{run['tokens_per_s_median_step']:>9,.0f} {run['step_ms_mean']:>8,.0f} "
             f"{fmt(run['tokens_per_cpu_s']):>9} "
             f"{fmt(mfu, '{:.1f}'):>6} {run['params']:>10,} {run['loss_first']:>8.3f} "
@@ -542,7 +620,10 @@ def main(argv=None):
     parser.add_argument(
         "--models",
         default="ours,keras_hub,torch",
-        help="comma list of ours, keras_hub, torch (torch skipped if missing).",
+        help="comma list of ours, keras_hub, torch (torch skipped if missing); ours and "
+        "keras_hub may name a Keras dtype policy, e.g. ours,ours@mixed_bfloat16 (policies: "
+        + ", ".join(POLICIES)
+        + "). With --interleave every Keras model listed trains in the one process.",
     )
     parser.add_argument(
         "--jit",
@@ -554,8 +635,17 @@ def main(argv=None):
     parser.add_argument(
         "--interleave",
         action="store_true",
-        help="train ours and keras_hub in ONE process, alternating steps (first --jit and "
-        "--hub-jit value), instead of one process each: a fairer ratio on a shared machine.",
+        help="train the Keras models of --models (ours, keras_hub, name@policy) in ONE "
+        "process, one step of each in turn (first --jit and --hub-jit value), instead of one "
+        "process each: a fairer ratio on a shared machine.",
+    )
+    parser.add_argument(
+        "--loss",
+        default="keras",
+        choices=("keras", "kt"),
+        help="training loss of every Keras model: keras (SparseCategoricalCrossentropy("
+        "from_logits=True), default) or kt (kt.losses.SparseSoftmaxCrossEntropy: same values, "
+        "XLA-fused float32 statistics on TensorFlow).",
     )
     parser.add_argument("--quick", action="store_true", help="tiny sizes and few steps (smoke).")
     parser.add_argument(
@@ -621,7 +711,7 @@ def main(argv=None):
     warmup = args.warmup if args.warmup is not None else (1 if args.quick else 3)
     if steps < 1 or warmup < 1:
         raise SystemExit("--steps and --warmup must be >= 1 (warm-up absorbs compilation).")
-    models = parse_list(args.models, MODELS, "--models")
+    models = parse_models(args.models)
     jits = parse_list(args.jit, JIT_CHOICES, "--jit")
     hub_jits = parse_list(args.hub_jit, JIT_CHOICES, "--hub-jit")
     has_torch = torch_available()
@@ -659,6 +749,7 @@ def main(argv=None):
         "data_seed": args.data_seed,
         "untied": args.untied,
         "threads": args.threads,
+        "loss": args.loss,
     }
     peak_spec = {
         "kind": "peak",
@@ -673,7 +764,7 @@ def main(argv=None):
         if model == "torch":
             plan.append(("torch", "torch", "-"))
         elif not args.interleave:
-            for jit in jits if model == "ours" else hub_jits:
+            for jit in jits if split_label(model)[0] == "ours" else hub_jits:
                 plan.append((model, args.backend, jit))
 
     def finish(result, model, backend, jit):
@@ -735,13 +826,19 @@ def main(argv=None):
             if jit == "auto" and "error" not in result:
                 resolved_auto[model] = result["jit_resolved"]
             runs.append(result)
-    if args.interleave:
-        spec = {**base, "kind": "interleaved", "jits": {"ours": jits[0], "keras_hub": hub_jits[0]}}
-        print("running ours + keras_hub interleaved in one process ...", flush=True)
+    labels = [m for m in models if m != "torch"]
+    if args.interleave and labels:
+        spec = {
+            **base,
+            "kind": "interleaved",
+            "labels": labels,
+            "jits": {"ours": jits[0], "keras_hub": hub_jits[0]},
+        }
+        print(f"running {' + '.join(labels)} interleaved in one process ...", flush=True)
         both = launch(spec, args.backend, args.timeout)
-        for name in ("ours", "keras_hub"):
+        for name in labels:
             result = both.get(name, both) if "error" not in both else dict(both)
-            label = spec["jits"][name] + "/il"
+            label = spec["jits"][split_label(name)[0]] + "/il"
             runs.append(finish(dict(result), name, args.backend, label))
     for result in runs:
         if peak_gflops and "error" not in result:
@@ -766,11 +863,9 @@ def main(argv=None):
                 ratios[f"ours[jit={r['jit']}]/{other}{suffix}"] = r[key] / ref_key
 
     inter = {r["model"]: r for r in runs if r["jit"].endswith("/il") and "error" not in r}
-    if len(inter) == 2:
+    for a, b in interleaved_pairs(list(inter)):
         for key, suffix in (("tokens_per_s", ""), ("tokens_per_cpu_s", "_per_cpu_s")):
-            ratios[f"interleaved ours/keras_hub{suffix}"] = (
-                inter["ours"][key] / inter["keras_hub"][key]
-            )
+            ratios[f"interleaved {a}/{b}{suffix}"] = inter[a][key] / inter[b][key]
     print()
     print_table(runs, peak_gflops)
     print()
@@ -802,6 +897,7 @@ def main(argv=None):
             "epsilon": EPSILON,
         },
         "threads": args.threads,
+        "loss": args.loss,
         "jobs": args.jobs,
         "peak": peak,
         "peak_gflops": peak_gflops,

@@ -53,6 +53,28 @@ def test_tokens_are_deterministic_bigrams():
     assert max(len(s) for s in successors.values()) <= bench.SUCCESSORS
 
 
+def test_models_with_dtype_policies_and_their_ratios():
+    bench = load_script()
+    assert bench.parse_models("ours,ours@mixed_bfloat16,ours@float32,keras_hub") == [
+        "ours",
+        "ours@mixed_bfloat16",
+        "keras_hub",
+    ]
+    assert bench.split_label("keras_hub@mixed_float16") == ("keras_hub", "mixed_float16")
+    for bad in ("ours@bf16", "torch@mixed_bfloat16", "hub", ""):
+        with pytest.raises(SystemExit, match="--models"):
+            bench.parse_models(bad)
+    pairs = bench.interleaved_pairs(
+        ["ours", "ours@mixed_bfloat16", "keras_hub", "keras_hub@mixed_bfloat16"]
+    )
+    assert set(pairs) == {
+        ("ours", "keras_hub"),
+        ("ours@mixed_bfloat16", "keras_hub@mixed_bfloat16"),
+        ("ours@mixed_bfloat16", "ours"),
+        ("keras_hub@mixed_bfloat16", "keras_hub"),
+    }
+
+
 @pytest.mark.slow  # the whole --quick run; one worker step stays in the default run
 def test_quick_run_reports_every_model(tmp_path):
     out = tmp_path / "lm_throughput.json"
