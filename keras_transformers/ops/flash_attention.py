@@ -56,6 +56,7 @@ def flash_attention(
     bias_fn=None,
     bias_params=(),
     bias_reads_qk=True,
+    bias_relative=False,
     scale=None,
     block_size=DEFAULT_BLOCK_SIZE,
 ):
@@ -74,6 +75,10 @@ def flash_attention(
         bias_params: the tensors ``bias_fn`` reads (its trainable tables); they get gradients.
         bias_reads_qk: the bias depends on the query/key content (Shaw, XL); False skips those
             gradients (ALiBi, T5).
+        bias_relative: the bias is an elementwise function of ``rel`` alone (ALiBi, T5): a
+            ``(Tq, Tk)`` tile has only ``Tq + Tk - 1`` distinct offsets, so ``bias_fn`` is called
+            on those, ``rel (Tq + Tk - 1,)`` ascending, returns ``(..., Tq + Tk - 1)``, and the
+            engine lays the values along the tile's diagonals (copies, no per-pair arithmetic).
         scale: score scale, default ``1/sqrt(dh)``.
         block_size: tile size ``T`` (queries and keys); shorter sequences use one tile.
 
@@ -95,7 +100,7 @@ def flash_attention(
     nq, nk = -(-q_len // tq), -(-k_len // tk)
     plan = _Plan(
         q_len, k_len, tq, tk, nq, nk, bool(causal), int(query_offset), scale, bias_fn,
-        bool(bias_reads_qk) and bias_fn is not None,
+        bool(bias_reads_qk) and bias_fn is not None and not bias_relative, bool(bias_relative),
     )  # fmt: skip
 
     # keys that may be attended (B|1, Lk_pad): a boolean, not an additive bias (TensorFlow's
@@ -123,10 +128,12 @@ def flash_attention(
 class _Plan:
     """Static tiling of one call: lengths, tiles, causality, bias callback."""
 
-    def __init__(self, q_len, k_len, tq, tk, nq, nk, causal, offset, scale, bias_fn, reads_qk):
+    def __init__(
+        self, q_len, k_len, tq, tk, nq, nk, causal, offset, scale, bias_fn, reads_qk, relative
+    ):
         self.q_len, self.k_len, self.tq, self.tk, self.nq, self.nk = q_len, k_len, tq, tk, nq, nk
         self.causal, self.offset, self.scale = causal, offset, scale
-        self.bias_fn, self.reads_qk = bias_fn, reads_qk
+        self.bias_fn, self.reads_qk, self.bias_relative = bias_fn, reads_qk, relative
 
     # ---------------------------------------------------------------- tile ranges (causal skip)
     def key_ranges(self, i):
@@ -154,21 +161,33 @@ class _Plan:
         k_pos = ops.arange(self.tk, dtype="int32") + ops.cast(j * self.tk, "int32")
         return k_pos[None, :] - q_pos[:, None]
 
+    def diagonals(self, i, j):
+        """The ``Tq + Tk - 1`` distinct ``rel`` of tile ``(i, j)``, ascending: int32.
+
+        ``rel[r, c] = diagonals[c - r + Tq - 1]``.
+        """
+        first = j * self.tk - i * self.tq - self.offset - self.tq + 1
+        return ops.arange(self.tq + self.tk - 1, dtype="int32") + ops.cast(first, "int32")
+
+    def tile_bias(self, params, q_i, k_j, i, j):
+        """The score bias of tile ``(i, j)``, broadcastable to ``(B, h, Tq, Tk)``."""
+        if self.bias_relative:
+            per_offset = self.bias_fn(params, None, None, self.diagonals(i, j))  # (..., Tq+Tk-1)
+            return toeplitz(per_offset, self.tq, self.tk)  # (..., Tq, Tk)
+        return self.bias_fn(params, q_i, k_j, self.relative(i, j))
+
     def scores(self, t, i, j, q_i, k_j, params, diagonal):
         """Scaled, biased, masked float32 scores of tile ``(i, j)``: ``(B, h, Tq, Tk)``."""
         qs = q_i * ops.cast(self.scale, q_i.dtype)
         s = ops.cast(ops.matmul(qs, ops.swapaxes(k_j, -1, -2)), "float32")  # (B, h, Tq, Tk)
-        rel = None
         if self.bias_fn is not None:
-            rel = self.relative(i, j)
-            s = s + ops.cast(self.bias_fn(params, q_i, k_j, rel), "float32")
+            s = s + ops.cast(self.tile_bias(params, q_i, k_j, i, j), "float32")
         if t.key_valid is not None:
             s = ops.where(t.key_valid[j], s, MASK_VALUE)  # keys (B|1, 1, 1, Tk)
         if t.mask is not None:
             s = ops.where(t.mask[i][j][:, None], s, MASK_VALUE)  # mask (B, 1, Tq, Tk)
         if diagonal:
-            rel = self.relative(i, j) if rel is None else rel
-            s = ops.where(rel <= 0, s, MASK_VALUE)
+            s = ops.where(self.relative(i, j) <= 0, s, MASK_VALUE)
         return s
 
 
@@ -253,14 +272,23 @@ def _backward(plan, q, k, v, key_valid, mask, params, out, lse, d_out):
                 dk = dk + ops.cast(
                     ops.matmul(ops.swapaxes(ops.cast(ds, q.dtype), -1, -2), qs), "float32"
                 )
-                if params or plan.reads_qk:
-                    q_i, rel = t.q[i], plan.relative(i, j)
+                if params and plan.bias_relative:
+                    # d(loss)/d(per-offset bias): dS summed along the tile's diagonals; the
+                    # callback is differentiated on those Tq + Tk - 1 values only
+                    diag = plan.diagonals(i, j)
+                    per_offset = plan.bias_fn(params, None, None, diag)  # (..., Tq+Tk-1)
+                    lead = tuple(per_offset.shape[:-1])
+                    cot = diagonal_sums(_reduce_to(ds, lead), plan.tq, plan.tk)  # (..., Tq+Tk-1)
+                    grads = vjp(lambda *ps: plan.bias_fn(ps, None, None, diag), params, cot)
+                    dparams = tuple(a + _f32(g, a) for a, g in zip(dparams, grads))
+                elif params or plan.reads_qk:
+                    q_i = t.q[i]
                     wrt = ((k_j,) if plan.reads_qk else ()) + tuple(params)
 
                     def bias(*args):
                         kk = args[0] if plan.reads_qk else k_j
                         ps = args[1:] if plan.reads_qk else args
-                        return plan.bias_fn(ps, q_i, kk, rel)
+                        return plan.tile_bias(ps, q_i, kk, i, j)
 
                     grads = vjp(bias, wrt, ds)
                     if plan.reads_qk:
@@ -293,8 +321,7 @@ def _backward(plan, q, k, v, key_valid, mask, params, out, lse, d_out):
                     plan.scale, "float32"
                 )
                 if plan.reads_qk:
-                    rel = plan.relative(i, j)
-                    (g,) = vjp(lambda qq: plan.bias_fn(params, qq, k_j, rel), (q_i,), ds)
+                    (g,) = vjp(lambda qq: plan.tile_bias(params, qq, k_j, i, j), (q_i,), ds)
                     dq = dq + _f32(g, dq)
                 return dq
 
@@ -460,9 +487,47 @@ def _map(fn, n, dtypes):
 
 
 # -------------------------------------------------------------------- small helpers
+def toeplitz(per_offset, rows, cols):
+    """``(..., rows + cols - 1) -> (..., rows, cols)`` with ``out[r, c] = x[c - r + rows - 1]``.
+
+    Laid out by copies only: ``x`` tiled ``rows`` times and read back with a row stride of
+    ``rows + cols - 2`` shifts each row one place left of the one above it. Needs ``rows >= 2``.
+    """
+    n = rows + cols - 1
+    lead = tuple(ops.shape(per_offset)[:-1])
+    flat = ops.tile(per_offset, (1,) * len(lead) + (rows,))  # (..., rows·n)
+    flat = flat[..., rows - 1 : rows - 1 + rows * (n - 1)]  # (..., rows·(n-1))
+    return ops.reshape(flat, lead + (rows, n - 1))[..., :cols]  # (..., rows, cols)
+
+
 def _tile(length, block_size):
     """Tile size: ``block_size``, or the length rounded up to 8 when shorter."""
     return int(min(int(block_size), -(-length // 8) * 8))
+
+
+def diagonal_sums(tiles, rows, cols):
+    """``(..., rows, cols) -> (..., rows + cols - 1)``: ``out[t] = Σ_{c - r = t - rows + 1} x[r, c]``.
+
+    The transpose of :func:`toeplitz` (its gradient), again by copies and one sum: each row is
+    padded to ``rows + cols - 2``, the rows are laid end to end behind ``rows - 1`` zeros and read
+    back with a row stride of ``rows + cols - 1``, which lines the diagonals up in columns.
+    """
+    n = rows + cols - 1
+    lead = tuple(ops.shape(tiles)[:-2])
+    widths = [(0, 0)] * len(lead)
+    x = ops.pad(tiles, widths + [(0, 0), (0, n - 1 - cols)])  # (..., rows, n-1)
+    x = ops.reshape(x, lead + (rows * (n - 1),))
+    x = ops.pad(x, widths + [(rows - 1, 1)])  # (..., rows·n)
+    return ops.sum(ops.reshape(x, lead + (rows, n)), axis=-2)  # (..., n)
+
+
+def _reduce_to(x, lead):
+    """Sum ``x (..., Tq, Tk)`` down to ``lead + (Tq, Tk)`` (the bias' broadcast shape)."""
+    extra = len(x.shape) - 2 - len(lead)
+    if extra > 0:
+        x = ops.sum(x, axis=tuple(range(extra)))
+    axes = tuple(a for a, size in enumerate(lead) if size == 1 and x.shape[a] != 1)
+    return ops.sum(x, axis=axes, keepdims=True) if axes else x
 
 
 def _clip(x, low, high):

@@ -32,6 +32,10 @@ class PositionalEncoding(keras.layers.Layer):
     #: only the queries and the relative positions: cores whose blocked layout shares key blocks
     #: across query groups refuse it (``supports_key_content_bias``).
     score_bias_reads_key = False
+    #: False when :meth:`score_bias` is an elementwise function of the relative positions alone
+    #: (any shape of ``rel``; ALiBi, T5): the blocked engine then evaluates it once per distinct
+    #: offset of a tile (``Tq + Tk - 1`` values) instead of once per query-key pair.
+    score_bias_reads_qk = True
     #: True when the encoding can extrapolate past any length seen in training.
     extrapolates = True
 

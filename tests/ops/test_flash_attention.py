@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import keras_transformers as kt
-from keras_transformers.ops.flash_attention import flash_attention
+from keras_transformers.ops.flash_attention import diagonal_sums, flash_attention, toeplitz
 
 B, H, D = 2, 2, 8
 CLIP = 3  # T5-like table: one learned scalar per (clipped distance, head)
@@ -51,14 +51,16 @@ def numpy_attention_and_grads(q, k, v, d_out, causal, offset, keep, bias_table, 
 
 
 def table_bias(params, q_tile, k_tile, rel):
+    """Elementwise in ``rel`` (any rank): ``(Tq, Tk) -> (h, Tq, Tk)``, ``(n,) -> (h, n)``."""
     (table,) = params
-    labels = keras.ops.clip(rel, -CLIP, CLIP) + CLIP  # (Tq, Tk)
-    return keras.ops.transpose(keras.ops.take(table, labels, axis=0), (2, 0, 1))  # (h, Tq, Tk)
+    labels = keras.ops.clip(rel, -CLIP, CLIP) + CLIP
+    return keras.ops.moveaxis(keras.ops.take(table, labels, axis=0), -1, 0)
 
 
 def alibi_bias(params, q_tile, k_tile, rel):
-    slopes = keras.ops.convert_to_tensor(np.array([0.5, 0.25], "float32"))[:, None, None]
-    return -slopes * keras.ops.abs(keras.ops.cast(rel, "float32"))[None]  # (h, Tq, Tk)
+    slopes = keras.ops.convert_to_tensor(np.array([0.5, 0.25], "float32"))
+    slopes = keras.ops.reshape(slopes, (H,) + (1,) * len(rel.shape))
+    return -slopes * keras.ops.abs(keras.ops.cast(rel, "float32"))[None]  # (h, *rel.shape)
 
 
 def engine_and_grads(q, k, v, d_out, table, **kwargs):
@@ -101,13 +103,18 @@ def engine_and_grads(q, k, v, d_out, table, **kwargs):
     return to_numpy(out), {n: to_numpy(g) for n, g in zip(names, grads)}
 
 
-def check(lq, lk, causal=False, offset=0, padding=False, attention_mask=False, bias=None, block=16):
+def check(
+    lq, lk, causal=False, offset=0, padding=False, attention_mask=False, bias=None, block=16,
+    relative=False,
+):  # fmt: skip
     rng = np.random.default_rng(lq * 31 + lk)
     q = rng.normal(size=(B, H, lq, D)).astype("float32")
     k, v = (rng.normal(size=(B, H, lk, D)).astype("float32") for _ in range(2))
     d_out = rng.normal(size=(B, H, lq, D)).astype("float32")
     keep = np.ones((B, 1, lq, lk), bool)
     kwargs = {"causal": causal, "query_offset": offset, "block_size": block}
+    if relative:
+        kwargs["bias_relative"] = True  # the bias from each tile's Tq + Tk - 1 offsets
     if padding:
         pm = rng.random((B, lk)) > 0.3
         pm[1] = False  # a sequence with no key at all: zero rows
@@ -137,17 +144,18 @@ def check(lq, lk, causal=False, offset=0, padding=False, attention_mask=False, b
 
 @pytest.mark.backends
 def test_causal_padding_and_table_bias_match_numpy_on_every_backend():
-    check(35, 35, causal=True, padding=True, bias="table")
+    check(35, 35, causal=True, padding=True, bias="table", relative=True)
 
 
 @pytest.mark.parametrize(
     "case",
     [
         dict(lq=13, lk=29, padding=True, attention_mask=True),
-        dict(lq=11, lk=27, causal=True, offset=16, bias="alibi", block=8),
+        dict(lq=11, lk=27, causal=True, offset=16, bias="alibi", block=8, relative=True),
         dict(lq=33, lk=33, causal=False, bias="table", attention_mask=True),
+        dict(lq=21, lk=45, causal=False, bias="table", relative=True),
     ],
-    ids=["masks-cross", "causal-offset-alibi", "table-mask-odd"],
+    ids=["masks-cross", "causal-offset-alibi", "table-mask-odd", "t5-diagonals"],
 )
 def test_engine_matches_numpy(case):
     check(**case)
@@ -174,6 +182,17 @@ def test_full_attention_takes_the_engine_for_long_sequences_with_positions():
         core.flash_min_pairs, core.flash_block_size = 1, 16
         tiled = keras.ops.convert_to_numpy(layer(x))
         np.testing.assert_allclose(tiled, dense, atol=1e-5, err_msg=position)
+
+
+def test_toeplitz_lays_offsets_along_diagonals():
+    x = np.arange(2 * 12, dtype="float32").reshape(2, 12)  # rows 5 + cols 8 - 1
+    got = keras.ops.convert_to_numpy(toeplitz(x, 5, 8))
+    r, c = np.arange(5)[:, None], np.arange(8)[None, :]
+    np.testing.assert_array_equal(got, x[:, c - r + 4])
+    tiles = np.random.default_rng(0).normal(size=(2, 5, 8)).astype("float32")
+    sums = keras.ops.convert_to_numpy(diagonal_sums(tiles, 5, 8))  # the transpose of toeplitz
+    want = np.stack([[np.trace(t, offset=d) for d in range(-4, 8)] for t in tiles])
+    np.testing.assert_allclose(sums, want, atol=1e-5)
 
 
 def test_bad_arguments_are_named():
