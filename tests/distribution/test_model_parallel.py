@@ -142,7 +142,7 @@ def test_sharded_step_equals_single_device_step_and_loads_on_one_device(tmp_path
     """JAX, 2 x 2 mesh of virtual CPU devices: the weights are really split (the live
     ``NamedSharding`` and the per-device shard shapes), one SGD step equals the single-device
     step within 1e-4, and the ``.keras`` written there loads here on one device (this process's
-    backend) with the same outputs."""
+    backend) with exactly the sharded run's weights."""
     pytest.importorskip("jax")
     process, out = start_worker(tmp_path, "model_parallel", "jax", "mp", "lm", **FOUR_DEVICES)
     result = finish(process, out)
@@ -155,11 +155,11 @@ def test_sharded_step_equals_single_device_step_and_loads_on_one_device(tmp_path
         sharded += 1
         assert spec == "P(" + ", ".join(repr(a) for a in axes) + (",)" if len(axes) == 1 else ")")
         assert shard == [dim // 2 if axis else dim for dim, axis in zip(shape, axes)], path
-    assert sharded >= 10  # embedding + 2 blocks x (qkv k/b, output, inner k/b, outer)
+    assert sharded >= 7  # embedding + 1 block x (qkv k/b, output, inner k/b, outer)
     assert result["diff"] < 1e-4 and abs(result["loss"] - result["ref_loss"]) < 1e-4
-    loaded = keras.saving.load_model(result["saved"])
-    x = np.random.default_rng(1).integers(1, 32, size=(8, 8)).astype("int32")[:2]
-    np.testing.assert_allclose(loaded.predict_on_batch(x), result["probe"], atol=1e-4)
+    loaded = keras.saving.load_model(result["saved"])  # on one device, this backend
+    for variable, expected in zip(loaded.weights, result["weights"]):
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(variable.value), expected)
 
 
 @pytest.mark.slow
