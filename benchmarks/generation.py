@@ -62,6 +62,14 @@ def parse_args(argv=None):
         "--seq2seq", action="store_true", help="time Seq2Seq.generate cached vs uncached only"
     )
     p.add_argument(
+        "--prefill",
+        type=int,
+        default=None,
+        metavar="L",
+        help="time only the pre-fill of one L-token prompt: ours with the blocked engine, ours "
+        "with it off (the dense (B, h, L, L_max) scores), keras-hub's (TensorFlow)",
+    )
+    p.add_argument(
         "--out", default=os.path.join(os.path.dirname(__file__), "results", "generation.json")
     )
     args = p.parse_args(argv)
@@ -277,10 +285,76 @@ def seq2seq_table(args):
     return rows
 
 
+def prefill_table(args):
+    """Pre-fill of one ``--prefill``-token prompt into empty caches of ``L_max = L +
+    --new-tokens`` slots (what ``generate`` does before its first token), compiled with
+    ``tf.function``, median of ``--repeats``: ours through the blocked exact engine (full attention
+    takes it for ``Lq·L_max >= flash_min_pairs``), ours with the engine off (the dense path forms
+    ``(B, h, L, L_max)`` scores per layer) and keras-hub's ``call_with_cache``, interleaved."""
+    if keras.backend.backend() != "tensorflow":
+        raise SystemExit(
+            "error: --prefill times the TensorFlow pre-fill; run with KERAS_BACKEND=tensorflow"
+        )
+    import tensorflow as tf
+
+    length = args.prefill
+    total = length + args.new_tokens
+    args.max_length = max(args.max_length, total)
+    keras.utils.set_random_seed(0)
+    ours = kt.models.build_decoder_lm(
+        args.vocab, args.max_length, d_model=args.d_model, num_heads=args.heads,
+        num_layers=args.layers, ff_dim=args.ff_dim, position="learned",
+    )  # fmt: skip
+    generator = kt.generation.Generator(ours)
+    hub = KerasHubCachedLM(args)
+    prompt = np.random.default_rng(0).integers(4, args.vocab, size=(args.batch, length))
+    prompt = tf.constant(prompt.astype("int32"))
+    cores = [
+        layer for layer in ours._flatten_layers()
+        if isinstance(layer, kt.attention.full.FullAttention)
+    ]  # fmt: skip
+
+    def ours_fn():
+        cache = generator.empty_cache(args.batch, total)
+        return generator.call_with_cache(prompt, cache, 0)[2]
+
+    def hub_fn():
+        shape = (args.batch, args.layers, 2, total, args.heads, args.d_model // args.heads)
+        return hub.call_with_cache(prompt, ops.zeros(shape), 0)[2]
+
+    engine = tf.function(ours_fn)
+    engine.get_concrete_function()  # traced with the engine on
+    for core in cores:
+        core.flash_min_pairs = 2**62  # off for the next trace only
+    dense = tf.function(ours_fn)
+    dense.get_concrete_function()
+    for core in cores:
+        del core.flash_min_pairs  # back to the class default
+    fns = {"engine": engine, "dense": dense, "keras_hub": tf.function(hub_fn)}
+    times = {name: [] for name in fns}
+    for fn in fns.values():
+        fn()  # warm-up
+    for _ in range(args.repeats):
+        for name, fn in fns.items():
+            t = time.perf_counter()
+            tf.nest.map_structure(lambda x: x.numpy(), fn())
+            times[name].append(time.perf_counter() - t)
+    row = {"prompt_length": length, "max_length": total, "uptime": os.getloadavg()}
+    row.update({f"{name}_s": float(np.median(ts)) for name, ts in times.items()})
+    print(
+        f"pre-fill of a {length}-token prompt (L_max {total}, B={args.batch}, d={args.d_model}, "
+        f"{args.layers} layers): ours (blocked engine) {row['engine_s']:.3f} s, ours (dense) "
+        f"{row['dense_s']:.3f} s, keras-hub {row['keras_hub_s']:.3f} s; load {row['uptime']}"
+    )
+    return row
+
+
 def main(argv=None):
     args = parse_args(argv)
     if args.seq2seq:
         return seq2seq_table(args)
+    if args.prefill:
+        return prefill_table(args)
     keras.utils.set_random_seed(0)
     ours = kt.models.build_decoder_lm(
         args.vocab,
