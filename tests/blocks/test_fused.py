@@ -1,0 +1,74 @@
+"""Fused TensorFlow activations (kt.blocks.fused) against numpy: values and derivatives, float32
+and bfloat16, and a FeedForward whose training call (fused) equals its inference call (plain)."""
+
+import math
+
+import keras
+import numpy as np
+import pytest
+
+from keras_transformers.blocks.feedforward import FeedForward
+from keras_transformers.blocks.fused import FUSED, fused_activation
+
+pytestmark = pytest.mark.skipif(
+    keras.backend.backend() != "tensorflow", reason="the fused form is TensorFlow's"
+)
+
+
+def numpy_value_and_slope(name, x):
+    x = x.astype("float64")
+    if name == "gelu":
+        cdf = np.array([0.5 * math.erfc(-v / math.sqrt(2)) for v in x])
+        pdf = np.exp(-0.5 * x * x) / math.sqrt(2 * math.pi)
+        return x * cdf, cdf + x * pdf
+    if name == "gelu_approximate":
+        c, a = math.sqrt(2 / math.pi), 0.044715
+        t = np.tanh(c * (x + a * x**3))
+        return 0.5 * x * (1 + t), 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * c * (1 + 3 * a * x * x)
+    sig = 1 / (1 + np.exp(-x))
+    return x * sig, sig * (1 + x * (1 - sig))
+
+
+@pytest.mark.parametrize("name", FUSED)
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_fused_value_and_gradient_match_numpy(name, dtype):
+    import tensorflow as tf
+
+    x = tf.cast(np.linspace(-7, 7, 201).astype("float32"), dtype)
+    dy = tf.cast(np.linspace(0.5, 1.5, 201).astype("float32"), dtype)
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        y = fused_activation(name, x)
+    grad = tape.gradient(y, x, output_gradients=dy)
+    assert y.dtype == x.dtype and grad.dtype == x.dtype
+    value, slope = numpy_value_and_slope(name, tf.cast(x, "float32").numpy())
+    # float32: the tanh form loses ~1e-6 absolute to the 1 + tanh cancellation for x << 0
+    tol = dict(rtol=1e-5, atol=5e-6) if dtype == "float32" else dict(rtol=2**-7, atol=1e-3)
+    np.testing.assert_allclose(tf.cast(y, "float32").numpy(), value, **tol)
+    expected = tf.cast(dy, "float32").numpy() * slope
+    np.testing.assert_allclose(tf.cast(grad, "float32").numpy(), expected, **tol)
+
+
+def test_unknown_name_raises():
+    with pytest.raises(ValueError, match="allowed values"):
+        fused_activation("relu", np.zeros(3, "float32"))
+
+
+@pytest.mark.parametrize("activation", ["gelu", "swiglu"])
+def test_feedforward_training_call_equals_inference_call(activation):
+    import tensorflow as tf
+
+    layer = FeedForward(16, activation=activation)
+    x = tf.constant(np.random.default_rng(0).standard_normal((2, 5, 8)).astype("float32"))
+    np.testing.assert_allclose(
+        layer(x, training=True).numpy(), layer(x, training=False).numpy(), rtol=1e-5, atol=1e-6
+    )
+    with tf.GradientTape(persistent=True) as tape:
+        fused = tf.reduce_sum(tf.sin(layer(x, training=True)))
+        plain = tf.reduce_sum(tf.sin(layer(x, training=False)))
+    for a, b in zip(
+        tape.gradient(fused, layer.trainable_variables),
+        tape.gradient(plain, layer.trainable_variables),
+        strict=True,
+    ):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-4, atol=1e-6)
