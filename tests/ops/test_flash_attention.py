@@ -201,3 +201,32 @@ def test_bad_arguments_are_named():
         flash_attention(x, x, x, query_offset=1.5)
     with pytest.raises(ValueError, match="block_size"):
         flash_attention(x, x, x, block_size=0)
+
+
+def test_generation_prefill_takes_the_engine():
+    """A long prompt's pre-fill (Lq = L queries, L_max cache slots) goes through the engine and
+    gives the dense path's logits and cache; the cached one-token step stays dense."""
+    keras.utils.set_random_seed(0)
+    model = kt.models.build_decoder_lm(32, 40, d_model=16, num_heads=2, num_layers=1, ff_dim=32)
+    generator = kt.generation.Generator(model, jit=False)
+    core = next(
+        layer for layer in model._flatten_layers()
+        if isinstance(layer, kt.attention.full.FullAttention)
+    )  # fmt: skip
+    prompt = np.random.default_rng(0).integers(1, 32, size=(2, 29)).astype("int32")
+    dense_logits, _, dense_cache = generator.call_with_cache(
+        prompt, generator.empty_cache(2, 40), 0
+    )
+    calls = []
+    core.flash_min_pairs, core.flash_block_size = 2 * 29, 8
+    core.flash = lambda *args, _flash=core.flash: calls.append(args[0].shape) or _flash(*args)
+    logits, _, cache = generator.call_with_cache(prompt, generator.empty_cache(2, 40), 0)
+    assert calls == [(2, 29, 2, 8)]
+    np.testing.assert_allclose(
+        *(keras.ops.convert_to_numpy(x) for x in (logits, dense_logits)), atol=1e-5
+    )
+    np.testing.assert_allclose(
+        *(keras.ops.convert_to_numpy(x) for x in (cache[0], dense_cache[0])), atol=1e-6
+    )
+    generator.call_with_cache(prompt[:, :1], cache, 29)  # the cached step: Lq·L_max = 40, dense
+    assert len(calls) == 1
