@@ -2,8 +2,8 @@
 
 Every registered attention core (``kt.attention.available()``, or ``--variants``) runs inside
 ``kt.attention.MultiHeadAttention`` (B=1, d_model=256, h=4, dh=64 by default) on the CPU at
-L = 512 ... 16k. One (variant, L) pair is measured per subprocess, so the peak resident memory
-belongs to that measurement alone:
+L = 512 ... 64k. One (variant, L) pair is measured per subprocess
+(``benchmarks/_scaling_points.py``), so the peak resident memory belongs to that measurement alone:
 
 * time: median wall time of ``--repeats`` forward+backward steps (loss = mean(y²), gradients
   w.r.t. the input and all weights), after tracing/compilation and one untimed first step;
@@ -44,6 +44,8 @@ DEFAULT_LENGTHS = [512, 1024, 2048, 4096, 8192, 16384, 32768, 65536]
 QUICK_LENGTHS = [64, 128]
 DEFAULT_JSON = os.path.join(ROOT, "benchmarks", "results", "attention_scaling.json")
 DEFAULT_PNG = os.path.join(ROOT, "docs", "images", "attention_scaling.png")
+#: The per-point worker script (one process per measurement).
+WORKER = os.path.join(ROOT, "benchmarks", "_scaling_points.py")
 
 #: Benchmark settings per core (window/block 128); cores not listed use their defaults.
 BENCH_CONFIGS = {
@@ -66,200 +68,6 @@ QUICK_CONFIGS = {
 }
 
 
-# ----------------------------------------------------------------------------- worker side
-def _rss_kib(field="VmRSS"):
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return None
-
-
-def _reset_peak():
-    """Release freed heap to the OS and reset the RSS high-water mark; True on success."""
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
-
-
-def _peak_kib(reset_ok):
-    if reset_ok:
-        value = _rss_kib("VmHWM")
-        if value is not None:
-            return value
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-
-
-def _make_step(mha, length, d_model, jit):
-    """``(prepare, run)``: ``prepare()`` traces/compiles the forward+backward step without
-    running it, ``run()`` runs one step on the active backend."""
-    import keras
-    import numpy as np
-
-    backend = keras.backend.backend()
-    x_np = np.random.default_rng(0).normal(size=(1, length, d_model)).astype("float32")
-    if backend == "tensorflow":
-        import tensorflow as tf
-
-        x = tf.constant(x_np)
-
-        @tf.function(jit_compile=jit)
-        def step(x):
-            with tf.GradientTape() as tape:
-                tape.watch(x)
-                y = mha(x)
-                loss = tf.reduce_mean(tf.square(y))
-            grads = tape.gradient(loss, [x] + mha.trainable_variables)
-            return loss, grads
-
-        def prepare():
-            step.get_concrete_function(x)
-
-        def run():
-            loss, grads = step(x)
-            return float(loss.numpy()) + float(tf.reduce_sum(grads[0]).numpy())
-
-        return prepare, run
-    if backend == "jax":
-        import jax
-        import jax.numpy as jnp
-
-        trainable = [v.value for v in mha.trainable_variables]
-        frozen = [v.value for v in mha.non_trainable_variables]
-        x = jnp.asarray(x_np)
-
-        def loss_fn(tv, x):
-            y, _ = mha.stateless_call(tv, frozen, x)
-            return jnp.mean(jnp.square(y))
-
-        # JAX always compiles; --jit is for TensorFlow.
-        jitted = jax.jit(jax.value_and_grad(loss_fn, argnums=(0, 1)))
-        compiled = {}
-
-        def prepare():
-            compiled["fn"] = jitted.lower(trainable, x).compile()
-
-        def run():
-            loss, grads = compiled.get("fn", jitted)(trainable, x)
-            jax.block_until_ready(grads)
-            return float(loss)
-
-        return prepare, run
-    if backend == "torch":
-        import torch
-
-        x = torch.tensor(x_np, requires_grad=True)
-
-        def run():
-            mha.zero_grad()
-            x.grad = None
-            y = mha(x)
-            loss = torch.mean(torch.square(y))
-            loss.backward()
-            return float(loss.detach())
-
-        return (lambda: None), run
-    raise ValueError(f"unsupported backend {backend!r}")
-
-
-def _sdpa_step(length, d_model, num_heads, causal):
-    """``(prepare, run)`` of the plain PyTorch SDPA layer (the best-exact baseline)."""
-    import numpy as np
-    import torch
-
-    torch.manual_seed(0)
-    qkv = torch.nn.Linear(d_model, 3 * d_model)
-    proj = torch.nn.Linear(d_model, d_model)
-    x_np = np.random.default_rng(0).normal(size=(1, length, d_model)).astype("float32")
-    x = torch.tensor(x_np, requires_grad=True)
-    dh = d_model // num_heads
-
-    def run():
-        qkv.zero_grad()
-        proj.zero_grad()
-        x.grad = None
-        q, k, v = qkv(x).view(1, length, 3, num_heads, dh).permute(2, 0, 3, 1, 4)  # (B, h, L, dh)
-        y = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=causal)
-        y = proj(y.transpose(1, 2).reshape(1, length, d_model))
-        loss = torch.mean(torch.square(y))
-        loss.backward()
-        return float(loss.detach())
-
-    return (lambda: None), run
-
-
-def run_worker(spec):
-    """Measure one (variant, L); print one JSON line."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    sys.path.insert(0, ROOT)
-    import numpy as np
-
-    backend = "torch"
-    if spec["variant"] == "sdpa":
-        prepare, run = _sdpa_step(
-            spec["length"], spec["d_model"], spec["num_heads"], spec["causal"]
-        )
-    else:
-        import keras
-
-        import keras_transformers as kt
-
-        backend = keras.backend.backend()
-        keras.utils.set_random_seed(0)
-        name, _, position = spec["variant"].partition("@")
-        mha = kt.attention.MultiHeadAttention(
-            num_heads=spec["num_heads"],
-            key_dim=spec["d_model"] // spec["num_heads"],
-            attention={"name": name, **spec["config"]},
-            position=position or None,
-            causal=spec["causal"],
-        )
-        mha.build((1, spec["length"], spec["d_model"]))
-        prepare, run = _make_step(mha, spec["length"], spec["d_model"], spec.get("jit"))
-    start = time.perf_counter()
-    prepare()  # tracing / compilation, no step yet
-    trace_s = time.perf_counter() - start
-    # Memory: RSS high-water mark over the steps, above the RSS after tracing. (Measured from
-    # the first step: allocators keep freed memory, so later steps reuse it without new RSS.)
-    reset_ok = _reset_peak()
-    base = _rss_kib() if reset_ok else _peak_kib(False)
-    start = time.perf_counter()
-    run()  # first step (one-time kernel set-up), not timed
-    first_s = time.perf_counter() - start
-    times = []
-    for _ in range(spec["repeats"]):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    peak = _peak_kib(reset_ok)
-    result = {
-        "status": "ok",
-        "time_ms": 1000.0 * float(np.median(times)),
-        "time_min_ms": 1000.0 * float(np.min(times)),
-        "trace_s": trace_s,
-        "first_step_s": first_s,
-        "peak_mib": max(peak - base, 0) / 1024.0 if base is not None else None,
-        "peak_total_mib": peak / 1024.0,
-        "memory_method": "VmHWM delta" if reset_ok else "ru_maxrss delta",
-        "backend": backend,
-    }
-    print("RESULT " + json.dumps(result), flush=True)
-
-
 # ----------------------------------------------------------------------------- parent side
 def _child_rss_mib(pid):
     try:
@@ -277,7 +85,7 @@ def measure(spec, timeout, max_memory_mib):
     env = dict(os.environ)
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
-    cmd = [sys.executable, os.path.abspath(__file__), "--worker", json.dumps(spec)]
+    cmd = [sys.executable, WORKER, json.dumps(spec)]
     start = time.time()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
     status, max_seen = None, 0.0
@@ -576,7 +384,10 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    if args.worker is not None:
+    if args.worker is not None:  # kept for old command lines: same as _scaling_points.py
+        sys.path.insert(0, os.path.dirname(WORKER))
+        from _scaling_points import run_worker
+
         run_worker(json.loads(args.worker))
         return 0
     if args.quick:
