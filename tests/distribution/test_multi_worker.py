@@ -156,3 +156,27 @@ def test_missing_environment_is_a_one_line_error(tmp_path):
     assert parser.parse_args(["--distribute", "model_parallel", "--mesh", "2,2"]).mesh == (2, 2)
     with pytest.raises(SystemExit):
         parser.parse_args(["--mesh", "2x2"])
+
+
+def test_batch_must_divide_and_validation_keeps_what_the_batch_axis_splits(capsys):
+    """A --batch-size the batch axis does not divide is one error line naming both; validation
+    arrays are cut to a multiple of the axis (a note says how many are kept), untouched when the
+    batch is not split."""
+    from keras_transformers.recipes import distribute
+
+    class Args:
+        batch_size, distribute = 6, "model_parallel"
+
+    with pytest.raises(SystemExit, match="--batch-size 6 must be divisible by 4"):
+        distribute._check_batch(Args(), "data_parallel", 4, "number of devices")
+    x, y, w = np.arange(23 * 2).reshape(23, 2), np.arange(23), np.ones(23)
+    try:
+        distribute._check_batch(Args(), "model_parallel", 2, "batch axis")
+        kept = distribute.validation_rows(Args(), ({"a": x}, y, w))
+        assert [len(kept[0]["a"]), len(kept[1]), len(kept[2])] == [22, 22, 22]
+        assert "validation: 22 of 23 examples" in capsys.readouterr().out
+        with pytest.raises(SystemExit, match="1 validation examples cannot be split"):
+            distribute.validation_rows(Args(), (x[:1], y[:1]))
+    finally:
+        distribute._WORKER["shards"] = 1
+    assert distribute.validation_rows(Args(), (x, y))[0] is x
