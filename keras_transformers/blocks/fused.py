@@ -83,3 +83,66 @@ def fused_activation(name, x):
         return forward(x), grad
 
     return activation(x)
+
+
+@functools.cache
+def _layer_norm_kernels():
+    import tensorflow as tf
+
+    @tf.function(jit_compile=True, reduce_retracing=True)
+    def forward(x, gamma, beta, epsilon):
+        z = tf.cast(x, tf.float32)  # (..., d)
+        mean = tf.reduce_mean(z, axis=-1, keepdims=True)  # (..., 1)
+        centred = z - mean
+        rstd = tf.math.rsqrt(tf.reduce_mean(centred * centred, axis=-1, keepdims=True) + epsilon)
+        y = centred * rstd * tf.cast(gamma, tf.float32) + tf.cast(beta, tf.float32)
+        return y, rstd
+
+    @tf.function(jit_compile=True, reduce_retracing=True)
+    def backward(x, gamma, rstd, dy):
+        z = tf.cast(x, tf.float32)  # (..., d)
+        xhat = (z - tf.reduce_mean(z, axis=-1, keepdims=True)) * rstd
+        dy = tf.cast(dy, tf.float32)
+        rows = tf.range(tf.rank(dy) - 1)
+        dgamma = tf.reduce_sum(dy * xhat, axis=rows)  # (d,)
+        dbeta = tf.reduce_sum(dy, axis=rows)  # (d,)
+        g = dy * tf.cast(gamma, tf.float32)
+        dx = rstd * (
+            g
+            - tf.reduce_mean(g, axis=-1, keepdims=True)
+            - xhat * tf.reduce_mean(g * xhat, axis=-1, keepdims=True)
+        )
+        return tf.cast(dx, x.dtype), tf.cast(dgamma, gamma.dtype), tf.cast(dbeta, gamma.dtype)
+
+    return forward, backward
+
+
+def fused_layer_norm(x, gamma, beta, epsilon):
+    """Layer normalization over the last axis, float32 inside, one XLA loop each way (TensorFlow).
+
+    ``y = (x - μ) / sqrt(σ² + ε) · γ + β`` (Ba et al., 2016), ``μ, σ²`` over the last axis.
+    Backward with ``x̂ = (x - μ)/sqrt(σ² + ε)``, ``g = dy · γ``:
+    ``dx = (g - mean(g) - x̂ · mean(g · x̂)) / sqrt(σ² + ε)``, ``dγ = Σ dy · x̂``, ``dβ = Σ dy``.
+
+    Args:
+        x: ``(..., d)`` float tensor. gamma, beta: ``(d,)`` tensors (variables read as tensors).
+        epsilon: added to the variance.
+
+    Returns:
+        ``(..., d)`` float32 (the caller casts to its compute dtype).
+    """
+    import tensorflow as tf
+
+    forward, backward = _layer_norm_kernels()
+    epsilon = tf.constant(float(epsilon), tf.float32)
+
+    @tf.custom_gradient
+    def layer_norm(x, gamma, beta):
+        y, rstd = forward(x, gamma, beta, epsilon)
+
+        def grad(dy):
+            return backward(x, gamma, rstd, dy)
+
+        return y, grad
+
+    return layer_norm(x, gamma, beta)

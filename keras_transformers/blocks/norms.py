@@ -58,6 +58,31 @@ class RMSNormalization(keras.layers.Layer):
         return {**super().get_config(), "epsilon": self.epsilon}
 
 
+@keras.saving.register_keras_serializable(package="keras_transformers")
+class LayerNormalization(keras.layers.LayerNormalization):
+    """Keras' ``LayerNormalization`` (same weights, options and config) whose training calls on
+    TensorFlow, over the last axis with scale and centre, take
+    :func:`~keras_transformers.blocks.fused.fused_layer_norm` (forward and backward each one XLA
+    loop instead of about ten elementwise kernels each; float32 statistics as before). Other
+    calls, backends and options run Keras' own code."""
+
+    def call(self, inputs, training=None):
+        if (
+            training
+            and keras.backend.backend() == "tensorflow"
+            and list(self.axis) == [len(inputs.shape) - 1]
+            and self.center
+            and self.scale
+            and not self.rms_scaling
+        ):
+            from keras_transformers.blocks.fused import fused_layer_norm
+
+            gamma, beta = ops.convert_to_tensor(self.gamma), ops.convert_to_tensor(self.beta)
+            outputs = fused_layer_norm(inputs, gamma, beta, self.epsilon)  # (..., d) float32
+            return ops.cast(outputs, self.compute_dtype)
+        return super().call(inputs)
+
+
 def check_norm(norm):
     """Validate a ``norm=`` option (``"layer"`` or ``"rms"``)."""
     if norm not in NORMS:
@@ -66,9 +91,10 @@ def check_norm(norm):
 
 
 def make_norm(norm, epsilon, name, dtype=None):
-    """The normalization layer ``norm`` names: ``"layer"`` -> ``keras.layers.LayerNormalization``,
+    """The normalization layer ``norm`` names: ``"layer"`` -> :class:`LayerNormalization` (Keras'
+    with a fused TensorFlow training path),
     ``"rms"`` -> :class:`RMSNormalization`, both with ``epsilon``."""
     check_norm(norm)
     if norm == "rms":
         return RMSNormalization(epsilon=epsilon, dtype=dtype, name=name)
-    return keras.layers.LayerNormalization(epsilon=epsilon, dtype=dtype, name=name)
+    return LayerNormalization(epsilon=epsilon, dtype=dtype, name=name)

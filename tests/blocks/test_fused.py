@@ -72,3 +72,43 @@ def test_feedforward_training_call_equals_inference_call(activation):
         strict=True,
     ):
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("policy", ["float32", "mixed_bfloat16"])
+def test_layer_norm_training_call_equals_keras(policy):
+    """kt's LayerNormalization: the fused training call equals Keras' own layer (values and the
+    gradients of x, gamma, beta), float32 and mixed_bfloat16."""
+    import tensorflow as tf
+
+    from keras_transformers.blocks.norms import LayerNormalization
+
+    rng = np.random.default_rng(1)
+    x = tf.constant((3 + 2 * rng.standard_normal((2, 7, 24))).astype("float32"))
+    ours = LayerNormalization(epsilon=1e-5, dtype=policy)
+    ref = keras.layers.LayerNormalization(epsilon=1e-5, dtype=policy)
+    ours.build(x.shape), ref.build(x.shape)
+    weights = [rng.standard_normal(24).astype("float32") for _ in range(2)]
+    ours.set_weights(weights), ref.set_weights(weights)
+    dy = tf.constant(rng.standard_normal((2, 7, 24)).astype("float32"))
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(x)
+        y_ours = ours(x, training=True)
+        y_ref = ref(x, training=True)
+        loss_ours = tf.reduce_sum(tf.cast(y_ours, "float32") * dy)
+        loss_ref = tf.reduce_sum(tf.cast(y_ref, "float32") * dy)
+    assert y_ours.dtype == y_ref.dtype
+    tol = dict(rtol=1e-5, atol=1e-5) if policy == "float32" else dict(rtol=2**-7, atol=2e-2)
+    np.testing.assert_allclose(
+        tf.cast(y_ours, "float32").numpy(), tf.cast(y_ref, "float32").numpy(), **tol
+    )
+    grads_ours = tape.gradient(loss_ours, [x, *ours.trainable_variables])
+    grads_ref = tape.gradient(loss_ref, [x, *ref.trainable_variables])
+    for a, b in zip(grads_ours, grads_ref, strict=True):
+        np.testing.assert_allclose(
+            tf.cast(a, "float32").numpy(), tf.cast(b, "float32").numpy(), **tol
+        )
+    np.testing.assert_allclose(
+        tf.cast(ours(x, training=False), "float32").numpy(),
+        tf.cast(y_ref, "float32").numpy(),
+        **tol,
+    )
