@@ -7,13 +7,16 @@ Three paths, chosen per call from static shapes:
 * long sequences (``Lq·Lk >= flash_min_pairs``): the blocked exact engine
   :func:`~keras_transformers.ops.flash_attention.flash_attention` (``O(L)`` memory forward and
   backward, causal tiles above the diagonal skipped), also with padding masks, an
-  ``attention_mask`` and score-side positions (ALiBi, T5, Transformer-XL, Shaw without value
-  vectors), whose bias it asks per tile from the tile's relative positions. PyTorch keeps its
-  fused ``scaled_dot_product_attention`` (already ``O(L)``) when no score bias is needed.
+  ``attention_mask`` and score-side positions (ALiBi, T5, Transformer-XL, Shaw with its value
+  vectors), whose bias (and Shaw's value term) it asks per tile from the tile's relative
+  positions; ALiBi and T5 once per tile offset. PyTorch keeps its fused
+  ``scaled_dot_product_attention`` (already ``O(L)``) when no score bias is needed.
 * otherwise ``keras.ops.dot_product_attention`` so each backend uses its fused kernel (with
-  ``is_causal=True`` when the only mask is causality);
-* a score-side position bias on short sequences, Shaw value vectors, attention-weight dropout or
-  ``return_attention_scores`` take the explicit path, which forms the ``(B, h, Lq, Lk)`` weights.
+  ``is_causal=True`` when the only mask is causality); a positions-only bias (ALiBi, T5) goes to
+  the fused kernel as a float bias on PyTorch (and JAX off-CPU), see :attr:`fused_bias`;
+* any other score-side position bias on short sequences, Shaw value vectors, attention-weight
+  dropout or ``return_attention_scores`` take the explicit path, which forms the
+  ``(B, h, Lq, Lk)`` weights.
 
 Shapes: ``q (B, Lq, h, dh)``, ``k, v (B, Lk, h_kv, dh)`` -> ``(B, Lq, h, dh)``.
 Cost: ``O(L²·d)`` time; ``O(L)`` memory on the blocked path and inside fused kernels that
@@ -134,7 +137,8 @@ class FullAttention(KeyValueCache, AttentionCore):
             return False
         position = context.position if context.uses_position_bias else None
         if position is not None and position.has_value_term:
-            return False  # Shaw's value vectors stay on the explicit path
+            if not getattr(position, "value_term_is_relative", False):
+                return False  # a value term the engine cannot tile: explicit path
         if position is None and keras.backend.backend() == "torch":
             return False  # fused SDPA is already O(L) memory
         return True
@@ -160,8 +164,14 @@ class FullAttention(KeyValueCache, AttentionCore):
         """The blocked exact engine; score-side positions give their bias per tile."""
         position = context.position if context.uses_position_bias else None
         bias_fn, params, reads_qk, relative = None, (), False, False
+        value_table = value_labels = None
         if position is not None:
             weights = list(position.weights)
+            if position.has_value_term:  # Shaw's a^V: the engine's per-tile value term
+                value_var = position.value_table
+                weights = [w for w in weights if w is not value_var]
+                value_table = ops.convert_to_tensor(value_var.value)  # (R, dv)
+                value_labels = position.relative_value_labels
             params = tuple(ops.convert_to_tensor(w.value) for w in weights)
             reads_qk = getattr(position, "score_bias_reads_qk", True)
             # positions-only biases (ALiBi, T5) are elementwise in rel: the engine asks them
@@ -187,6 +197,8 @@ class FullAttention(KeyValueCache, AttentionCore):
             bias_params=params,
             bias_reads_qk=reads_qk,
             bias_relative=relative,
+            value_table=value_table,
+            value_labels=value_labels,
             block_size=self.flash_block_size,
         )  # (B, h, Lq, dv)
         return heads_last(out)  # (B, Lq, h, dv)

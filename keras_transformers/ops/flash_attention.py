@@ -57,6 +57,8 @@ def flash_attention(
     bias_params=(),
     bias_reads_qk=True,
     bias_relative=False,
+    value_table=None,
+    value_labels=None,
     scale=None,
     block_size=DEFAULT_BLOCK_SIZE,
 ):
@@ -79,6 +81,10 @@ def flash_attention(
             ``(Tq, Tk)`` tile has only ``Tq + Tk - 1`` distinct offsets, so ``bias_fn`` is called
             on those, ``rel (Tq + Tk - 1,)`` ascending, returns ``(..., Tq + Tk - 1)``, and the
             engine lays the values along the tile's diagonals (copies, no per-pair arithmetic).
+        value_table: ``(R, dv)`` relative value vectors (Shaw et al.'s ``a^V``): the output gets
+            ``Σ_j α_ij value_table[value_labels(j - i)]``; it receives a gradient.
+        value_labels: ``value_labels(rel (n,) int32) -> int labels (n,)`` in ``[0, R)``,
+            elementwise in ``rel``; required with ``value_table``.
         scale: score scale, default ``1/sqrt(dh)``.
         block_size: tile size ``T`` (queries and keys); shorter sequences use one tile.
 
@@ -94,14 +100,19 @@ def flash_attention(
         raise ValueError(f"query_offset={query_offset!r}: must be a static int.")
     if int(block_size) < 1:
         raise ValueError(f"block_size={block_size}: must be >= 1.")
+    if (value_table is None) != (value_labels is None):
+        raise ValueError("value_table and value_labels: pass both (relative values) or neither.")
     dh = query.shape[-1]
     scale = 1.0 / float(dh) ** 0.5 if scale is None else float(scale)
     tq, tk = _tile(q_len, block_size), _tile(k_len, block_size)
     nq, nk = -(-q_len // tq), -(-k_len // tk)
     plan = _Plan(
         q_len, k_len, tq, tk, nq, nk, bool(causal), int(query_offset), scale, bias_fn,
-        bool(bias_reads_qk) and bias_fn is not None and not bias_relative, bool(bias_relative),
+        bool(bias_reads_qk) and bias_fn is not None and not bias_relative,
+        bool(bias_relative) and bias_fn is not None,
     )  # fmt: skip
+    plan.n_bias, plan.value_labels = len(bias_params), value_labels
+    params = tuple(bias_params) + (() if value_table is None else (value_table,))
 
     # keys that may be attended (B|1, Lk_pad): a boolean, not an additive bias (TensorFlow's
     # grappler remapper fuses "BatchMatMul + Add" wrongly for a (B, 1, 1, Tk) addend)
@@ -121,7 +132,7 @@ def flash_attention(
     q = _pad(query, 2, nq * tq - q_len)  # (B, h, Lq_pad, dh)
     k = _pad(key, 2, nk * tk - k_len)  # (B, h, Lk_pad, dh)
     v = _pad(value, 2, nk * tk - k_len)  # (B, h, Lk_pad, dv)
-    out = _custom_gradient(plan)(q, k, v, key_valid, mask, tuple(bias_params))
+    out = _custom_gradient(plan)(q, k, v, key_valid, mask, params)
     return out[:, :, :q_len]  # (B, h, Lq, dv)
 
 
@@ -134,6 +145,7 @@ class _Plan:
         self.q_len, self.k_len, self.tq, self.tk, self.nq, self.nk = q_len, k_len, tq, tk, nq, nk
         self.causal, self.offset, self.scale = causal, offset, scale
         self.bias_fn, self.reads_qk, self.bias_relative = bias_fn, reads_qk, relative
+        self.n_bias, self.value_labels = 0, None  # params[:n_bias] are the bias' tensors
 
     # ---------------------------------------------------------------- tile ranges (causal skip)
     def key_ranges(self, i):
@@ -176,11 +188,35 @@ class _Plan:
             return toeplitz(per_offset, self.tq, self.tk)  # (..., Tq, Tk)
         return self.bias_fn(params, q_i, k_j, self.relative(i, j))
 
+    def label_one_hot(self, i, j, num_labels):
+        """``(Tq + Tk - 1, R)`` float32 one-hot value labels of tile ``(i, j)``'s offsets."""
+        return ops.one_hot(self.value_labels(self.diagonals(i, j)), num_labels, dtype="float32")
+
+    def value_weights(self, p, i, j, num_labels):
+        """Attention weight per value label, ``(B, h, Tq, R)``: ``p`` summed per label along
+        each row (the tile laid out by offset, then one small matmul)."""
+        return ops.matmul(skew(p, self.tq, self.tk), self.label_one_hot(i, j, num_labels))
+
+    def add_relative_bias(self, s, params, i, j):
+        """``s + bias`` for a positions-only bias. A tile whose offsets all carry the same value
+        (T5 past ``max_distance``: every tile off the diagonal band) adds one scalar per head
+        instead of laying out the ``(Tq, Tk)`` bias."""
+        per_offset = ops.cast(self.bias_fn(params, None, None, self.diagonals(i, j)), "float32")
+        same = ops.all(ops.max(per_offset, axis=-1) == ops.min(per_offset, axis=-1))
+        return ops.cond(
+            same,
+            lambda: s + per_offset[..., :1, None],  # (..., 1, 1)
+            lambda: s + toeplitz(per_offset, self.tq, self.tk),  # (..., Tq, Tk)
+        )
+
     def scores(self, t, i, j, q_i, k_j, params, diagonal):
         """Scaled, biased, masked float32 scores of tile ``(i, j)``: ``(B, h, Tq, Tk)``."""
+        params = params[: self.n_bias]
         qs = q_i * ops.cast(self.scale, q_i.dtype)
         s = ops.cast(ops.matmul(qs, ops.swapaxes(k_j, -1, -2)), "float32")  # (B, h, Tq, Tk)
-        if self.bias_fn is not None:
+        if self.bias_relative:
+            s = self.add_relative_bias(s, params, i, j)
+        elif self.bias_fn is not None:
             s = s + ops.cast(self.tile_bias(params, q_i, k_j, i, j), "float32")
         if t.key_valid is not None:
             s = ops.where(t.key_valid[j], s, MASK_VALUE)  # keys (B|1, 1, 1, Tk)
@@ -221,8 +257,11 @@ def _forward(plan, q, k, v, key_valid, mask, params):
                 alpha = ops.exp(m - m_new)
                 p = ops.exp(s - m_new[..., None])  # (B, h, Tq, Tk)
                 l_sum = l_sum * alpha + ops.sum(p, axis=-1)
-                pv = ops.matmul(ops.cast(p, v.dtype), t.v[j])  # (B, h, Tq, dv)
-                acc = acc * alpha[..., None] + ops.cast(pv, "float32")
+                pv = ops.cast(ops.matmul(ops.cast(p, v.dtype), t.v[j]), "float32")  # (B, h, Tq, dv)
+                if plan.value_labels is not None:  # Σ_j p_ij a^V[label(j - i)]
+                    table = ops.cast(params[-1], "float32")  # (R, dv)
+                    pv = pv + ops.matmul(plan.value_weights(p, i, j, table.shape[0]), table)
+                acc = acc * alpha[..., None] + pv
                 return m_new, l_sum, acc
 
             return body
@@ -247,12 +286,20 @@ def _backward(plan, q, k, v, key_valid, mask, params, out, lse, d_out):
     delta = ops.sum(ops.cast(d_out, "float32") * ops.cast(out, "float32"), axis=-1)
     delta_t = _split(delta[..., None], plan.nq, plan.tq)[..., 0]  # (nq, B, h, Tq)
     vjp = _vjp_fn()
+    bias_params = params[: plan.n_bias]
+    table = None if plan.value_labels is None else ops.cast(params[-1], "float32")  # (R, dv)
 
     def tile_grads(i, j, diagonal, k_j, v_j):
         """``(p, dS)`` of tile ``(i, j)``, both float32 ``(B, h, Tq, Tk)``."""
         s = plan.scores(t, i, j, t.q[i], k_j, params, diagonal)
         p = ops.exp(s - lse_t[i][..., None])
         dp = ops.cast(ops.matmul(do_t[i], ops.swapaxes(v_j, -1, -2)), "float32")
+        if table is not None:  # dα_ij += dO_i · a^V[label(j - i)], laid out from the offsets
+            per_label = ops.matmul(ops.cast(do_t[i], "float32"), ops.transpose(table))
+            per_offset = ops.matmul(
+                per_label, ops.transpose(plan.label_one_hot(i, j, table.shape[0]))
+            )
+            dp = dp + unskew(per_offset, plan.tq, plan.tk)  # (B, h, Tq, Tk)
         return p, p * (dp - delta_t[i][..., None])
 
     def key_tile(j):
@@ -272,18 +319,22 @@ def _backward(plan, q, k, v, key_valid, mask, params, out, lse, d_out):
                 dk = dk + ops.cast(
                     ops.matmul(ops.swapaxes(ops.cast(ds, q.dtype), -1, -2), qs), "float32"
                 )
-                if params and plan.bias_relative:
+                if table is not None:  # d a^V += Σ_(B, h) (weights per label)ᵀ dO
+                    w = plan.value_weights(p, i, j, table.shape[0])  # (B, h, Tq, R)
+                    d_table = ops.einsum("bhqr,bhqd->rd", w, ops.cast(do_t[i], "float32"))
+                    dparams = dparams[:-1] + (dparams[-1] + d_table,)
+                if bias_params and plan.bias_relative:
                     # d(loss)/d(per-offset bias): dS summed along the tile's diagonals; the
                     # callback is differentiated on those Tq + Tk - 1 values only
                     diag = plan.diagonals(i, j)
-                    per_offset = plan.bias_fn(params, None, None, diag)  # (..., Tq+Tk-1)
+                    per_offset = plan.bias_fn(bias_params, None, None, diag)  # (..., Tq+Tk-1)
                     lead = tuple(per_offset.shape[:-1])
                     cot = diagonal_sums(_reduce_to(ds, lead), plan.tq, plan.tk)  # (..., Tq+Tk-1)
-                    grads = vjp(lambda *ps: plan.bias_fn(ps, None, None, diag), params, cot)
-                    dparams = tuple(a + _f32(g, a) for a, g in zip(dparams, grads))
-                elif params or plan.reads_qk:
+                    grads = vjp(lambda *ps: plan.bias_fn(ps, None, None, diag), bias_params, cot)
+                    dparams = _add_first(dparams, grads)
+                elif bias_params or plan.reads_qk:
                     q_i = t.q[i]
-                    wrt = ((k_j,) if plan.reads_qk else ()) + tuple(params)
+                    wrt = ((k_j,) if plan.reads_qk else ()) + tuple(bias_params)
 
                     def bias(*args):
                         kk = args[0] if plan.reads_qk else k_j
@@ -294,7 +345,7 @@ def _backward(plan, q, k, v, key_valid, mask, params, out, lse, d_out):
                     if plan.reads_qk:
                         dk = dk + _f32(grads[0], dk)
                         grads = grads[1:]
-                    dparams = tuple(a + _f32(g, a) for a, g in zip(dparams, grads))
+                    dparams = _add_first(dparams, grads)
                 return dk, dv, dparams
 
             return body
@@ -321,7 +372,7 @@ def _backward(plan, q, k, v, key_valid, mask, params, out, lse, d_out):
                     plan.scale, "float32"
                 )
                 if plan.reads_qk:
-                    (g,) = vjp(lambda qq: plan.tile_bias(params, qq, k_j, i, j), (q_i,), ds)
+                    (g,) = vjp(lambda qq: plan.tile_bias(bias_params, qq, k_j, i, j), (q_i,), ds)
                     dq = dq + _f32(g, dq)
                 return dq
 
@@ -505,6 +556,36 @@ def _tile(length, block_size):
     return int(min(int(block_size), -(-length // 8) * 8))
 
 
+def skew(tiles, rows, cols):
+    """``(..., rows, cols) -> (..., rows, rows + cols - 1)``: ``out[r, t] = x[r, t + r - rows + 1]``
+    (zero outside), each row moved so that a column holds one offset ``c - r``. Copies only: rows
+    padded to ``rows + cols - 2``, laid end to end behind ``rows - 1`` zeros and read back with a
+    row stride of ``rows + cols - 1``."""
+    n = rows + cols - 1
+    lead = tuple(ops.shape(tiles)[:-2])
+    widths = [(0, 0)] * len(lead)
+    x = ops.pad(tiles, widths + [(0, 0), (0, n - 1 - cols)])  # (..., rows, n-1)
+    x = ops.reshape(x, lead + (rows * (n - 1),))
+    x = ops.pad(x, widths + [(rows - 1, 1)])  # (..., rows·n)
+    return ops.reshape(x, lead + (rows, n))  # (..., rows, n)
+
+
+def unskew(per_offset, rows, cols):
+    """``(..., rows, rows + cols - 1) -> (..., rows, cols)``: ``out[r, c] = y[r, c - r + rows - 1]``,
+    the inverse layout of :func:`skew` (a per-row :func:`toeplitz`)."""
+    n = rows + cols - 1
+    lead = tuple(ops.shape(per_offset)[:-2])
+    flat = ops.reshape(per_offset, lead + (rows * n,))
+    flat = flat[..., rows - 1 : rows - 1 + rows * (n - 1)]  # (..., rows·(n-1))
+    return ops.reshape(flat, lead + (rows, n - 1))[..., :cols]
+
+
+def _add_first(totals, grads):
+    """Add ``grads`` to the first ``len(grads)`` running totals (the bias' tensors)."""
+    summed = tuple(a + _f32(g, a) for a, g in zip(totals, grads))
+    return summed + tuple(totals[len(summed) :])
+
+
 def diagonal_sums(tiles, rows, cols):
     """``(..., rows, cols) -> (..., rows + cols - 1)``: ``out[t] = Σ_{c - r = t - rows + 1} x[r, c]``.
 
@@ -512,13 +593,7 @@ def diagonal_sums(tiles, rows, cols):
     padded to ``rows + cols - 2``, the rows are laid end to end behind ``rows - 1`` zeros and read
     back with a row stride of ``rows + cols - 1``, which lines the diagonals up in columns.
     """
-    n = rows + cols - 1
-    lead = tuple(ops.shape(tiles)[:-2])
-    widths = [(0, 0)] * len(lead)
-    x = ops.pad(tiles, widths + [(0, 0), (0, n - 1 - cols)])  # (..., rows, n-1)
-    x = ops.reshape(x, lead + (rows * (n - 1),))
-    x = ops.pad(x, widths + [(rows - 1, 1)])  # (..., rows·n)
-    return ops.sum(ops.reshape(x, lead + (rows, n)), axis=-2)  # (..., n)
+    return ops.sum(skew(tiles, rows, cols), axis=-2)  # (..., rows + cols - 1)
 
 
 def _reduce_to(x, lead):

@@ -36,6 +36,9 @@ class PositionalEncoding(keras.layers.Layer):
     #: (any shape of ``rel``; ALiBi, T5): the blocked engine then evaluates it once per distinct
     #: offset of a tile (``Tq + Tk - 1`` values) instead of once per query-key pair.
     score_bias_reads_qk = True
+    #: True when :meth:`value_term` is ``Σ_j α_ij value_table[relative_value_labels(j - i)]``
+    #: (Shaw): blocked engines then add it per tile from ``value_table`` and the labels.
+    value_term_is_relative = False
     #: True when the encoding can extrapolate past any length seen in training.
     extrapolates = True
 

@@ -9,7 +9,8 @@ Learned vectors for the clipped relative distance are added to the keys and the 
 unseen lengths. The tables are shared across heads as in the paper.
 
 Shapes: ``P^K, P^V (2k+1, dh)``; score term ``(B, h, ..., Lq, Lk)``; value term
-``(B, h, ..., Lq, dh)``. Extra cost ``O(L²·dh)`` like the scores themselves.
+``(B, h, ..., Lq, dh)``. Extra cost ``O(L²·dh)`` like the scores themselves. On long sequences
+``full`` attention applies both terms per tile of its blocked engine (``O(L)`` memory).
 
 Example:
     >>> import keras_transformers as kt
@@ -48,6 +49,9 @@ class ShawRelativePosition(PositionalEncoding):
         self.max_distance = int(max_distance)
         self.use_values = bool(use_values)
         self.has_value_term = self.use_values
+        #: The value term is ``Σ_j α_ij value_table[relative_value_labels(j - i)]``: the blocked
+        #: engine applies it per tile.
+        self.value_term_is_relative = self.use_values
 
     def build(self, input_shape):
         self.set_head_shape(input_shape)
@@ -72,6 +76,11 @@ class ShawRelativePosition(PositionalEncoding):
         # (B, h, ..., Lq, 1, R) @ (..., Lq, R, Lk) -> (B, h, ..., Lq, 1, Lk)
         bias = ops.matmul(per_label[..., None, :], ops.swapaxes(one_hot, -1, -2))
         return ops.squeeze(bias, -2)
+
+    def relative_value_labels(self, relative_positions):
+        """Labels of ``a^V`` for relative positions of any shape (the blocked engine's value
+        term reads ``value_table[labels]`` per tile offset)."""
+        return clipped_labels(relative_positions, self.max_distance)
 
     def value_term(self, weights, relative_positions):
         if not self.use_values:

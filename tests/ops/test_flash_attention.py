@@ -17,7 +17,9 @@ B, H, D = 2, 2, 8
 CLIP = 3  # T5-like table: one learned scalar per (clipped distance, head)
 
 
-def numpy_attention_and_grads(q, k, v, d_out, causal, offset, keep, bias_table, alibi):
+def numpy_attention_and_grads(
+    q, k, v, d_out, causal, offset, keep, bias_table, alibi, value_table=None
+):
     """Dense softmax attention and its gradients, in numpy (the independent reference)."""
     lq, lk = q.shape[2], k.shape[2]
     rel = np.arange(lk)[None, :] - (np.arange(lq)[:, None] + offset)  # (Lq, Lk)
@@ -36,6 +38,10 @@ def numpy_attention_and_grads(q, k, v, d_out, causal, offset, keep, bias_table, 
     p = e / np.maximum(e.sum(-1, keepdims=True), 1e-30)  # (B, h, Lq, Lk)
     out = p @ v
     dp = d_out @ np.swapaxes(v, -1, -2)
+    if value_table is not None:  # Shaw's a^V_ij = table[label(j - i)]
+        a_v = value_table[labels]  # (Lq, Lk, dv)
+        out = out + np.einsum("bhqk,qkd->bhqd", p, a_v)
+        dp = dp + np.einsum("bhqd,qkd->bhqk", d_out, a_v)
     ds = p * (dp - (dp * p).sum(-1, keepdims=True))
     grads = {
         "q": ds @ k / np.sqrt(D),
@@ -47,6 +53,10 @@ def numpy_attention_and_grads(q, k, v, d_out, causal, offset, keep, bias_table, 
         for head in range(H):
             np.add.at(d_table[:, head], labels, ds[:, head].sum(0))
         grads["table"] = d_table
+    if value_table is not None:
+        d_values = np.zeros_like(value_table)
+        np.add.at(d_values, labels, np.einsum("bhqk,bhqd->qkd", p, d_out))
+        grads["values"] = d_values
     return out, grads
 
 
@@ -63,13 +73,25 @@ def alibi_bias(params, q_tile, k_tile, rel):
     return -slopes * keras.ops.abs(keras.ops.cast(rel, "float32"))[None]  # (h, *rel.shape)
 
 
-def engine_and_grads(q, k, v, d_out, table, **kwargs):
+def value_labels(rel):
+    return keras.ops.clip(rel, -CLIP, CLIP) + CLIP
+
+
+def engine_and_grads(q, k, v, d_out, table, values=None, **kwargs):
     """The engine's output and gradients on the current backend (numpy in, numpy out)."""
     backend = keras.backend.backend()
     to_numpy = keras.ops.convert_to_numpy
-    inputs = [q, k, v] + ([] if table is None else [table])
+    inputs = [q, k, v] + ([] if table is None else [table]) + ([] if values is None else [values])
+    names = (
+        ["q", "k", "v"]
+        + ([] if table is None else ["table"])
+        + ([] if values is None else ["values"])
+    )
 
     def run(q, k, v, *params):
+        if values is not None:
+            kwargs.update(value_table=params[-1], value_labels=value_labels)
+            params = params[:-1]
         return flash_attention(q, k, v, bias_params=params, **kwargs)
 
     if backend == "tensorflow":
@@ -99,13 +121,12 @@ def engine_and_grads(q, k, v, d_out, table, **kwargs):
         xs = [torch.tensor(x, requires_grad=True) for x in inputs]
         out = run(*xs)
         grads = torch.autograd.grad((out * torch.tensor(d_out)).sum(), xs)
-    names = ["q", "k", "v", "table"][: len(inputs)]
     return to_numpy(out), {n: to_numpy(g) for n, g in zip(names, grads)}
 
 
 def check(
     lq, lk, causal=False, offset=0, padding=False, attention_mask=False, bias=None, block=16,
-    relative=False,
+    relative=False, values=False,
 ):  # fmt: skip
     rng = np.random.default_rng(lq * 31 + lk)
     q = rng.normal(size=(B, H, lq, D)).astype("float32")
@@ -131,10 +152,11 @@ def check(
         kwargs.update(bias_fn=table_bias, bias_reads_qk=False)
     elif bias == "alibi":
         kwargs.update(bias_fn=alibi_bias, bias_reads_qk=False)
+    value_table = rng.normal(size=(2 * CLIP + 1, D)).astype("float32") if values else None
     want, want_grads = numpy_attention_and_grads(
-        q, k, v, d_out, causal, offset, keep, table, bias == "alibi"
+        q, k, v, d_out, causal, offset, keep, table, bias == "alibi", value_table
     )
-    got, got_grads = engine_and_grads(q, k, v, d_out, table, **kwargs)
+    got, got_grads = engine_and_grads(q, k, v, d_out, table, value_table, **kwargs)
     np.testing.assert_allclose(got, want, atol=2e-5, err_msg="output")
     for name, grad in want_grads.items():
         np.testing.assert_allclose(got_grads[name], grad, atol=5e-5, err_msg=f"d{name}")
@@ -154,8 +176,9 @@ def test_causal_padding_and_table_bias_match_numpy_on_every_backend():
         dict(lq=11, lk=27, causal=True, offset=16, bias="alibi", block=8, relative=True),
         dict(lq=33, lk=33, causal=False, bias="table", attention_mask=True),
         dict(lq=21, lk=45, causal=False, bias="table", relative=True),
+        dict(lq=27, lk=27, causal=True, padding=True, bias="table", values=True, block=8),
     ],
-    ids=["masks-cross", "causal-offset-alibi", "table-mask-odd", "t5-diagonals"],
+    ids=["masks-cross", "causal-offset-alibi", "table-mask-odd", "t5-diagonals", "shaw-values"],
 )
 def test_engine_matches_numpy(case):
     check(**case)
@@ -169,19 +192,46 @@ def test_causal_tiles_above_the_diagonal_are_never_read():
     assert np.isfinite(out[:, :, :24]).all()
 
 
-def test_full_attention_takes_the_engine_for_long_sequences_with_positions():
-    """MultiHeadAttention(full, t5): the tiled path equals the dense path."""
+def tiled_and_dense(position, grads):
+    """MultiHeadAttention(full, position) on the dense path, then on the tiled engine."""
     x = np.random.default_rng(1).normal(size=(1, 40, 16)).astype("float32")
-    for position in ("t5",):
-        layer = kt.attention.MultiHeadAttention(
-            num_heads=2, key_dim=8, position=position, causal=True, attention="full"
-        )
-        dense = keras.ops.convert_to_numpy(layer(x))
-        core = layer.attention_core
-        assert core.flash_min_pairs > 40 * 40
-        core.flash_min_pairs, core.flash_block_size = 1, 16
-        tiled = keras.ops.convert_to_numpy(layer(x))
+    layer = kt.attention.MultiHeadAttention(
+        num_heads=2, key_dim=8, position=position, causal=True, attention="full"
+    )
+    dense = output_and_weight_grads(layer, x, grads)
+    core = layer.attention_core
+    assert core.flash_min_pairs > 40 * 40
+    core.flash_min_pairs, core.flash_block_size = 1, 16
+    return output_and_weight_grads(layer, x, grads), dense, layer
+
+
+def test_full_attention_takes_the_engine_for_long_sequences_with_positions():
+    """MultiHeadAttention(full, t5 | shaw with value vectors): the tiled path equals the dense."""
+    for position in ("t5", "shaw"):
+        (tiled, _), (dense, _), _ = tiled_and_dense(position, grads=False)
         np.testing.assert_allclose(tiled, dense, atol=1e-5, err_msg=position)
+
+
+@pytest.mark.slow
+def test_shaw_values_on_the_engine_train_like_the_dense_path():
+    """Gradients of every weight (Shaw's key and value tables included) through the layer."""
+    (tiled, tiled_grads), (dense, dense_grads), layer = tiled_and_dense("shaw", grads=True)
+    np.testing.assert_allclose(tiled, dense, atol=1e-5)
+    for var, got, want in zip(layer.trainable_variables, tiled_grads, dense_grads):
+        np.testing.assert_allclose(got, want, atol=1e-5, err_msg=var.path)
+
+
+def output_and_weight_grads(layer, x, grads=True):
+    """The layer's output and d(Σ y²)/d(weights) (TensorFlow; otherwise no gradients)."""
+    if not grads or keras.backend.backend() != "tensorflow":
+        return keras.ops.convert_to_numpy(layer(x)), []
+    import tensorflow as tf
+
+    with tf.GradientTape() as tape:
+        y = layer(x)
+        loss = tf.reduce_sum(y * y)
+    grads = tape.gradient(loss, layer.trainable_variables)
+    return y.numpy(), [tf.convert_to_tensor(g).numpy() for g in grads]
 
 
 def test_toeplitz_lays_offsets_along_diagonals():
