@@ -22,6 +22,11 @@ Causal attention visits only the tiles on and below the diagonal (the ones above
 not masked) and masks only the tiles that cross it. Key padding (``(B, Lk)``), an arbitrary
 ``attention_mask`` (``(B, Lq, Lk)``) and a score bias (a callback given each tile's queries,
 keys and relative positions: ALiBi, T5, Shaw's key term, Transformer-XL) are applied per tile.
+A bias of the relative position alone (ALiBi, T5) is asked only for a tile's ``Tq + Tk - 1``
+distinct offsets and laid along its diagonals (:func:`toeplitz`; its gradient sums ``dS`` along
+them, :func:`diagonal_sums`). Shaw's value vectors add ``Σ_j α_ij a^V[label(j - i)]`` per tile:
+the tile's weights laid out by offset (:func:`skew`) times a one-hot ``(Tq + Tk - 1, R)`` of the
+labels give the weight per label, accumulated with the same running rescale as ``acc``.
 A query with no key to attend to gives a zero output and zero gradients. Odd lengths are padded
 to the tile and sliced back.
 
@@ -29,9 +34,10 @@ Shapes: ``query (B, h, Lq, dh)``, ``key (B, h, Lk, dh)``, ``value (B, h, Lk, dv)
 ``(B, h, Lq, dv)``. Lengths must be static.
 """
 
-import keras
 import numpy as np
 from keras import ops
+
+from keras_transformers.ops._flash_backends import custom_gradient, map_tiles, vjp_fn
 
 # Finite stand-in for -inf: exp(-1e9 - max) underflows to exactly 0 in float32.
 MASK_VALUE = -1e9
@@ -132,7 +138,7 @@ def flash_attention(
     q = _pad(query, 2, nq * tq - q_len)  # (B, h, Lq_pad, dh)
     k = _pad(key, 2, nk * tk - k_len)  # (B, h, Lk_pad, dh)
     v = _pad(value, 2, nk * tk - k_len)  # (B, h, Lk_pad, dv)
-    out = _custom_gradient(plan)(q, k, v, key_valid, mask, params)
+    out = custom_gradient(plan, _forward, _backward)(q, k, v, key_valid, mask, params)
     return out[:, :, :q_len]  # (B, h, Lq, dv)
 
 
@@ -274,7 +280,9 @@ def _forward(plan, q, k, v, key_valid, mask, params):
         lse = ops.where(empty, _EMPTY_LSE, m + ops.log(ops.maximum(l_sum, 1e-30)))
         return ops.cast(out, q.dtype), lse
 
-    out, lse = _map(query_tile, plan.nq, (q.dtype, "float32"))  # (nq, B, h, Tq, dv), (nq, B, h, Tq)
+    out, lse = map_tiles(
+        query_tile, plan.nq, (q.dtype, "float32")
+    )  # (nq, B, h, Tq, dv), (nq, B, h, Tq)
     return _merge(out), _merge(lse[..., None])[..., 0]
 
 
@@ -285,7 +293,7 @@ def _backward(plan, q, k, v, key_valid, mask, params, out, lse, d_out):
     do_t = _split(d_out, plan.nq, plan.tq)  # (nq, B, h, Tq, dv)
     delta = ops.sum(ops.cast(d_out, "float32") * ops.cast(out, "float32"), axis=-1)
     delta_t = _split(delta[..., None], plan.nq, plan.tq)[..., 0]  # (nq, B, h, Tq)
-    vjp = _vjp_fn()
+    vjp = vjp_fn()
     bias_params = params[: plan.n_bias]
     table = None if plan.value_labels is None else ops.cast(params[-1], "float32")  # (R, dv)
 
@@ -356,7 +364,7 @@ def _backward(plan, q, k, v, key_valid, mask, params, out, lse, d_out):
         return (dk, dv) + tuple(dparams)
 
     dtypes = ("float32", "float32") + ("float32",) * len(params)
-    kv = _map(key_tile, plan.nk, dtypes)
+    kv = map_tiles(key_tile, plan.nk, dtypes)
     dk, dv = _merge(kv[0]), _merge(kv[1])
     dparams = tuple(ops.sum(g, axis=0) for g in kv[2:])
 
@@ -382,159 +390,8 @@ def _backward(plan, q, k, v, key_valid, mask, params, out, lse, d_out):
         dq = ops.fori_loop(start, full, step(False), dq)
         return (ops.fori_loop(full, end, step(True), dq),)
 
-    (dq,) = _map(query_tile, plan.nq, ("float32",))
+    (dq,) = map_tiles(query_tile, plan.nq, ("float32",))
     return _merge(dq), dk, dv, dparams
-
-
-# -------------------------------------------------------------------- backend glue
-def _custom_gradient(plan):
-    """``f(q, k, v, key_valid, mask, params) -> out (B, h, Lq_pad, dv)`` with the tiled gradient."""
-    backend = keras.backend.backend()
-    if backend == "tensorflow":
-        return _tf_attention(plan)
-    if backend == "jax":
-        return _jax_attention(plan)
-    if backend == "torch":
-        return _torch_attention(plan)
-    raise NotImplementedError(f"flash_attention: backend {backend!r} is not supported.")
-
-
-def _tf_attention(plan):
-    import tensorflow as tf
-
-    def call(q, k, v, key_valid, mask, params):
-        @tf.custom_gradient
-        def attention(q, k, v, *params):
-            out, lse = _forward(plan, q, k, v, key_valid, mask, params)
-
-            def grad(d_out):
-                dq, dk, dv, dparams = _backward(
-                    plan, q, k, v, key_valid, mask, params, out, lse, d_out
-                )
-                cast = [
-                    ops.cast(g, x.dtype) for g, x in zip((dq, dk, dv) + dparams, (q, k, v) + params)
-                ]
-                return tuple(cast)
-
-            return out, grad
-
-        return attention(q, k, v, *params)
-
-    return call
-
-
-def _jax_attention(plan):
-    import jax
-
-    def call(q, k, v, key_valid, mask, params):
-        @jax.custom_vjp
-        def attention(q, k, v, key_valid, mask, params):
-            return _forward(plan, q, k, v, key_valid, mask, params)[0]
-
-        def fwd(q, k, v, key_valid, mask, params):
-            out, lse = _forward(plan, q, k, v, key_valid, mask, params)
-            return out, (q, k, v, key_valid, mask, params, out, lse)
-
-        def bwd(res, d_out):
-            q, k, v, key_valid, mask, params, out, lse = res
-            dq, dk, dv, dparams = _backward(plan, q, k, v, key_valid, mask, params, out, lse, d_out)
-            dparams = tuple(g.astype(p.dtype) for g, p in zip(dparams, params))
-            zero_kv = None if key_valid is None else np.zeros(key_valid.shape, jax.dtypes.float0)
-            zero_mask = None if mask is None else np.zeros(mask.shape, jax.dtypes.float0)
-            return (dq.astype(q.dtype), dk.astype(k.dtype), dv.astype(v.dtype), zero_kv,
-                    zero_mask, dparams)  # fmt: skip
-
-        attention.defvjp(fwd, bwd)
-        return attention(q, k, v, key_valid, mask, tuple(params))
-
-    return call
-
-
-def _torch_attention(plan):
-    import torch
-
-    class Attention(torch.autograd.Function):
-        @staticmethod
-        def forward(ctx, q, k, v, key_valid, mask, *params):
-            out, lse = _forward(plan, q, k, v, key_valid, mask, params)
-            ctx.save_for_backward(q, k, v, out, lse, *params)
-            ctx.masks = (key_valid, mask)
-            return out
-
-        @staticmethod
-        def backward(ctx, d_out):
-            q, k, v, out, lse, *params = ctx.saved_tensors
-            key_valid, mask = ctx.masks
-            dq, dk, dv, dparams = _backward(
-                plan, q, k, v, key_valid, mask, tuple(params), out, lse, d_out.contiguous()
-            )
-            grads = [g.to(x.dtype) for g, x in zip(dparams, params)]
-            return (dq.to(q.dtype), dk.to(k.dtype), dv.to(v.dtype), None, None, *grads)
-
-    def call(q, k, v, key_valid, mask, params):
-        return Attention.apply(q, k, v, key_valid, mask, *params)
-
-    return call
-
-
-def _vjp_fn():
-    """``vjp(fn, primals, cot)``: gradients of ``Σ fn(*primals) ∘ cot`` w.r.t. each primal."""
-    backend = keras.backend.backend()
-    if backend == "tensorflow":
-        import tensorflow as tf
-
-        def vjp(fn, primals, cot):
-            with tf.GradientTape() as tape:
-                tape.watch(primals)
-                total = tf.reduce_sum(tf.cast(fn(*primals), "float32") * cot)
-            grads = tape.gradient(total, list(primals))
-            return [
-                tf.zeros_like(p, "float32") if g is None else tf.convert_to_tensor(g)
-                for g, p in zip(grads, primals)
-            ]
-
-        return vjp
-    if backend == "jax":
-        import jax
-        import jax.numpy as jnp
-
-        def vjp(fn, primals, cot):
-            def total(*args):
-                return jnp.sum(fn(*args).astype("float32") * cot)
-
-            return jax.grad(total, argnums=tuple(range(len(primals))))(*primals)
-
-        return vjp
-
-    import torch
-
-    def vjp(fn, primals, cot):
-        with torch.enable_grad():
-            leaves = [p.detach().requires_grad_(True) for p in primals]
-            total = (fn(*leaves).float() * cot).sum()
-            grads = torch.autograd.grad(total, leaves, allow_unused=True)
-        return [torch.zeros_like(p, dtype=torch.float32) if g is None else g
-                for g, p in zip(grads, leaves)]  # fmt: skip
-
-    return vjp
-
-
-def _map(fn, n, dtypes):
-    """Stack ``fn(i)`` (a tuple of tensors) for ``i < n`` along a new leading axis, in a loop."""
-    backend = keras.backend.backend()
-    if backend == "tensorflow":
-        import tensorflow as tf
-
-        return tf.map_fn(
-            fn, tf.range(n), fn_output_signature=tuple(tf.as_dtype(d) for d in dtypes),
-            parallel_iterations=1,
-        )  # fmt: skip
-    if backend == "jax":
-        import jax
-
-        return jax.lax.map(fn, jax.numpy.arange(n))
-    outs = [fn(i) for i in range(n)]
-    return tuple(ops.stack(parts, axis=0) for parts in zip(*outs))
 
 
 # -------------------------------------------------------------------- small helpers

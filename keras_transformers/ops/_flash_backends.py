@@ -1,0 +1,163 @@
+"""Backend glue of the blocked attention engine (:mod:`keras_transformers.ops.flash_attention`).
+
+``custom_gradient(plan, forward_fn, backward_fn)`` wraps the engine's forward pass with its tiled
+backward pass as ``tf.custom_gradient`` (TensorFlow), ``jax.custom_vjp`` (JAX) or a
+``torch.autograd.Function`` (PyTorch); ``vjp_fn()`` differentiates a small callback (a score
+bias) inside a tile; ``map_tiles`` loops over tiles (``tf.map_fn``, ``lax.map``, a Python loop).
+"""
+
+import keras
+import numpy as np
+from keras import ops
+
+
+def custom_gradient(plan, forward_fn, backward_fn):
+    """``f(q, k, v, key_valid, mask, params) -> out (B, h, Lq_pad, dv)`` with the tiled gradient."""
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        return _tf_attention(plan, forward_fn, backward_fn)
+    if backend == "jax":
+        return _jax_attention(plan, forward_fn, backward_fn)
+    if backend == "torch":
+        return _torch_attention(plan, forward_fn, backward_fn)
+    raise NotImplementedError(f"flash_attention: backend {backend!r} is not supported.")
+
+
+def _tf_attention(plan, forward_fn, backward_fn):
+    import tensorflow as tf
+
+    def call(q, k, v, key_valid, mask, params):
+        @tf.custom_gradient
+        def attention(q, k, v, *params):
+            out, lse = forward_fn(plan, q, k, v, key_valid, mask, params)
+
+            def grad(d_out):
+                dq, dk, dv, dparams = backward_fn(
+                    plan, q, k, v, key_valid, mask, params, out, lse, d_out
+                )
+                cast = [
+                    ops.cast(g, x.dtype) for g, x in zip((dq, dk, dv) + dparams, (q, k, v) + params)
+                ]
+                return tuple(cast)
+
+            return out, grad
+
+        return attention(q, k, v, *params)
+
+    return call
+
+
+def _jax_attention(plan, forward_fn, backward_fn):
+    import jax
+
+    def call(q, k, v, key_valid, mask, params):
+        @jax.custom_vjp
+        def attention(q, k, v, key_valid, mask, params):
+            return forward_fn(plan, q, k, v, key_valid, mask, params)[0]
+
+        def fwd(q, k, v, key_valid, mask, params):
+            out, lse = forward_fn(plan, q, k, v, key_valid, mask, params)
+            return out, (q, k, v, key_valid, mask, params, out, lse)
+
+        def bwd(res, d_out):
+            q, k, v, key_valid, mask, params, out, lse = res
+            dq, dk, dv, dparams = backward_fn(
+                plan, q, k, v, key_valid, mask, params, out, lse, d_out
+            )
+            dparams = tuple(g.astype(p.dtype) for g, p in zip(dparams, params))
+            zero_kv = None if key_valid is None else np.zeros(key_valid.shape, jax.dtypes.float0)
+            zero_mask = None if mask is None else np.zeros(mask.shape, jax.dtypes.float0)
+            return (dq.astype(q.dtype), dk.astype(k.dtype), dv.astype(v.dtype), zero_kv,
+                    zero_mask, dparams)  # fmt: skip
+
+        attention.defvjp(fwd, bwd)
+        return attention(q, k, v, key_valid, mask, tuple(params))
+
+    return call
+
+
+def _torch_attention(plan, forward_fn, backward_fn):
+    import torch
+
+    class Attention(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, q, k, v, key_valid, mask, *params):
+            out, lse = forward_fn(plan, q, k, v, key_valid, mask, params)
+            ctx.save_for_backward(q, k, v, out, lse, *params)
+            ctx.masks = (key_valid, mask)
+            return out
+
+        @staticmethod
+        def backward(ctx, d_out):
+            q, k, v, out, lse, *params = ctx.saved_tensors
+            key_valid, mask = ctx.masks
+            dq, dk, dv, dparams = backward_fn(
+                plan, q, k, v, key_valid, mask, tuple(params), out, lse, d_out.contiguous()
+            )
+            grads = [g.to(x.dtype) for g, x in zip(dparams, params)]
+            return (dq.to(q.dtype), dk.to(k.dtype), dv.to(v.dtype), None, None, *grads)
+
+    def call(q, k, v, key_valid, mask, params):
+        return Attention.apply(q, k, v, key_valid, mask, *params)
+
+    return call
+
+
+def vjp_fn():
+    """``vjp(fn, primals, cot)``: gradients of ``Σ fn(*primals) ∘ cot`` w.r.t. each primal."""
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        def vjp(fn, primals, cot):
+            with tf.GradientTape() as tape:
+                tape.watch(primals)
+                total = tf.reduce_sum(tf.cast(fn(*primals), "float32") * cot)
+            grads = tape.gradient(total, list(primals))
+            return [
+                tf.zeros_like(p, "float32") if g is None else tf.convert_to_tensor(g)
+                for g, p in zip(grads, primals)
+            ]
+
+        return vjp
+    if backend == "jax":
+        import jax
+        import jax.numpy as jnp
+
+        def vjp(fn, primals, cot):
+            def total(*args):
+                return jnp.sum(fn(*args).astype("float32") * cot)
+
+            return jax.grad(total, argnums=tuple(range(len(primals))))(*primals)
+
+        return vjp
+
+    import torch
+
+    def vjp(fn, primals, cot):
+        with torch.enable_grad():
+            leaves = [p.detach().requires_grad_(True) for p in primals]
+            total = (fn(*leaves).float() * cot).sum()
+            grads = torch.autograd.grad(total, leaves, allow_unused=True)
+        return [torch.zeros_like(p, dtype=torch.float32) if g is None else g
+                for g, p in zip(grads, leaves)]  # fmt: skip
+
+    return vjp
+
+
+def map_tiles(fn, n, dtypes):
+    """Stack ``fn(i)`` (a tuple of tensors) for ``i < n`` along a new leading axis, in a loop."""
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return tf.map_fn(
+            fn, tf.range(n), fn_output_signature=tuple(tf.as_dtype(d) for d in dtypes),
+            parallel_iterations=1,
+        )  # fmt: skip
+    if backend == "jax":
+        import jax
+
+        return jax.lax.map(fn, jax.numpy.arange(n))
+    outs = [fn(i) for i in range(n)]
+    return tuple(ops.stack(parts, axis=0) for parts in zip(*outs))
