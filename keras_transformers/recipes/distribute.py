@@ -22,7 +22,10 @@ first worker (the chief) writes the run folder; worker ``i`` writes its checkpoi
 under ``<logdir>/worker-<i>``, so a restart resumes every worker from its own backup.
 
 Each mode checks its backend and environment first and exits with a one-line error naming what
-is missing (``TF_CONFIG``, a ``--mesh`` that does not match the devices, ...).
+is missing (``TF_CONFIG``, a ``--mesh`` that does not match the devices, a ``--batch-size`` the
+batch axis does not divide, ...). Training batches are always whole (:func:`run.epoch_batches`);
+on a JAX batch axis of ``S`` devices :func:`validation_rows` keeps the first ``N - N mod S``
+validation examples, so the last batch splits and the metrics stay exact means (no padding).
 """
 
 import contextlib
