@@ -72,10 +72,10 @@ class ShawRelativePosition(PositionalEncoding):
         table = ops.cast(self.key_table, query.dtype)  # (R, dh)
         per_label = ops.matmul(query, ops.transpose(table)) * scale  # (B, h, ..., Lq, R)
         labels = clipped_labels(relative_positions, self.max_distance)  # (..., Lq, Lk)
-        one_hot = ops.one_hot(labels, 2 * self.max_distance + 1, dtype=query.dtype)
-        # (B, h, ..., Lq, 1, R) @ (..., Lq, R, Lk) -> (B, h, ..., Lq, 1, Lk)
-        bias = ops.matmul(per_label[..., None, :], ops.swapaxes(one_hot, -1, -2))
-        return ops.squeeze(bias, -2)
+        # bias[..., i, j] = per_label[..., i, label(j - i)]: a gather, not a one-hot product
+        lead = tuple(ops.shape(per_label)[:-2])
+        labels = ops.broadcast_to(labels, lead + tuple(ops.shape(labels)[-2:]))
+        return ops.take_along_axis(per_label, labels, axis=-1)  # (B, h, ..., Lq, Lk)
 
     def relative_value_labels(self, relative_positions):
         """Labels of ``a^V`` for relative positions of any shape (the blocked engine's value
