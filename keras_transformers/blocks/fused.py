@@ -1,4 +1,4 @@
-"""Fused feed-forward activations for TensorFlow training: one XLA loop forward, one backward.
+"""Fused activations and layer norm for TensorFlow training: one XLA loop forward, one backward.
 
 TensorFlow without XLA (``jit_compile="auto"`` on TensorFlow) runs an activation and its
 autodiff gradient as separate kernels, each a full pass over the ``(B, L, ff)`` tensor: GELU is
@@ -18,7 +18,8 @@ Derivatives (``Φ``/``φ``: standard normal CDF/density, ``σ``: logistic):
   2017).
 
 :func:`fused_activation` is used by :func:`~keras_transformers.blocks.feedforward.apply_activation`
-in training calls on TensorFlow only (JAX's XLA already fuses the plain form; inference and
+and :func:`fused_layer_norm` by :class:`~keras_transformers.blocks.norms.LayerNormalization`, in
+training calls on TensorFlow only (JAX's XLA already fuses the plain form; inference and
 exported graphs keep the plain kernels).
 """
 
@@ -135,6 +136,8 @@ def fused_layer_norm(x, gamma, beta, epsilon):
 
     forward, backward = _layer_norm_kernels()
     epsilon = tf.constant(float(epsilon), tf.float32)
+    # read variables as tensors: their gradient then flows through the read, not the custom one
+    gamma, beta = tf.convert_to_tensor(gamma), tf.convert_to_tensor(beta)
 
     @tf.custom_gradient
     def layer_norm(x, gamma, beta):

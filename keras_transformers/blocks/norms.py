@@ -70,7 +70,7 @@ class LayerNormalization(keras.layers.LayerNormalization):
         if (
             training
             and keras.backend.backend() == "tensorflow"
-            and list(self.axis) == [len(inputs.shape) - 1]
+            and [axis % len(inputs.shape) for axis in self.axis] == [len(inputs.shape) - 1]
             and self.center
             and self.scale
             and not self.rms_scaling

@@ -7,6 +7,7 @@ import keras
 import numpy as np
 import pytest
 
+import keras_transformers as kt
 from keras_transformers.blocks.feedforward import FeedForward
 from keras_transformers.blocks.fused import FUSED, fused_activation
 
@@ -75,12 +76,17 @@ def test_feedforward_training_call_equals_inference_call(activation):
 
 
 @pytest.mark.parametrize("policy", ["float32", "mixed_bfloat16"])
-def test_layer_norm_training_call_equals_keras(policy):
+def test_layer_norm_training_call_equals_keras(policy, monkeypatch):
     """kt's LayerNormalization: the fused training call equals Keras' own layer (values and the
     gradients of x, gamma, beta), float32 and mixed_bfloat16."""
     import tensorflow as tf
 
+    from keras_transformers.blocks import fused
     from keras_transformers.blocks.norms import LayerNormalization
+
+    calls = []
+    original = fused.fused_layer_norm
+    monkeypatch.setattr(fused, "fused_layer_norm", lambda *args: calls.append(1) or original(*args))
 
     rng = np.random.default_rng(1)
     x = tf.constant((3 + 2 * rng.standard_normal((2, 7, 24))).astype("float32"))
@@ -96,7 +102,7 @@ def test_layer_norm_training_call_equals_keras(policy):
         y_ref = ref(x, training=True)
         loss_ours = tf.reduce_sum(tf.cast(y_ours, "float32") * dy)
         loss_ref = tf.reduce_sum(tf.cast(y_ref, "float32") * dy)
-    assert y_ours.dtype == y_ref.dtype
+    assert y_ours.dtype == y_ref.dtype and calls == [1]  # the fused path was taken
     tol = dict(rtol=1e-5, atol=1e-5) if policy == "float32" else dict(rtol=2**-7, atol=2e-2)
     np.testing.assert_allclose(
         tf.cast(y_ours, "float32").numpy(), tf.cast(y_ref, "float32").numpy(), **tol
@@ -112,3 +118,19 @@ def test_layer_norm_training_call_equals_keras(policy):
         tf.cast(y_ref, "float32").numpy(),
         **tol,
     )
+    assert calls == [1]  # inference runs Keras' code
+
+
+def test_block_norms_take_the_fused_path_in_fit(monkeypatch):
+    """In a model's training step the block norms get training=True from the call context."""
+    import tensorflow as tf
+
+    from keras_transformers.blocks import fused
+
+    calls = []
+    original = fused.fused_layer_norm
+    monkeypatch.setattr(fused, "fused_layer_norm", lambda *args: calls.append(1) or original(*args))
+    lm = kt.models.build_decoder_lm(30, 8, d_model=16, num_heads=2, num_layers=1)
+    tokens = tf.constant(np.random.default_rng(0).integers(0, 30, (2, 8)), "int32")
+    lm(tokens, training=True)
+    assert len(calls) == 3  # two block norms and the final norm
