@@ -204,15 +204,26 @@ class _Plan:
         return ops.matmul(skew(p, self.tq, self.tk), self.label_one_hot(i, j, num_labels))
 
     def add_relative_bias(self, s, params, i, j):
-        """``s + bias`` for a positions-only bias. A tile whose offsets all carry the same value
-        (T5 past ``max_distance``: every tile off the diagonal band) adds one scalar per head
-        instead of laying out the ``(Tq, Tk)`` bias."""
-        per_offset = ops.cast(self.bias_fn(params, None, None, self.diagonals(i, j)), "float32")
-        same = ops.all(ops.max(per_offset, axis=-1) == ops.min(per_offset, axis=-1))
+        """``s + bias`` for a positions-only bias.
+
+        A tile whose per-offset values are linear in the offset (to float32 rounding: ALiBi on
+        every causal tile off the diagonal, T5 past ``max_distance``, where they are constant)
+        has a bias of rank 2: ``x[c - r + Tq - 1] = x[Tq - 1 - r] + x[Tq - 1 + c] - x[Tq - 1]``,
+        added as a column and a row vector. Other tiles lay the ``(Tq, Tk)`` bias out
+        (:func:`toeplitz`).
+        """
+        x = ops.cast(self.bias_fn(params, None, None, self.diagonals(i, j)), "float32")
+        n, tq = self.tq + self.tk - 1, self.tq
+        slope = (x[..., -1:] - x[..., :1]) / float(n - 1)
+        fit = x[..., :1] + slope * ops.arange(n, dtype="float32")  # (..., n)
+        tol = 1e-6 * (1.0 + ops.max(ops.abs(x)))  # a few float32 ulps of the largest value
+        linear = ops.all(ops.abs(x - fit) <= tol)
+        rows = ops.flip(x[..., :tq], axis=-1)  # (..., Tq): x[Tq - 1 - r]
+        cols = x[..., tq - 1 :] - x[..., tq - 1 : tq]  # (..., Tk): x[Tq - 1 + c] - x[Tq - 1]
         return ops.cond(
-            same,
-            lambda: s + per_offset[..., :1, None],  # (..., 1, 1)
-            lambda: s + toeplitz(per_offset, self.tq, self.tk),  # (..., Tq, Tk)
+            linear,
+            lambda: s + rows[..., :, None] + cols[..., None, :],
+            lambda: s + toeplitz(x, self.tq, self.tk),  # (..., Tq, Tk)
         )
 
     def scores(self, t, i, j, q_i, k_j, params, diagonal):
