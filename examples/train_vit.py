@@ -56,14 +56,16 @@ with run.user_errors("--data"):
 height, width, channels = x_train.shape[1:]
 
 """
-## Model and compile
+## Model, compile and fit
 
 Patches of ``--patch-size`` pixels become tokens (a strided convolution), a class token is
 prepended, ``--layers`` encoder blocks run over them and a dense head reads the class token
-(or the mean token).
+(or the mean token). The augmented batches come in a seeded per-epoch order, so a resumed run
+sees the same ones.
 """
 
 steps = run.steps_per_epoch(args, len(x_train))
+batches = vit.augmented_batches(args, x_train, y_train, steps)  # a tf.data pipeline
 with run.distribution_scope(args):
     with run.user_errors("model"):
         model = kt.models.build_vit(
@@ -89,25 +91,18 @@ with run.distribution_scope(args):
         metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
         jit_compile=run.jit_compile(args),
     )
-print(f"{steps} steps per epoch, {model.count_params():,} parameters")
-
-"""
-## Fit
-
-The augmented batches come in a seeded per-epoch order, so a resumed run sees the same ones.
-"""
-
-callbacks = run.all_callbacks(args, x_train)
-rollout = vit.rollout_logger(args, x_test, (height, width))  # None with --log-attention-every 0
-history = model.fit(
-    vit.augmented_batches(args, x_train, y_train, steps),
-    steps_per_epoch=steps,
-    shuffle=False,
-    epochs=args.epochs,
-    validation_data=(x_val, y_val),
-    callbacks=callbacks + ([rollout] if rollout else []),
-    verbose=args.verbose,
-)
+    print(f"{steps} steps per epoch, {model.count_params():,} parameters")
+    callbacks = run.all_callbacks(args, x_train)
+    rollout = vit.rollout_logger(args, x_test, (height, width))  # None: --log-attention-every 0
+    history = model.fit(
+        batches,
+        steps_per_epoch=steps,
+        shuffle=False,
+        epochs=args.epochs,
+        validation_data=run.validation_data(args, (x_val, y_val)),
+        callbacks=callbacks + ([rollout] if rollout else []),
+        verbose=args.verbose,
+    )
 
 """
 ## Evaluate

@@ -192,17 +192,26 @@ VIT_POSITIONS = ("sinusoid2d",)
 
 
 def augmenter(seed):
-    """Random translation (±10%), rotation (±10°) and zoom (±10%) with a black fill."""
+    """Random translation (±10%), rotation (±10°) and zoom (±10%) with a black fill.
+
+    A function ``images (B, H, W, C) -> images`` for ``tf.data``: the layers are applied one by
+    one (each Keras preprocessing layer switches to TensorFlow inside a ``tf.data`` graph on any
+    backend; a ``keras.Sequential`` of them would run the backend's ops there and fail on JAX).
+    """
     import keras
 
-    return keras.Sequential(
-        [
-            keras.layers.RandomTranslation(0.1, 0.1, fill_mode="constant", seed=seed),
-            keras.layers.RandomRotation(10 / 360, fill_mode="constant", seed=seed + 1),
-            keras.layers.RandomZoom(0.1, fill_mode="constant", seed=seed + 2),
-        ],
-        name="augmentation",
-    )
+    layers = [
+        keras.layers.RandomTranslation(0.1, 0.1, fill_mode="constant", seed=seed),
+        keras.layers.RandomRotation(10 / 360, fill_mode="constant", seed=seed + 1),
+        keras.layers.RandomZoom(0.1, fill_mode="constant", seed=seed + 2),
+    ]
+
+    def augment(images):
+        for layer in layers:
+            images = layer(images, training=True)
+        return images
+
+    return augment
 
 
 def augmented_batches(args, x, y, steps):
@@ -220,7 +229,7 @@ def augmented_batches(args, x, y, steps):
     if args.augment:
         augment = augmenter(args.seed)
         dataset = dataset.map(
-            lambda images, labels: (augment(images, training=True), labels),
+            lambda images, labels: (augment(images), labels),
             num_parallel_calls=tf.data.AUTOTUNE,
         )
     return dataset.prefetch(tf.data.AUTOTUNE)

@@ -125,3 +125,18 @@ def test_vit_example_rejects_bad_sizes(capsys):
     with pytest.raises(SystemExit):
         vit.parse_args(["--d-model", "30", "--heads", "4"])
     assert "must be divisible by --heads" in capsys.readouterr().err
+
+
+@pytest.mark.backends
+def test_augmented_batches_run_on_every_backend(tmp_path):
+    """The augmentation runs inside tf.data on any backend (a keras.Sequential of the
+    preprocessing layers used the JAX backend's ops inside the tf.data graph and failed)."""
+    from keras_transformers.recipes import vit
+
+    args = vit.parse_args(["--batch-size", "4", "--epochs", "1", "--logdir", str(tmp_path)])
+    assert args.augment
+    x = np.random.default_rng(0).random((8, 8, 8, 1)).astype("float32")
+    y = np.arange(8) % 2
+    images, labels = next(iter(vit.augmented_batches(args, x, y, steps=2)))
+    assert images.shape == (4, 8, 8, 1) and labels.shape == (4,)
+    assert np.isfinite(images.numpy()).all() and not np.allclose(images.numpy(), 0.0)
