@@ -48,6 +48,12 @@ def gradients_finite(layer, x):
 
 @pytest.mark.parametrize("core,position", PAIRS, ids=[f"{c}-{p}" for c, p in PAIRS])
 def test_pair_works_or_is_refused_at_construction(core, position):
+    if keras.backend.backend() == "jax":
+        # Each pair is a few eager calls; on JAX that is op-by-op dispatch, 3-16 s a pair for the
+        # blocked cores (a third of the JAX contract run). Pair acceptance is backend-neutral
+        # Python, the pairs run on TensorFlow and PyTorch, and every core and every position
+        # runs on JAX in the per-core / per-position contract tests.
+        pytest.skip("pairs run on TensorFlow and PyTorch (op-by-op dispatch on JAX)")
     cls = type(kt.attention.get(core))
     attention = {"name": core, **cls.example_config}
     x = np.random.default_rng(0).normal(size=(B, L, D)).astype("float32")
@@ -65,11 +71,7 @@ def test_pair_works_or_is_refused_at_construction(core, position):
             return
         out = to_numpy(layer(x))
         assert out.shape == (B, L, D) and np.isfinite(out).all()
-    if keras.backend.backend() != "jax":
-        # On JAX each pair's gradient is one more XLA compilation (~5 s x 130 pairs on 2 cores);
-        # the per-core and per-position contract tests already take JAX gradients, and the
-        # pairs' gradients are checked here on TensorFlow and PyTorch.
-        gradients_finite(layer, x)
+    gradients_finite(layer, x)
 
 
 def test_xl_with_key_content_is_refused_by_capability():
