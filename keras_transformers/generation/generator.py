@@ -20,7 +20,6 @@ Example:
 """
 
 import keras
-import keras_hub
 import numpy as np
 from keras import ops
 
@@ -224,6 +223,8 @@ class Generator:
             )
         # a name gets one compiled loop per shape; an instance its own (its seed state is reused)
         which = sampler if isinstance(sampler, str) else id(sampler)
+        import keras_hub  # on first use: it imports TensorFlow on every backend
+
         sampler = keras_hub.samplers.get(sampler)
         stops = None if stop_token_ids is None else tuple(stop_token_ids)
         key = (which, stops, start, padded.shape)

@@ -21,7 +21,6 @@ Example:
 """
 
 import keras
-import keras_hub
 import numpy as np
 from keras import ops
 
@@ -246,6 +245,8 @@ class Seq2SeqGenerator:
             )
         source = np.pad(source, ((0, 0), (0, self.src_length - source.shape[1])))
         which = sampler if isinstance(sampler, str) else id(sampler)
+        import keras_hub  # on first use: it imports TensorFlow on every backend
+
         sampler = keras_hub.samplers.get(sampler)
         stops = None if stop_token_ids is None else tuple(stop_token_ids)
         suppress = tuple(suppress_token_ids or ())
