@@ -5,10 +5,13 @@ import pathlib
 import subprocess
 import sys
 
+import pytest
+
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "benchmarks" / "attention_scaling.py"
 
 
+@pytest.mark.slow  # the whole --quick run in subprocesses; the helpers are tested below
 def test_quick_run_writes_table_json_and_plot(tmp_path):
     out, png, md = tmp_path / "scaling.json", tmp_path / "scaling.png", tmp_path / "scaling.md"
     proc = subprocess.run(

@@ -5,9 +5,12 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
+@pytest.mark.slow  # the whole --quick run: ~40 s of CPU (keras-hub and ours, 2 cores)
 def test_generation_benchmark_quick(tmp_path):
     out = tmp_path / "gen.json"
     proc = subprocess.run(

@@ -90,6 +90,13 @@ assert str(model.token_embedding.embeddings.dtype) == "int8"
 def test_an_int8_model_saves_and_loads_in_a_fresh_process(tmp_path):
     """The backbone records which layers ``quantize`` changed, so ``load_model`` rebuilds them
     quantized and the int8 weights load into them (same logits, int8 kernels)."""
+    import keras
+
+    if keras.backend.backend() == "jax":
+        # CI time: a fresh JAX process re-compiles the model (~20 s on 2 cores); the reload is
+        # backend-neutral Keras code, checked here on TensorFlow and PyTorch, and int8 on JAX
+        # is checked in-process above.
+        pytest.skip("fresh-process int8 reload runs on TensorFlow and PyTorch")
     import os
     import subprocess
     import sys
