@@ -204,6 +204,10 @@ def test_fit_one_step_finite(name, jit):
 @pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
 @pytest.mark.parametrize("name", NAMES)
 def test_mixed_precision_no_nan(name, policy):
+    if policy == "mixed_float16" and keras.backend.backend() == "jax":
+        # CI time: eager calls are op-by-op on JAX; float16 runs on TensorFlow and PyTorch,
+        # bfloat16 (the CPU's and TPU's 16-bit type) on all three.
+        pytest.skip("mixed_float16 runs on TensorFlow and PyTorch")
     keras.config.set_dtype_policy(policy)
     layer = make_layer(name)
     mask = np.ones((B, L), bool)
