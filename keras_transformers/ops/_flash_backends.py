@@ -161,3 +161,55 @@ def map_tiles(fn, n, dtypes):
         return jax.lax.map(fn, jax.numpy.arange(n))
     outs = [fn(i) for i in range(n)]
     return tuple(ops.stack(parts, axis=0) for parts in zip(*outs))
+
+
+def tiles_of(stacked):
+    """A per-tile accumulator holding ``stacked (n, ...)``: a TensorList on TensorFlow (setting
+    one tile replaces one element, it does not copy the others), the array elsewhere (updated in
+    place by XLA on JAX, by indexing on PyTorch)."""
+    if keras.backend.backend() == "tensorflow":
+        from tensorflow.python.ops import list_ops
+
+        return list_ops.tensor_list_from_tensor(stacked, element_shape=stacked.shape[1:])
+    return stacked
+
+
+def stack_tiles(tiles, like):
+    """The ``(n, ...)`` tensor of an accumulator made by :func:`tiles_of` from ``like``."""
+    if keras.backend.backend() == "tensorflow":
+        from tensorflow.python.ops import list_ops
+
+        return list_ops.tensor_list_stack(
+            tiles, element_dtype=like.dtype, num_elements=like.shape[0],
+            element_shape=like.shape[1:],
+        )  # fmt: skip
+    return tiles
+
+
+def add_tile(tiles, i, update):
+    """``tiles[i] += update`` (``i`` may be traced)."""
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        from tensorflow.python.ops import list_ops
+
+        old = list_ops.tensor_list_get_item(
+            tiles, i, element_dtype=update.dtype, element_shape=update.shape
+        )
+        return list_ops.tensor_list_set_item(tiles, i, old + update)
+    if backend == "jax":
+        return tiles.at[i].add(update)
+    tiles[i] += update  # PyTorch: in place (the accumulator is the engine's own tensor)
+    return tiles
+
+
+def set_tile(tiles, i, value):
+    """``tiles[i] = value`` (``i`` may be traced)."""
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        from tensorflow.python.ops import list_ops
+
+        return list_ops.tensor_list_set_item(tiles, i, value)
+    if backend == "jax":
+        return tiles.at[i].set(value)
+    tiles[i] = value
+    return tiles

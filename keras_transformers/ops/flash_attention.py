@@ -11,9 +11,11 @@ tile with scores ``s`` updates them as
 
 No ``(Lq, Lk)`` tensor exists at any time: memory is ``O(L·dh + Tq·Tk)`` per head. The forward
 keeps only ``out`` and the log-sum-exp ``lse = m + log l`` per query; the backward pass
-recomputes every tile from them (``p = e^(s - lse)``, ``dS = p (dP - rowsum(dO ∘ O))``) in two
-sweeps, one over key tiles (``dK``, ``dV`` and the bias parameters) and one over query tiles
-(``dQ``), so training is ``O(L)`` in memory too. The custom gradient is ``tf.custom_gradient`` on
+recomputes every tile from them (``p = e^(s - lse)``, ``dS = p (dP - rowsum(dO ∘ O))``) in one
+sweep over key tiles (FlashAttention-2's order: five tile matmuls): each key tile's ``dK``, ``dV``
+and bias-parameter gradients are summed over its query tiles, and every ``dQ_i += dS_ij K_j`` is
+added into a per-tile accumulator (a TensorList on TensorFlow, so one tile's update copies no
+other tile), so training is ``O(L)`` in memory too. The custom gradient is ``tf.custom_gradient`` on
 TensorFlow, ``jax.custom_vjp`` on JAX and a ``torch.autograd.Function`` on PyTorch; the tile loops
 are ``while`` loops (``tf.map_fn``/``tf.while_loop``, ``lax.map``/``lax.fori_loop``), so the graph
 has a constant size whatever ``L``.
@@ -37,7 +39,15 @@ Shapes: ``query (B, h, Lq, dh)``, ``key (B, h, Lk, dh)``, ``value (B, h, Lk, dv)
 import numpy as np
 from keras import ops
 
-from keras_transformers.ops._flash_backends import custom_gradient, map_tiles, vjp_fn
+from keras_transformers.ops._flash_backends import (
+    add_tile,
+    custom_gradient,
+    map_tiles,
+    set_tile,
+    stack_tiles,
+    tiles_of,
+    vjp_fn,
+)
 
 # Finite stand-in for -inf: exp(-1e9 - max) underflows to exactly 0 in float32.
 MASK_VALUE = -1e9
@@ -321,23 +331,26 @@ def _backward(plan, q, k, v, key_valid, mask, params, out, lse, d_out):
             dp = dp + unskew(per_offset, plan.tq, plan.tk)  # (B, h, Tq, Tk)
         return p, p * (dp - delta_t[i][..., None])
 
-    def key_tile(j):
+    def key_tile(j, dq_all):
+        """``dK_j``, ``dV_j``, this tile's bias-parameter gradients and ``dq_all`` with every
+        ``dQ_i += dS_ij K_j`` of key tile ``j`` added (one sweep: FlashAttention-2's order)."""
         k_j, v_j = t.k[j], t.v[j]  # (B, h, Tk, d)
         dk = ops.zeros(ops.shape(k_j), "float32")
         dv = ops.zeros(ops.shape(v_j), "float32")
         dparams = tuple(ops.zeros(ops.shape(p), "float32") for p in params)
+        k_scaled = k_j * ops.cast(plan.scale, k_j.dtype)
 
         def step(diagonal):
             def body(i, state):
-                dk, dv, dparams = state
+                dk, dv, dparams, dq_all = state
                 p, ds = tile_grads(i, j, diagonal, k_j, v_j)
+                ds_c = ops.cast(ds, q.dtype)
                 dv = dv + ops.cast(
                     ops.matmul(ops.swapaxes(ops.cast(p, q.dtype), -1, -2), do_t[i]), "float32"
                 )
                 qs = t.q[i] * ops.cast(plan.scale, q.dtype)
-                dk = dk + ops.cast(
-                    ops.matmul(ops.swapaxes(ops.cast(ds, q.dtype), -1, -2), qs), "float32"
-                )
+                dk = dk + ops.cast(ops.matmul(ops.swapaxes(ds_c, -1, -2), qs), "float32")
+                dq_i = ops.cast(ops.matmul(ds_c, k_scaled), "float32")  # (B, h, Tq, dh)
                 if table is not None:  # d a^V += Σ_(B, h) (weights per label)ᵀ dO
                     w = plan.value_weights(p, i, j, table.shape[0])  # (B, h, Tq, R)
                     d_table = ops.einsum("bhqr,bhqd->rd", w, ops.cast(do_t[i], "float32"))
@@ -353,56 +366,40 @@ def _backward(plan, q, k, v, key_valid, mask, params, out, lse, d_out):
                     dparams = _add_first(dparams, grads)
                 elif bias_params or plan.reads_qk:
                     q_i = t.q[i]
-                    wrt = ((k_j,) if plan.reads_qk else ()) + tuple(bias_params)
+                    wrt = ((q_i, k_j) if plan.reads_qk else ()) + tuple(bias_params)
 
                     def bias(*args):
-                        kk = args[0] if plan.reads_qk else k_j
-                        ps = args[1:] if plan.reads_qk else args
-                        return plan.tile_bias(ps, q_i, kk, i, j)
+                        qq, kk = args[:2] if plan.reads_qk else (q_i, k_j)
+                        ps = args[2:] if plan.reads_qk else args
+                        return plan.tile_bias(ps, qq, kk, i, j)
 
                     grads = vjp(bias, wrt, ds)
                     if plan.reads_qk:
-                        dk = dk + _f32(grads[0], dk)
-                        grads = grads[1:]
+                        dq_i = dq_i + _f32(grads[0], dq_i)
+                        dk = dk + _f32(grads[1], dk)
+                        grads = grads[2:]
                     dparams = _add_first(dparams, grads)
-                return dk, dv, dparams
+                return dk, dv, dparams, add_tile(dq_all, i, dq_i)
 
             return body
 
         start, full, end = plan.query_ranges(j)
-        state = ops.fori_loop(start, full, step(True), (dk, dv, dparams))
-        dk, dv, dparams = ops.fori_loop(full, end, step(False), state)
-        return (dk, dv) + tuple(dparams)
+        state = ops.fori_loop(start, full, step(True), (dk, dv, dparams, dq_all))
+        return ops.fori_loop(full, end, step(False), state)
 
-    dtypes = ("float32", "float32") + ("float32",) * len(params)
-    kv = map_tiles(key_tile, plan.nk, dtypes)
-    dk, dv = _merge(kv[0]), _merge(kv[1])
-    dparams = tuple(ops.sum(g, axis=0) for g in kv[2:])
+    def sweep(j, state):
+        dq_all, dk_all, dv_all, dparams = state
+        dk, dv, dp, dq_all = key_tile(j, dq_all)
+        dparams = tuple(a + b for a, b in zip(dparams, dp))
+        return dq_all, set_tile(dk_all, j, dk), set_tile(dv_all, j, dv), dparams
 
-    def query_tile(i):
-        q_i = t.q[i]
-        dq = ops.zeros(ops.shape(q_i), "float32")
-
-        def step(diagonal):
-            def body(j, dq):
-                k_j = t.k[j]
-                _, ds = tile_grads(i, j, diagonal, k_j, t.v[j])
-                dq = dq + ops.cast(ops.matmul(ops.cast(ds, q.dtype), k_j), "float32") * ops.cast(
-                    plan.scale, "float32"
-                )
-                if plan.reads_qk:
-                    (g,) = vjp(lambda qq: plan.tile_bias(bias_params, qq, k_j, i, j), (q_i,), ds)
-                    dq = dq + _f32(g, dq)
-                return dq
-
-            return body
-
-        start, full, end = plan.key_ranges(i)
-        dq = ops.fori_loop(start, full, step(False), dq)
-        return (ops.fori_loop(full, end, step(True), dq),)
-
-    (dq,) = map_tiles(query_tile, plan.nq, ("float32",))
-    return _merge(dq), dk, dv, dparams
+    zeros = [ops.zeros(ops.shape(x), "float32") for x in (t.q, t.k, t.v)]  # (n, B, h, T, d)
+    state = tuple(tiles_of(z) for z in zeros) + (
+        tuple(ops.zeros(ops.shape(p), "float32") for p in params),
+    )
+    *grads, dparams = ops.fori_loop(0, plan.nk, sweep, state)
+    dq, dk, dv = (_merge(stack_tiles(g, z)) for g, z in zip(grads, zeros))
+    return dq, dk, dv, dparams
 
 
 # -------------------------------------------------------------------- small helpers
