@@ -164,6 +164,7 @@ class FullAttention(KeyValueCache, AttentionCore):
         """The blocked exact engine; score-side positions give their bias per tile."""
         position = context.position if context.uses_position_bias else None
         bias_fn, params, reads_qk, relative = None, (), False, False
+        constant_beyond = None
         value_table = value_labels = None
         if position is not None:
             weights = list(position.weights)
@@ -177,6 +178,8 @@ class FullAttention(KeyValueCache, AttentionCore):
             # positions-only biases (ALiBi, T5) are elementwise in rel: the engine asks them
             # for each tile's Tq + Tk - 1 distinct offsets and lays them along the diagonals
             relative = not reads_qk
+            if relative:  # e.g. T5: one bucket past max_distance
+                constant_beyond = getattr(position, "score_bias_constant_beyond", None)
             causal = context.causal
 
             def bias_fn(values, q_tile, k_tile, rel):
@@ -197,6 +200,7 @@ class FullAttention(KeyValueCache, AttentionCore):
             bias_params=params,
             bias_reads_qk=reads_qk,
             bias_relative=relative,
+            bias_constant_beyond=constant_beyond,
             value_table=value_table,
             value_labels=value_labels,
             block_size=self.flash_block_size,

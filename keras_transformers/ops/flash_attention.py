@@ -73,6 +73,7 @@ def flash_attention(
     bias_params=(),
     bias_reads_qk=True,
     bias_relative=False,
+    bias_constant_beyond=None,
     value_table=None,
     value_labels=None,
     scale=None,
@@ -97,6 +98,10 @@ def flash_attention(
             ``(Tq, Tk)`` tile has only ``Tq + Tk - 1`` distinct offsets, so ``bias_fn`` is called
             on those, ``rel (Tq + Tk - 1,)`` ascending, returns ``(..., Tq + Tk - 1)``, and the
             engine lays the values along the tile's diagonals (copies, no per-pair arithmetic).
+        bias_constant_beyond: static int ``D`` or None, with ``bias_relative``: the bias of
+            ``|rel| >= D`` equals its value at ``sign(rel)·D`` (T5 past ``max_distance``). A tile
+            whose offsets all lie beyond ``D`` on one side adds one value per head, and its
+            gradient is that value's cotangent, ``Σ dS`` over the tile (no diagonal sums).
         value_table: ``(R, dv)`` relative value vectors (Shaw et al.'s ``a^V``): the output gets
             ``Σ_j α_ij value_table[value_labels(j - i)]``; it receives a gradient.
         value_labels: ``value_labels(rel (n,) int32) -> int labels (n,)`` in ``[0, R)``,
@@ -128,6 +133,12 @@ def flash_attention(
         bool(bias_relative) and bias_fn is not None,
     )  # fmt: skip
     plan.n_bias, plan.value_labels = len(bias_params), value_labels
+    if bias_constant_beyond is not None:
+        if not plan.bias_relative:
+            raise ValueError("bias_constant_beyond: only with bias_relative=True and a bias_fn.")
+        if int(bias_constant_beyond) < 1:
+            raise ValueError(f"bias_constant_beyond={bias_constant_beyond}: must be >= 1.")
+        plan.constant_beyond = int(bias_constant_beyond)
     params = tuple(bias_params) + (() if value_table is None else (value_table,))
 
     # keys that may be attended (B|1, Lk_pad): a boolean, not an additive bias (TensorFlow's
@@ -162,6 +173,7 @@ class _Plan:
         self.causal, self.offset, self.scale = causal, offset, scale
         self.bias_fn, self.reads_qk, self.bias_relative = bias_fn, reads_qk, relative
         self.n_bias, self.value_labels = 0, None  # params[:n_bias] are the bias' tensors
+        self.constant_beyond = None  # see flash_attention's bias_constant_beyond
 
     # ---------------------------------------------------------------- tile ranges (causal skip)
     def key_ranges(self, i):
@@ -213,6 +225,28 @@ class _Plan:
         each row (the tile laid out by offset, then one small matmul)."""
         return ops.matmul(skew(p, self.tq, self.tk), self.label_one_hot(i, j, num_labels))
 
+    def far_offset(self, i, j):
+        """``(far, rep)``: whether every offset of tile ``(i, j)`` lies at or beyond
+        ``constant_beyond`` on one side, and the offset ``±D`` that stands for them (int32 ``(1,)``)."""
+        first = j * self.tk - i * self.tq - self.offset - self.tq + 1
+        last = first + self.tq + self.tk - 2
+        d = self.constant_beyond
+        far = ops.logical_or(ops.less_equal(last, -d), ops.greater_equal(first, d))
+        rep = ops.where(ops.greater_equal(first, d), d, -d)
+        return far, ops.reshape(ops.cast(rep, "int32"), (1,))
+
+    def biased(self, s, params, i, j):
+        """``s + bias`` for a positions-only bias; one value per head on a far tile."""
+        if self.constant_beyond is None:
+            return self.add_relative_bias(s, params, i, j)
+        far, rep = self.far_offset(i, j)
+
+        def constant():
+            c = ops.cast(self.bias_fn(params, None, None, rep), "float32")  # (..., 1)
+            return s + c[..., None]  # (..., Tq, Tk)
+
+        return ops.cond(far, constant, lambda: self.add_relative_bias(s, params, i, j))
+
     def add_relative_bias(self, s, params, i, j):
         """``s + bias`` for a positions-only bias.
 
@@ -242,7 +276,7 @@ class _Plan:
         qs = q_i * ops.cast(self.scale, q_i.dtype)
         s = ops.cast(ops.matmul(qs, ops.swapaxes(k_j, -1, -2)), "float32")  # (B, h, Tq, Tk)
         if self.bias_relative:
-            s = self.add_relative_bias(s, params, i, j)
+            s = self.biased(s, params, i, j)
         elif self.bias_fn is not None:
             s = s + ops.cast(self.tile_bias(params, q_i, k_j, i, j), "float32")
         if t.key_valid is not None:
@@ -331,6 +365,29 @@ def _backward(plan, q, k, v, key_valid, mask, params, out, lse, d_out):
             dp = dp + unskew(per_offset, plan.tq, plan.tk)  # (B, h, Tq, Tk)
         return p, p * (dp - delta_t[i][..., None])
 
+    def relative_bias_grads(i, j, ds):
+        """Gradients of a positions-only bias' tensors from tile ``(i, j)``'s ``dS``: the
+        callback is differentiated on the tile's ``Tq + Tk - 1`` offsets with ``dS`` summed along
+        the diagonals, or, on a tile beyond ``constant_beyond``, on its one offset with ``Σ dS``."""
+
+        def near():
+            diag = plan.diagonals(i, j)
+            per_offset = plan.bias_fn(bias_params, None, None, diag)  # (..., Tq+Tk-1)
+            lead = tuple(per_offset.shape[:-1])
+            cot = diagonal_sums(_reduce_to(ds, lead), plan.tq, plan.tk)  # (..., Tq+Tk-1)
+            return tuple(vjp(lambda *ps: plan.bias_fn(ps, None, None, diag), bias_params, cot))
+
+        if plan.constant_beyond is None:
+            return near()
+        far, rep = plan.far_offset(i, j)
+
+        def constant():
+            lead = tuple(plan.bias_fn(bias_params, None, None, rep).shape[:-1])
+            cot = ops.sum(_reduce_to(ds, lead), axis=(-2, -1))[..., None]  # (..., 1)
+            return tuple(vjp(lambda *ps: plan.bias_fn(ps, None, None, rep), bias_params, cot))
+
+        return ops.cond(far, constant, near)
+
     def key_tile(j, dq_all):
         """``dK_j``, ``dV_j``, this tile's bias-parameter gradients and ``dq_all`` with every
         ``dQ_i += dS_ij K_j`` of key tile ``j`` added (one sweep: FlashAttention-2's order)."""
@@ -356,14 +413,7 @@ def _backward(plan, q, k, v, key_valid, mask, params, out, lse, d_out):
                     d_table = ops.einsum("bhqr,bhqd->rd", w, ops.cast(do_t[i], "float32"))
                     dparams = dparams[:-1] + (dparams[-1] + d_table,)
                 if bias_params and plan.bias_relative:
-                    # d(loss)/d(per-offset bias): dS summed along the tile's diagonals; the
-                    # callback is differentiated on those Tq + Tk - 1 values only
-                    diag = plan.diagonals(i, j)
-                    per_offset = plan.bias_fn(bias_params, None, None, diag)  # (..., Tq+Tk-1)
-                    lead = tuple(per_offset.shape[:-1])
-                    cot = diagonal_sums(_reduce_to(ds, lead), plan.tq, plan.tk)  # (..., Tq+Tk-1)
-                    grads = vjp(lambda *ps: plan.bias_fn(ps, None, None, diag), bias_params, cot)
-                    dparams = _add_first(dparams, grads)
+                    dparams = _add_first(dparams, relative_bias_grads(i, j, ds))
                 elif bias_params or plan.reads_qk:
                     q_i = t.q[i]
                     wrt = ((q_i, k_j) if plan.reads_qk else ()) + tuple(bias_params)

@@ -63,6 +63,13 @@ class T5RelativeBias(PositionalEncoding):
     #: its query/key gradients.
     score_bias_reads_qk = False
 
+    @property
+    def score_bias_constant_beyond(self):
+        """Past ``max_distance`` every distance of one direction shares the last bucket: the
+        bias of ``|rel| >= max_distance`` is its value at ``±max_distance`` (blocked engines add
+        one value per head to such tiles)."""
+        return self.max_distance
+
     def __init__(self, num_buckets=32, max_distance=128, bidirectional=None, **kwargs):
         super().__init__(**kwargs)
         if num_buckets < 4:

@@ -126,7 +126,7 @@ def engine_and_grads(q, k, v, d_out, table, values=None, **kwargs):
 
 def check(
     lq, lk, causal=False, offset=0, padding=False, attention_mask=False, bias=None, block=16,
-    relative=False, values=False,
+    relative=False, values=False, constant_beyond=False,
 ):  # fmt: skip
     rng = np.random.default_rng(lq * 31 + lk)
     q = rng.normal(size=(B, H, lq, D)).astype("float32")
@@ -136,6 +136,8 @@ def check(
     kwargs = {"causal": causal, "query_offset": offset, "block_size": block}
     if relative:
         kwargs["bias_relative"] = True  # the bias from each tile's Tq + Tk - 1 offsets
+    if constant_beyond:  # the table clips |rel| at CLIP: one value per head on far tiles
+        kwargs["bias_constant_beyond"] = CLIP
     if padding:
         pm = rng.random((B, lk)) > 0.3
         pm[1] = False  # a sequence with no key at all: zero rows
@@ -166,7 +168,7 @@ def check(
 
 @pytest.mark.backends
 def test_causal_padding_and_table_bias_match_numpy_on_every_backend():
-    check(35, 35, causal=True, padding=True, bias="table", relative=True)
+    check(35, 35, causal=True, padding=True, bias="table", relative=True, constant_beyond=True)
 
 
 @pytest.mark.parametrize(
@@ -177,8 +179,16 @@ def test_causal_padding_and_table_bias_match_numpy_on_every_backend():
         dict(lq=33, lk=33, causal=False, bias="table", attention_mask=True),
         dict(lq=21, lk=45, causal=False, bias="table", relative=True),
         dict(lq=27, lk=27, causal=True, padding=True, bias="table", values=True, block=8),
+        dict(lq=37, lk=45, bias="table", relative=True, constant_beyond=True, block=8),
     ],
-    ids=["masks-cross", "causal-offset-alibi", "table-mask-odd", "t5-diagonals", "shaw-values"],
+    ids=[
+        "masks-cross",
+        "causal-offset-alibi",
+        "table-mask-odd",
+        "t5-diagonals",
+        "shaw-values",
+        "t5-far-tiles",
+    ],  # fmt: skip
 )
 def test_engine_matches_numpy(case):
     check(**case)
