@@ -19,14 +19,15 @@ Example:
     (1, 12)
 """
 
-import keras
 import numpy as np
 from keras import ops
+
+from keras_transformers.generation._loop import SamplingLoop, cached_next, recomputing_next
 
 PARTS = ("token_embedding", "transformer_layers")
 
 
-class Generator:
+class Generator(SamplingLoop):
     """Cached sampling loop around a decoder LM.
 
     Args:
@@ -47,13 +48,15 @@ class Generator:
     """
 
     def __init__(self, model, jit=True, use_cache=None):
-        self.model = model
-        missing = [part for part in PARTS if getattr(model, part, None) is None]
-        if missing:
-            raise ValueError(
-                f"Generator needs a model from kt.models.build_decoder_lm (or another decoder "
-                f"LM of kt.models); {type(model).__name__} has no {', '.join(missing)}."
-            )
+        super().__init__(
+            model,
+            PARTS,
+            "kt.models.build_decoder_lm (or another decoder LM of kt.models)",
+            list(getattr(model, "transformer_layers", None) or ()),
+            jit,
+            use_cache,
+            "full recomputation for every token",
+        )
         self.embedding = model.token_embedding
         self.position = getattr(model, "position_embedding", None)
         self.final_norm = getattr(model, "final_norm", None)
@@ -61,18 +64,7 @@ class Generator:
         # tied reverse embedding
         self.output_head = getattr(model, "output_head", None)
         self.blocks = list(model.transformer_layers)
-        unsupported = [
-            block for block in self.blocks if not getattr(block, "supports_cache", False)
-        ]
-        if use_cache and unsupported:
-            raise ValueError(
-                f"attention={_describe(unsupported[0])!r} has no KV-cache decoding; use "
-                "use_cache=False (full recomputation for every token) instead."
-            )
-        self.use_cache = not unsupported if use_cache is None else bool(use_cache)
         self.fixed_batch, self.fixed_length = model.inputs[0].shape[:2]
-        self.jit = jit
-        self._compiled = {}
 
     # ------------------------------------------------------------------ model pieces
     def _embed(self, token_ids, start_index):
@@ -127,65 +119,17 @@ class Generator:
         return ops.cast(outputs if select is None else select(outputs), "float32")
 
     # ------------------------------------------------------------------ generation
-    def _compile(self, fn):
-        if not self.jit:
-            return fn
-        backend = keras.backend.backend()
-        if backend == "tensorflow":
-            import tensorflow as tf
-
-            return tf.function(fn, reduce_retracing=True)
-        if backend == "jax":
-            import jax
-
-            return jax.jit(fn, static_argnums=())
-        return fn
-
-    def _recompute_next(self, max_length):
-        """``next`` of the samplers without a cache: the full (padded) model every step."""
-        width = self.fixed_length or max_length
-
-        def next_fn(tokens, cache, index):
-            batch = ops.shape(tokens)[0]
-            if width > max_length:
-                tokens = ops.pad(tokens, ((0, 0), (0, width - max_length)))
-            logits = self._logits(tokens)  # (B, L, V)
-            row = ops.slice(logits, (0, index - 1, 0), (batch, 1, ops.shape(logits)[2]))[:, 0]
-            return row, row, cache
-
-        return next_fn
-
-    def _run(self, prompt, mask, start, sampler, stop_token_ids):
-        batch, max_length = ops.shape(prompt)[0], ops.shape(prompt)[1]
+    def _run(self, sampler, prompt, mask, start, stop_token_ids):
         if not self.use_cache:
-            return sampler(
-                self._recompute_next(prompt.shape[1]),
-                prompt,
-                cache=(),
-                index=start,
-                mask=mask,
-                stop_token_ids=stop_token_ids,
-                model=self.model,
-            )
-        cache = self.empty_cache(batch, max_length)
+            width = self.fixed_length or prompt.shape[1]
+            next_fn = recomputing_next(lambda t, _: self._logits(t), width, prompt.shape[1])
+            return self._sample(sampler, next_fn, prompt, (), start, mask, stop_token_ids)
+        cache = self.empty_cache(ops.shape(prompt)[0], ops.shape(prompt)[1])
         # Pre-fill positions [0, start - 1); the loop feeds token start - 1 itself.
         if start > 1:
             _, _, cache = self.call_with_cache(prompt[:, : start - 1], cache, 0)
-
-        def next_fn(tokens, cache, index):
-            token = ops.slice(tokens, (0, index - 1), (ops.shape(tokens)[0], 1))  # (B, 1)
-            logits, hidden, cache = self.call_with_cache(token, cache, index - 1)
-            return logits[:, 0], hidden[:, 0], cache
-
-        return sampler(
-            next_fn,
-            prompt,
-            cache=cache,
-            index=start,
-            mask=mask,
-            stop_token_ids=stop_token_ids,
-            model=self.model,
-        )
+        next_fn = cached_next(lambda token, _, cache, at: self.call_with_cache(token, cache, at))
+        return self._sample(sampler, next_fn, prompt, cache, start, mask, stop_token_ids)
 
     def generate(
         self,
@@ -221,19 +165,13 @@ class Generator:
             raise ValueError(
                 f"max_length={max_length} exceeds the model's input length {self.fixed_length}."
             )
-        # a name gets one compiled loop per shape; an instance its own (its seed state is reused)
-        which = sampler if isinstance(sampler, str) else id(sampler)
-        import keras_hub  # on first use: it imports TensorFlow on every backend
-
-        sampler = keras_hub.samplers.get(sampler)
-        stops = None if stop_token_ids is None else tuple(stop_token_ids)
-        key = (which, stops, start, padded.shape)
-        if key not in self._compiled:
-            fn = self._compile(lambda p, m: self._run(p, m, start, sampler, stop_token_ids))
-            self._compiled[key] = (fn, sampler)  # keeps the sampler (and its id) alive
-        fn = self._compiled[key][0]
-        out = fn(ops.convert_to_tensor(padded), ops.convert_to_tensor(mask))
-        return ops.convert_to_numpy(out).astype(np.int32)
+        return self._generate(
+            sampler,
+            stop_token_ids,
+            (start, padded.shape),
+            lambda sampler, p, m: self._run(sampler, p, m, start, stop_token_ids),
+            (padded, mask),
+        )
 
 
 def prepare_prompt(prompt, max_length, pad_id=0, prompt_lengths=None):
@@ -271,10 +209,3 @@ def prepare_prompt(prompt, max_length, pad_id=0, prompt_lengths=None):
     padded[:, : prompt.shape[1]] = prompt
     mask = np.arange(max_length)[None, :] < lengths[:, None]
     return padded, mask, int(lengths.min())
-
-
-def _describe(block):
-    """The attention variant of a block, for messages (the block's class when it has none)."""
-    attention = getattr(block, "self_attention", None)
-    core = getattr(attention, "attention_core", None)
-    return core.variant if core is not None else type(block).__name__

@@ -20,10 +20,10 @@ Example:
     (1, 6)
 """
 
-import keras
 import numpy as np
 from keras import ops
 
+from keras_transformers.generation._loop import SamplingLoop, cached_next, recomputing_next
 from keras_transformers.generation.generator import prepare_prompt
 
 PARTS = (
@@ -35,7 +35,7 @@ PARTS = (
 )
 
 
-class Seq2SeqGenerator:
+class Seq2SeqGenerator(SamplingLoop):
     """Cached (or recomputing) sampling loop around a :class:`~keras_transformers.models.Seq2Seq`.
 
     Args:
@@ -49,27 +49,19 @@ class Seq2SeqGenerator:
     """
 
     def __init__(self, model, jit=True, use_cache=None):
-        missing = [part for part in PARTS if getattr(model, part, None) is None]
-        if missing:
-            raise ValueError(
-                f"Seq2SeqGenerator needs a model from kt.models.build_seq2seq; "
-                f"{type(model).__name__} has no {', '.join(missing)}."
-            )
-        self.model = model
+        super().__init__(
+            model,
+            PARTS,
+            "kt.models.build_seq2seq",
+            list(getattr(model, "decoder_transformer_layers", None) or ()),
+            jit,
+            use_cache,
+            "the full model for every token",
+        )
         self.encoder_blocks = list(model.encoder_transformer_layers)
         self.decoder_blocks = list(model.decoder_transformer_layers)
-        unsupported = [b for b in self.decoder_blocks if not getattr(b, "supports_cache", False)]
-        if use_cache and unsupported:
-            core = unsupported[0].self_attention.attention_core
-            raise ValueError(
-                f"attention={core.variant!r} has no KV-cache decoding; use use_cache=False "
-                "(the full model for every token) instead."
-            )
-        self.use_cache = not unsupported if use_cache is None else bool(use_cache)
         config = model.get_config()
         self.src_length, self.tgt_length = int(config["src_length"]), int(config["tgt_length"])
-        self.jit = jit
-        self._compiled = {}
 
     # ------------------------------------------------------------------ model pieces
     def _stack_input(self, prefix, token_ids, start_index=0):
@@ -132,26 +124,11 @@ class Seq2SeqGenerator:
         return ops.cast(self.model(inputs, training=False), "float32")
 
     # ------------------------------------------------------------------ loop
-    def _compile(self, fn):
-        if not self.jit:
-            return fn
-        backend = keras.backend.backend()
-        if backend == "tensorflow":
-            import tensorflow as tf
-
-            return tf.function(fn, reduce_retracing=True)
-        if backend == "jax":
-            import jax
-
-            return jax.jit(fn)
-        return fn
-
-    def _run(self, source, prompt, mask, start, sampler, stop_token_ids, suppress, pad_id):
+    def _run(self, sampler, source, prompt, mask, start, stop_token_ids, suppress, pad_id):
         max_length = prompt.shape[1]
         bias = None
         if suppress:
-            vocab = self.model.output_head.units
-            row = np.zeros((vocab,), "float32")
+            row = np.zeros((self.model.output_head.units,), "float32")
             row[list(suppress)] = -1e9
             bias = ops.convert_to_tensor(row)[None]  # (1, V)
 
@@ -159,20 +136,14 @@ class Seq2SeqGenerator:
             return logits if bias is None else logits + bias
 
         if not self.use_cache:
-            width = self.tgt_length
-
-            def next_fn(tokens, cache, index):
-                (src,) = cache
-                batch = ops.shape(tokens)[0]
-                full = tokens
-                if width > max_length:
-                    full = ops.pad(
-                        tokens, ((0, 0), (0, width - max_length)), constant_values=pad_id
-                    )
-                logits = self.full_logits(src, full)  # (B, Lt, V)
-                row = ops.slice(logits, (0, index - 1, 0), (batch, 1, ops.shape(logits)[2]))[:, 0]
-                return choose(row), None, cache
-
+            next_fn = recomputing_next(
+                lambda tokens, cache: self.full_logits(cache[0], tokens),
+                self.tgt_length,
+                max_length,
+                pad_id,
+                choose,
+                hidden=False,
+            )
             cache = (source,)
         else:
             cache = self.empty_cache(source, max_length)
@@ -180,22 +151,13 @@ class Seq2SeqGenerator:
                 prefix_mask = ops.not_equal(prompt, pad_id)
                 _, cache = self.call_with_cache(prompt[:, : start - 1], cache, 0, prefix_mask)
 
-            def next_fn(tokens, cache, index):
-                batch = ops.shape(tokens)[0]
-                token = ops.slice(tokens, (0, index - 1), (batch, 1))  # (B, 1)
+            def step(token, tokens, cache, cache_index):
                 keep = ops.not_equal(tokens, pad_id)  # (B, L_max)
-                logits, cache = self.call_with_cache(token, cache, index - 1, keep)
-                return choose(logits[:, 0]), None, cache
+                logits, cache = self.call_with_cache(token, cache, cache_index, keep)
+                return logits, None, cache
 
-        return sampler(
-            next_fn,
-            prompt,
-            cache=cache,
-            index=start,
-            mask=mask,
-            stop_token_ids=stop_token_ids,
-            model=self.model,
-        )
+            next_fn = cached_next(step, choose)
+        return self._sample(sampler, next_fn, prompt, cache, start, mask, stop_token_ids)
 
     def generate(
         self,
@@ -244,19 +206,10 @@ class Seq2SeqGenerator:
                 f"decoder_prompt has {padded.shape[0]} rows for {source.shape[0]} sources."
             )
         source = np.pad(source, ((0, 0), (0, self.src_length - source.shape[1])))
-        which = sampler if isinstance(sampler, str) else id(sampler)
-        import keras_hub  # on first use: it imports TensorFlow on every backend
-
-        sampler = keras_hub.samplers.get(sampler)
-        stops = None if stop_token_ids is None else tuple(stop_token_ids)
         suppress = tuple(suppress_token_ids or ())
-        key = (which, stops, suppress, start, padded.shape, pad_id)
-        if key not in self._compiled:
 
-            def run(s, p, m):
-                return self._run(s, p, m, start, sampler, stop_token_ids, suppress, pad_id)
+        def run(sampler, s, p, m):
+            return self._run(sampler, s, p, m, start, stop_token_ids, suppress, pad_id)
 
-            self._compiled[key] = (self._compile(run), sampler)
-        fn = self._compiled[key][0]
-        out = fn(*(ops.convert_to_tensor(a) for a in (source, padded, mask)))
-        return ops.convert_to_numpy(out).astype(np.int32)
+        key = (suppress, start, padded.shape, pad_id)
+        return self._generate(sampler, stop_token_ids, key, run, (source, padded, mask))
