@@ -75,7 +75,7 @@ with run.distribution_scope(args):
         optimizer=kt.optimizers.adamw(
             run.learning_rate(args, steps * args.epochs), weight_decay=args.weight_decay
         ),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True, ignore_class=0),
+        loss=kt.losses.SparseSoftmaxCrossEntropy(ignore_class=0),
         metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
         jit_compile=run.jit_compile(args),
     )
