@@ -156,14 +156,16 @@ def batch_shards():
     return _WORKER["shards"]
 
 
-def _check_batch(args, mode, shards, what):
-    """``--batch-size`` must divide by the ``shards`` of the batch axis; remember ``shards``."""
+def _check_batch(args, mode, shards, what, record=True):
+    """``--batch-size`` must divide by the ``shards`` of the batch axis; ``record``: this process
+    splits its batches ``shards`` ways (then :func:`batch_shards` returns ``shards``)."""
     if args.batch_size % shards:
         _fail(
             f"{mode}: --batch-size {args.batch_size} must be divisible by {shards}, the "
             f"{what}; e.g. --batch-size {max(shards, args.batch_size // shards * shards)}"
         )
-    _WORKER["shards"] = shards
+    if record:
+        _WORKER["shards"] = shards
 
 
 def _worker_logdir(args, index):
@@ -300,8 +302,9 @@ def scope(args):
             _WORKER.update(index=index, count=count)
             _worker_logdir(args, index)
             replicas = strategy.num_replicas_in_sync
-            _check_batch(args, mode, replicas, "number of replicas (all workers' devices)")
-            _WORKER["shards"] = 1  # tf.distribute splits an uneven last batch itself
+            # checked, not recorded: tf.distribute splits an uneven last batch itself
+            what = "number of replicas (all workers' devices)"
+            _check_batch(args, mode, replicas, what, record=False)
             print(
                 f"MultiWorkerMirroredStrategy: worker {index} of {count}, "
                 f"{strategy.num_replicas_in_sync} replicas"
@@ -343,15 +346,8 @@ def local_rows(args, arrays):
         return arrays  # MultiWorkerMirroredStrategy splits the global batch itself
     import numpy as np
 
-    batch = args.batch_size
-
-    def take(array):
-        if isinstance(array, dict):
-            return {key: take(value) for key, value in array.items()}
-        rows = np.arange(len(array)).reshape(-1, count, batch)[:, index].reshape(-1)
-        return array[rows]
-
-    return tuple(take(array) for array in arrays)
+    rows = np.arange(num_rows(arrays[0])).reshape(-1, count, args.batch_size)[:, index]
+    return tuple(rows_of(array, rows.reshape(-1)) for array in arrays)
 
 
 def stream_batch_size(args):
@@ -380,8 +376,7 @@ def validation_rows(args, arrays):
         arrays: ``(x, y)`` or ``(x, y, sample_weight)``; ``x`` may be a dict of arrays.
     """
     shards = batch_shards()
-    first = arrays[0]
-    num = len(next(iter(first.values())) if isinstance(first, dict) else first)
+    num = num_rows(arrays[0])
     keep = num - num % shards
     if keep == num:
         return arrays
@@ -394,12 +389,19 @@ def validation_rows(args, arrays):
         f"validation: {keep} of {num} examples (the last {num - keep} cannot be split over the "
         f"{shards}-way batch axis; the metrics are means over the {keep})"
     )
+    return tuple(rows_of(array, slice(0, keep)) for array in arrays)
 
-    def take(array):
-        if array is None:
-            return None
-        if isinstance(array, dict):
-            return {key: value[:keep] for key, value in array.items()}
-        return array[:keep]
 
-    return tuple(take(array) for array in arrays)
+def num_rows(data):
+    """Examples (axis-0 length) of an array or of a dict of arrays (its first)."""
+    return len(next(iter(data.values())) if isinstance(data, dict) else data)
+
+
+def rows_of(data, index):
+    """``data[index]`` along axis 0 for an array, for every array of a (nested) dict of arrays,
+    ``None`` for ``None`` (an absent ``sample_weight``); ``index``: a slice or integer rows."""
+    if data is None:
+        return None
+    if isinstance(data, dict):
+        return {key: rows_of(value, index) for key, value in data.items()}
+    return data[index]

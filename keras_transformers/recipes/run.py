@@ -223,13 +223,7 @@ def epoch_stream(arrays, batch_size, steps, seed, first_epoch, last_epoch):
         where = positions // num == pass_index
         order = np.random.default_rng([seed, int(pass_index)]).permutation(num)
         rows[where] = order[positions[where] % num]
-
-    def take(array):
-        if isinstance(array, dict):
-            return {key: value[rows] for key, value in array.items()}
-        return array[rows]
-
-    return tuple(take(array) for array in arrays)
+    return tuple(distribute.rows_of(array, rows) for array in arrays)
 
 
 def resume_epoch(args):
