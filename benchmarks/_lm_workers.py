@@ -157,9 +157,24 @@ def build_keras_hub_lm(sizes):
 
 
 def split_label(label):
-    """``"ours@mixed_bfloat16"`` -> ``("ours", "mixed_bfloat16")``; no ``@``: float32."""
-    model, _, policy = label.partition("@")
+    """``"ours@mixed_bfloat16"`` -> ``("ours", "mixed_bfloat16")``; no ``@``: float32. A loss
+    tag (``"ours@mixed_bfloat16#kt:0"``, see :func:`make_loss`) is not part of either."""
+    model, _, policy = label.partition("#")[0].partition("@")
     return model, policy or "float32"
+
+
+def make_loss(name):
+    """``--loss`` value -> Keras loss: ``keras`` / ``kt`` (Keras' sparse cross-entropy from
+    logits / ``kt.losses.SparseSoftmaxCrossEntropy``), ``:N`` adding ``ignore_class=N``."""
+    import keras
+
+    kind, _, ignore = name.partition(":")
+    ignore_class = int(ignore) if ignore else None
+    if kind == "kt":
+        import keras_transformers as kt
+
+        return kt.losses.SparseSoftmaxCrossEntropy(ignore_class=ignore_class)
+    return keras.losses.SparseCategoricalCrossentropy(from_logits=True, ignore_class=ignore_class)
 
 
 def build_compiled(spec, model_name, jit_name):
@@ -171,6 +186,7 @@ def build_compiled(spec, model_name, jit_name):
     import keras
 
     sizes = spec["sizes"]
+    loss = make_loss(model_name.partition("#")[2] or spec.get("loss", "keras"))
     model_name, policy = split_label(model_name)
     previous = keras.config.dtype_policy()
     keras.config.set_dtype_policy(policy)
@@ -186,12 +202,6 @@ def build_compiled(spec, model_name, jit_name):
         beta_2=BETAS[1],
         epsilon=EPSILON,
     )
-    if spec.get("loss", "keras") == "kt":
-        import keras_transformers as kt
-
-        loss = kt.losses.SparseSoftmaxCrossEntropy()
-    else:
-        loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     # a mixed_float16 model gets Keras' loss-scale optimizer (from its dtype policy)
     model.compile(optimizer=optimizer, loss=loss, jit_compile=jit)
     return model

@@ -34,7 +34,10 @@ under that policy; ``--models ours,ours@mixed_bfloat16 --interleave`` trains flo
 bfloat16 of the same model in one process, one step of each in turn, and reports the
 ``ours@mixed_bfloat16/ours`` ratio). ``--loss kt`` trains every Keras model with
 ``kt.losses.SparseSoftmaxCrossEntropy`` (same values as Keras' loss, XLA-fused on TensorFlow)
-instead of ``keras.losses.SparseCategoricalCrossentropy(from_logits=True)``.
+instead of ``keras.losses.SparseCategoricalCrossentropy(from_logits=True)``; ``kt:0`` /
+``keras:0`` add ``ignore_class=0`` (padding, as examples/train_lm.py trains). With
+``--interleave``, a comma list (``--loss keras:0,kt:0``) trains every Keras model once per loss
+in the one process (labels ``ours@mixed_bfloat16#kt:0``) and reports the ``kt*/keras*`` ratio.
 
 Data: random token sequences from a fixed random bigram process (each token has 4 possible
 successors), the same batches in the same order for every model, so the loss falls from
@@ -148,18 +151,41 @@ def parse_list(text, allowed, flag):
 
 def interleaved_pairs(labels):
     """The ratios reported for interleaved runs, as ``(numerator, denominator)`` labels: each
-    ``ours*`` over the ``keras_hub*`` of the same policy, and each policy of a model over its
-    float32 run (``ours@mixed_bfloat16`` / ``ours``)."""
+    ``ours*`` over the ``keras_hub*`` of the same policy, each policy of a model over its
+    float32 run (``ours@mixed_bfloat16`` / ``ours``), both with the same loss, and with several
+    ``--loss`` values the kt loss over Keras' (same model, policy and ignore_class)."""
     pairs = []
     for a in labels:
         model_a, policy_a = split_label(a)
+        base_a, _, loss_a = a.partition("#")
         for b in labels:
             model_b, policy_b = split_label(b)
-            if model_a == "ours" and model_b == "keras_hub" and policy_a == policy_b:
-                pairs.append((a, b))
-            elif model_a == model_b and policy_b == "float32" and policy_a != "float32":
+            base_b, _, loss_b = b.partition("#")
+            if loss_a == loss_b:
+                if model_a == "ours" and model_b == "keras_hub" and policy_a == policy_b:
+                    pairs.append((a, b))
+                elif model_a == model_b and policy_b == "float32" and policy_a != "float32":
+                    pairs.append((a, b))
+            elif base_a == base_b and loss_a.startswith("kt") and loss_b == "keras" + loss_a[2:]:
                 pairs.append((a, b))
     return pairs
+
+
+def parse_losses(text, interleave):
+    """``--loss``: a comma list of ``keras`` / ``kt``, each optionally ``:N`` (ignore_class=N);
+    more than one only with ``--interleave``."""
+    items = list(dict.fromkeys(t.strip().lower() for t in text.split(",") if t.strip()))
+    bad = []
+    for item in items:
+        kind, colon, ignore = item.partition(":")
+        if kind not in ("keras", "kt") or (colon and not ignore.lstrip("-").isdigit()):
+            bad.append(item)
+    if bad or not items or (len(items) > 1 and not interleave):
+        raise SystemExit(
+            f"--loss={text!r}: allowed values are keras, kt, keras:N, kt:N (N: the ignore_class "
+            "integer); a comma list (keras:0,kt:0) needs --interleave."
+        )
+    return items
 
 
 def parse_models(text):
@@ -268,10 +294,11 @@ def main(argv=None):
     parser.add_argument(
         "--loss",
         default="keras",
-        choices=("keras", "kt"),
         help="training loss of every Keras model: keras (SparseCategoricalCrossentropy("
         "from_logits=True), default) or kt (kt.losses.SparseSoftmaxCrossEntropy: same values, "
-        "XLA-fused float32 statistics on TensorFlow).",
+        "XLA-fused float32 statistics on TensorFlow); keras:N / kt:N add ignore_class=N. "
+        "With --interleave a comma list (keras:0,kt:0) trains each Keras model once per loss "
+        "in the one process.",
     )
     parser.add_argument("--quick", action="store_true", help="tiny sizes and few steps (smoke).")
     parser.add_argument(
@@ -338,6 +365,7 @@ def main(argv=None):
     if steps < 1 or warmup < 1:
         raise SystemExit("--steps and --warmup must be >= 1 (warm-up absorbs compilation).")
     models = parse_models(args.models)
+    losses = parse_losses(args.loss, args.interleave)
     jits = parse_list(args.jit, JIT_CHOICES, "--jit")
     hub_jits = parse_list(args.hub_jit, JIT_CHOICES, "--hub-jit")
     has_torch = torch_available()
@@ -375,7 +403,7 @@ def main(argv=None):
         "data_seed": args.data_seed,
         "untied": args.untied,
         "threads": args.threads,
-        "loss": args.loss,
+        "loss": losses[0],
     }
     peak_spec = {
         "kind": "peak",
@@ -453,6 +481,8 @@ def main(argv=None):
                 resolved_auto[model] = result["jit_resolved"]
             runs.append(result)
     labels = [m for m in models if m != "torch"]
+    if len(losses) > 1:  # one label per model and loss: ours@mixed_bfloat16#kt:0
+        labels = [f"{m}#{loss}" for m in labels for loss in losses]
     if args.interleave and labels:
         spec = {
             **base,
