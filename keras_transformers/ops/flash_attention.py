@@ -235,27 +235,30 @@ class _Plan:
         rep = ops.where(ops.greater_equal(first, d), d, -d)
         return far, ops.reshape(ops.cast(rep, "int32"), (1,))
 
-    def biased(self, s, params, i, j):
-        """``s + bias`` for a positions-only bias; one value per head on a far tile."""
-        if self.constant_beyond is None:
-            return self.add_relative_bias(s, params, i, j)
-        far, rep = self.far_offset(i, j)
+    def biased_scores(self, qs, k_j, params, i, j):
+        """``qs kᵀ + bias`` (float32 ``(B, h, Tq, Tk)``) for a positions-only bias.
 
-        def constant():
-            c = ops.cast(self.bias_fn(params, None, None, rep), "float32")  # (..., 1)
-            return s + c[..., None]  # (..., Tq, Tk)
-
-        return ops.cond(far, constant, lambda: self.add_relative_bias(s, params, i, j))
-
-    def add_relative_bias(self, s, params, i, j):
-        """``s + bias`` for a positions-only bias.
-
-        A tile whose per-offset values are linear in the offset (to float32 rounding: ALiBi on
-        every causal tile off the diagonal, T5 past ``max_distance``, where they are constant)
-        has a bias of rank 2: ``x[c - r + Tq - 1] = x[Tq - 1 - r] + x[Tq - 1 + c] - x[Tq - 1]``,
-        added as a column and a row vector. Other tiles lay the ``(Tq, Tk)`` bias out
-        (:func:`toeplitz`).
+        A tile whose per-offset values ``x`` are linear in the offset (to float32 rounding: ALiBi
+        on every causal tile off the diagonal; T5 past ``max_distance``, where they are constant)
+        has a bias of rank 2, ``x[c - r + Tq - 1] = x[Tq - 1 - r] + x[Tq - 1 + c] - x[Tq - 1]``: a
+        row and a column vector, which ride along in the score matmul as two extra columns of the
+        queries and keys (``[q, rows, 1]·[k, 1, cols]``; float32 only, no pass over the tile).
+        A tile beyond ``constant_beyond`` is asked for one value per head. Other tiles lay the
+        ``(Tq, Tk)`` bias out (:func:`toeplitz`).
         """
+        tq, tk = self.tq, self.tk
+        if self.constant_beyond is not None:
+            far, rep = self.far_offset(i, j)
+
+            def constant():
+                c = ops.cast(self.bias_fn(params, None, None, rep), "float32")  # (..., 1)
+                return self.rank_two_scores(qs, k_j, c + ops.zeros((tq,)), ops.zeros((tk,)))
+
+            return ops.cond(far, constant, lambda: self.near_scores(qs, k_j, params, i, j))
+        return self.near_scores(qs, k_j, params, i, j)
+
+    def near_scores(self, qs, k_j, params, i, j):
+        """:meth:`biased_scores` of a tile that is not beyond ``constant_beyond``."""
         x = ops.cast(self.bias_fn(params, None, None, self.diagonals(i, j)), "float32")
         n, tq = self.tq + self.tk - 1, self.tq
         slope = (x[..., -1:] - x[..., :1]) / float(n - 1)
@@ -264,20 +267,41 @@ class _Plan:
         linear = ops.all(ops.abs(x - fit) <= tol)
         rows = ops.flip(x[..., :tq], axis=-1)  # (..., Tq): x[Tq - 1 - r]
         cols = x[..., tq - 1 :] - x[..., tq - 1 : tq]  # (..., Tk): x[Tq - 1 + c] - x[Tq - 1]
-        return ops.cond(
-            linear,
-            lambda: s + rows[..., :, None] + cols[..., None, :],
-            lambda: s + toeplitz(x, self.tq, self.tk),  # (..., Tq, Tk)
-        )
+
+        def laid_out():
+            s = ops.cast(ops.matmul(qs, ops.swapaxes(k_j, -1, -2)), "float32")
+            return s + toeplitz(x, self.tq, self.tk)  # (B, h, Tq, Tk)
+
+        return ops.cond(linear, lambda: self.rank_two_scores(qs, k_j, rows, cols), laid_out)
+
+    def rank_two_scores(self, qs, k_j, rows, cols):
+        """``qs kᵀ + rows[:, None] + cols[None, :]``: float32 ``(B, h, Tq, Tk)``.
+
+        ``rows (..., Tq)``, ``cols (..., Tk)`` float32, broadcastable to ``(B, h, ·)``.
+        """
+        if ops.dtype(qs) != "float32":  # a 16-bit matmul would round the bias: add it after
+            s = ops.cast(ops.matmul(qs, ops.swapaxes(k_j, -1, -2)), "float32")
+            return s + rows[..., :, None] + cols[..., None, :]
+        b, h = ops.shape(qs)[0], qs.shape[1]
+
+        def column(vector, length):  # (..., n) -> (B, h, n, 1)
+            lead = (1,) * (3 - len(vector.shape)) + tuple(vector.shape)
+            return ops.broadcast_to(ops.reshape(vector, lead), (b, h, length))[..., None]
+
+        ones_q, ones_k = ops.ones((b, h, self.tq, 1)), ops.ones((b, h, self.tk, 1))
+        q_aug = ops.concatenate([qs, column(rows, self.tq), ones_q], axis=-1)  # (B, h, Tq, dh+2)
+        k_aug = ops.concatenate([k_j, ones_k, column(cols, self.tk)], axis=-1)  # (B, h, Tk, dh+2)
+        return ops.matmul(q_aug, ops.swapaxes(k_aug, -1, -2))
 
     def scores(self, t, i, j, q_i, k_j, params, diagonal):
         """Scaled, biased, masked float32 scores of tile ``(i, j)``: ``(B, h, Tq, Tk)``."""
         params = params[: self.n_bias]
         qs = q_i * ops.cast(self.scale, q_i.dtype)
-        s = ops.cast(ops.matmul(qs, ops.swapaxes(k_j, -1, -2)), "float32")  # (B, h, Tq, Tk)
         if self.bias_relative:
-            s = self.biased(s, params, i, j)
-        elif self.bias_fn is not None:
+            s = self.biased_scores(qs, k_j, params, i, j)  # (B, h, Tq, Tk)
+        else:
+            s = ops.cast(ops.matmul(qs, ops.swapaxes(k_j, -1, -2)), "float32")  # (B, h, Tq, Tk)
+        if self.bias_fn is not None and not self.bias_relative:
             s = s + ops.cast(self.tile_bias(params, q_i, k_j, i, j), "float32")
         if t.key_valid is not None:
             s = ops.where(t.key_valid[j], s, MASK_VALUE)  # keys (B|1, 1, 1, Tk)
