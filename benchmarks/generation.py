@@ -29,14 +29,11 @@ import json
 import os
 import time
 
+import numpy as np
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-
-import keras  # noqa: E402
-import keras_hub  # noqa: E402
-import numpy as np  # noqa: E402
-from keras import ops  # noqa: E402
-
-import keras_transformers as kt  # noqa: E402
+# keras, keras-hub, TensorFlow and keras_transformers are imported in the functions that use
+# them, so that --help answers at once
 
 
 def parse_args(argv=None):
@@ -84,6 +81,9 @@ class KerasHubCachedLM:
     """A keras-hub decoder-only LM and its cached ``next`` function."""
 
     def __init__(self, args):
+        import keras
+        import keras_hub
+
         self.embedding = keras_hub.layers.TokenAndPositionEmbedding(
             args.vocab, args.max_length, args.d_model
         )
@@ -105,6 +105,8 @@ class KerasHubCachedLM:
         return self.head(self.norm(x))
 
     def call_with_cache(self, token_ids, cache, index):
+        from keras import ops
+
         # TokenAndPositionEmbedding has start_index for cached decoding
         x = self.embedding(token_ids, start_index=index)
         caches = []
@@ -116,7 +118,9 @@ class KerasHubCachedLM:
         return self.head(self.norm(x)), x, ops.stack(caches, axis=1)
 
     def generate(self, prompt, max_length):
+        import keras_hub
         import tensorflow as tf
+        from keras import ops
 
         a = self.args
         batch = prompt.shape[0]
@@ -168,6 +172,10 @@ def core_table(args, rng):
     like the first table. ``decode_ms_per_token`` removes the pre-fill:
     ``(T(L0 + n) - T(L0 + 1)) / (n - 1)``, the marginal cost of one more token at that context.
     """
+    import keras
+
+    import keras_transformers as kt
+
     rows = []
     lengths = [int(x) for x in args.prompts.split(",")]
     n = args.new_tokens
@@ -225,6 +233,10 @@ def core_table(args, rng):
 
 def seq2seq_table(args):
     """ms/token of greedy ``Seq2Seq.generate``: cached (self + cross caches) vs uncached."""
+    import keras
+
+    import keras_transformers as kt
+
     rng = np.random.default_rng(0)
     lengths = [int(x) for x in args.prompts.split(",")]
     tgt_len = args.new_tokens + 1  # <bos> + new tokens
@@ -291,6 +303,11 @@ def prefill_table(args):
     ``tf.function``, median of ``--repeats``: ours through the blocked exact engine (full attention
     takes it for ``Lq·L_max >= flash_min_pairs``), ours with the engine off (the dense path forms
     ``(B, h, L, L_max)`` scores per layer) and keras-hub's ``call_with_cache``, interleaved."""
+    import keras
+    from keras import ops
+
+    import keras_transformers as kt
+
     if keras.backend.backend() != "tensorflow":
         raise SystemExit(
             "error: --prefill times the TensorFlow pre-fill; run with KERAS_BACKEND=tensorflow"
@@ -355,6 +372,10 @@ def main(argv=None):
         return seq2seq_table(args)
     if args.prefill:
         return prefill_table(args)
+    import keras
+
+    import keras_transformers as kt
+
     keras.utils.set_random_seed(0)
     ours = kt.models.build_decoder_lm(
         args.vocab,
