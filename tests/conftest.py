@@ -15,10 +15,24 @@ def _reset_keras_state():
     keras.config.set_dtype_policy("float32")
 
 
+# These files share the session fixture ``trained_runs``: one xdist group, so it trains once.
+TRAINED_RUNS_FILES = {"test_examples", "test_example_journeys"}
+
+
+@pytest.fixture(scope="session")
+def trained_runs(tmp_path_factory):
+    """The lm / classifier / seq2seq example runs of tests/_trained_runs.py, trained once."""
+    import _trained_runs
+
+    return _trained_runs.train(tmp_path_factory.mktemp("trained_runs"))
+
+
 def pytest_collection_modifyitems(config, items):
     """Under ``pytest -n 2 --dist loadgroup`` (scripts/test.sh) the tests of one file stay on one
     worker, so a module-scoped fixture (a trained journey, a built model) is made once; the
     contract suite, whose files hold hundreds of independent cases, is spread over the workers."""
     for item in items:
-        if "contract" not in item.path.parts:
+        if item.path.stem in TRAINED_RUNS_FILES:
+            item.add_marker(pytest.mark.xdist_group("trained_runs"))
+        elif "contract" not in item.path.parts:
             item.add_marker(pytest.mark.xdist_group(item.path.stem))

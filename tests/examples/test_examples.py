@@ -1,15 +1,16 @@
 """The example scripts, the recipes they share and the ``keras-transformers`` command.
 
-Each example runs for a few steps at tiny sizes as a real subprocess (all started together, so
-the Python/TensorFlow start-up overlaps), then its TensorBoard event files are read back with
-tensorboard's own event reader and must hold the ``epoch_loss`` scalar.
+Each example runs for a few steps at tiny sizes as a real subprocess on user-format files (the
+session fixture ``trained_runs``, tests/_trained_runs.py: all started together, so the
+Python/TensorFlow start-up overlaps; the classifier through ``keras-transformers train``), then
+its TensorBoard event files are read back with tensorboard's own event reader and must hold the
+``epoch_loss`` scalar.
 """
 
 import json
 import math
 import os
 import runpy
-import subprocess
 import sys
 from pathlib import Path
 
@@ -24,110 +25,12 @@ REPO = Path(__file__).resolve().parents[2]
 EXAMPLES_DIR = REPO / "examples"
 SCRIPTS = {name: EXAMPLES_DIR / f"train_{name}.py" for name in EXAMPLES}
 
-TINY = [
-    "--d-model",
-    "16",
-    "--heads",
-    "2",
-    "--layers",
-    "1",
-    "--batch-size",
-    "8",
-    "--epochs",
-    "1",
-    "--steps-per-epoch",
-    "3",
-    "--no-jit",
-    "--verbose",
-    "2",
-]
-# The three runs read the user-file formats written by the fixture (a folder of text files,
-# JSONL with text/label, TSV pairs): the built-in corpora have their own tests in tests/data and
-# parsing the standard library would only slow this test down.
-EXTRA = {
-    "lm": [
-        "--seq-len",
-        "16",
-        "--data",
-        "{root}/corpus",
-        "--sample-length",
-        "4",
-        "--tokenizer",
-        "bpe",
-        "--vocab-size",
-        "40",
-    ],
-    "classifier": [
-        "--seq-len",
-        "12",
-        "--data",
-        "{root}/labelled.jsonl",
-        "--tokenizer",
-        "wordpiece",
-        "--vocab-size",
-        "60",
-    ],
-    "seq2seq": ["--seq-len", "10", "--data", "{root}/pairs.tsv", "--eval-examples", "4"],
-}
-TIMEOUT_S = 240
-
-
-def _env():
-    env = dict(os.environ)
-    env["TF_CPP_MIN_LOG_LEVEL"] = "3"
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
-    return env
-
-
-def _write_user_files(root):
-    rng = np.random.default_rng(0)
-    (root / "corpus").mkdir()
-    vocabulary = "the a model learns to predict next byte of text from its context".split()
-    for name in ("part1.txt", "part2.md"):
-        text = " ".join(rng.choice(vocabulary, size=400)) + ".\n"
-        (root / "corpus" / name).write_text(text, encoding="utf-8")
-    words = {"sport": ["ball", "goal", "team", "match"], "food": ["bread", "soup", "salt", "rice"]}
-    with open(root / "labelled.jsonl", "w", encoding="utf-8") as handle:
-        for i in range(64):
-            label = ("sport", "food")[i % 2]
-            text = " ".join(rng.choice(words[label], size=5))
-            handle.write(json.dumps({"text": f"the {text}.", "label": label}) + "\n")
-    with open(root / "pairs.tsv", "w", encoding="utf-8") as handle:
-        for _ in range(64):
-            source = "".join(rng.choice(list("abcdef"), size=int(rng.integers(2, 7))))
-            handle.write(f"{source}\t{source.upper()}\n")
-
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    """Start the three tiny training runs at once (start-up overlaps); wait for all of them."""
-    root = tmp_path_factory.mktemp("example_runs")
-    _write_user_files(root)
-    procs = {}
-    for name, script in SCRIPTS.items():
-        logdir = root / name
-        extra = [arg.format(root=root) for arg in EXTRA[name]]
-        cmd = [sys.executable, str(script), *TINY, *extra, "--logdir", str(logdir)]
-        procs[name] = (
-            logdir,
-            subprocess.Popen(
-                cmd,
-                cwd=root,
-                env=_env(),
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-            ),
-        )
-    results = {}
-    for name, (logdir, proc) in procs.items():
-        try:
-            out, err = proc.communicate(timeout=TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            out, err = proc.communicate()
-        results[name] = dict(logdir=logdir, returncode=proc.returncode, stdout=out, stderr=err)
-    return results
+def runs(trained_runs):
+    """The three tiny runs of tests/_trained_runs.py (one subprocess each, trained once per
+    session and shared with tests/journeys/test_example_journeys.py)."""
+    return trained_runs["runs"]
 
 
 def _check_ok(run):

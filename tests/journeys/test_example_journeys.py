@@ -5,36 +5,28 @@ wrote, after ``import keras_transformers`` only -> ``examples/generate.py`` on t
 ``evaluate`` on the classifier; and one LM checkpoint written on TensorFlow loads on JAX and on
 PyTorch with the same logits.
 
-The three default journeys (lm, classifier through ``keras-transformers train``, seq2seq) train
-in parallel, then all their checks start in parallel. ViT, Decision Transformer and BERT journeys
-are ``slow``.
+The three default journeys (lm, classifier through ``keras-transformers train``, seq2seq) use the
+session's shared runs (``trained_runs``, tests/_trained_runs.py: trained once, in parallel, also
+checked by tests/examples/test_examples.py); then their checks start in parallel, each in a fresh
+process: one TensorFlow process loads every checkpoint of the three runs after the package import
+only and then evaluates the classifier, one runs ``generate.py``, one loads on JAX and one on
+PyTorch. ViT, Decision Transformer and BERT journeys are ``slow``.
 """
 
 import json
-import os
-import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
 import numpy as np
 import pytest
+from _trained_runs import COMMANDS, check_ok, start, wait
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "examples"
-TIMEOUT_S = 400
 
 TINY = ["--d-model", "16", "--heads", "2", "--layers", "1", "--batch-size", "8", "--epochs", "1"]
 TINY += ["--steps-per-epoch", "2", "--no-jit", "--verbose", "0"]
-TRAIN = {
-    "lm": [sys.executable, str(EXAMPLES / "train_lm.py"), *TINY, "--seq-len", "16",
-           "--data", "{root}/corpus.txt", "--sample-length", "0"],
-    # The console command (`keras-transformers train classifier`) runs the example script.
-    "classifier": [sys.executable, "-m", "keras_transformers.cli", "train", "classifier", *TINY,
-                   "--seq-len", "12", "--data", "{root}/labelled.jsonl"],
-    "seq2seq": [sys.executable, str(EXAMPLES / "train_seq2seq.py"), *TINY, "--seq-len", "8",
-                "--data", "{root}/pairs.tsv", "--eval-examples", "2"],
-}  # fmt: skip
 SLOW_TRAIN = {
     "vit": [sys.executable, str(EXAMPLES / "train_vit.py"), *TINY, "--log-attention-every", "0"],
     "decision_transformer": [
@@ -92,13 +84,12 @@ LOAD_ALL = """
     print(json.dumps(report))
 """
 
-# Evaluates the classifier checkpoint on the journey's labelled file with the saved tokenizer.
+# Appended to LOAD_ALL (same process, after every load): evaluates the classifier checkpoint of
+# the journeys' folder on its labelled file with the saved tokenizer; prints a second JSON line.
 EVALUATE_CLASSIFIER = """
-    import json, pathlib, sys
     import keras_transformers as kt
-    import keras
 
-    run, data = pathlib.Path(sys.argv[1]), sys.argv[2]
+    run, data = folder / "classifier", folder / "labelled.jsonl"
     config = json.loads((run / "config.json").read_text())
     classes = json.loads((run / "classes.json").read_text())
     tokenizer = kt.data.load_tokenizer(run / "tokenizer.json")
@@ -111,105 +102,54 @@ EVALUATE_CLASSIFIER = """
 """
 
 
-def _env(**extra):
-    env = dict(os.environ)
-    env["TF_CPP_MIN_LOG_LEVEL"] = "3"
-    env["KERAS_BACKEND"] = "tensorflow"  # trained and first loaded on TensorFlow
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
-    env.update(extra)
-    return env
-
-
-def _start(cmd, cwd, **env):
-    return subprocess.Popen(
-        [str(c) for c in cmd],
-        cwd=cwd,
-        env=_env(**env),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
 def _python(code, *args):
     return [sys.executable, "-c", textwrap.dedent(code), *map(str, args)]
 
 
-def _wait(procs):
-    """``{name: {"returncode", "stdout", "stderr"}}`` of the started processes."""
-    results = {}
-    for name, proc in procs.items():
-        try:
-            out, err = proc.communicate(timeout=TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            out, err = proc.communicate()
-        results[name] = dict(returncode=proc.returncode, stdout=out, stderr=err)
-    return results
-
-
-def _ok(result):
-    assert result["returncode"] == 0, (
-        f"stdout:\n{result['stdout'][-3000:]}\nstderr:\n{result['stderr'][-3000:]}"
-    )
-    return result
+def _json_lines(result, count=1):
+    """The last ``count`` stdout lines of a process that exited 0, parsed as JSON."""
+    lines = check_ok(result)["stdout"].strip().splitlines()[-count:]
+    return [json.loads(line) for line in lines]
 
 
 def _report(result):
-    return json.loads(_ok(result)["stdout"].strip().splitlines()[-1])
-
-
-def _write_user_files(root):
-    rng = np.random.default_rng(0)
-    words = "the a model learns to predict next byte of text from its context".split()
-    (root / "corpus.txt").write_text(" ".join(rng.choice(words, size=600)) + ".\n")
-    topics = {"sport": ["ball", "goal", "team", "match"], "food": ["bread", "soup", "salt"]}
-    with open(root / "labelled.jsonl", "w", encoding="utf-8") as handle:
-        for i in range(48):
-            label = ("sport", "food")[i % 2]
-            text = " ".join(rng.choice(topics[label], size=5))
-            handle.write(json.dumps({"text": f"the {text}.", "label": label}) + "\n")
-    with open(root / "pairs.tsv", "w", encoding="utf-8") as handle:
-        for _ in range(48):
-            source = "".join(rng.choice(list("abcdef"), size=int(rng.integers(2, 6))))
-            handle.write(f"{source}\t{source.upper()}\n")
+    return _json_lines(result)[0]
 
 
 @pytest.fixture(scope="module")
-def journeys(tmp_path_factory):
-    """Train the three examples at once; then run every later step at once, each fresh."""
-    root = tmp_path_factory.mktemp("journeys")
-    _write_user_files(root)
-    runs = {name: root / name for name in TRAIN}
-    trained = _wait(
-        {
-            name: _start([a.format(root=root) for a in cmd] + ["--logdir", runs[name]], root)
-            for name, cmd in TRAIN.items()
-        }
-    )
-    for result in trained.values():
-        _ok(result)
+def journeys(trained_runs):
+    """The session's three trained runs; every later step starts at once, each in a fresh
+    process: one TensorFlow process loads every checkpoint then evaluates the classifier,
+    ``generate.py`` samples from the LM, and the LM's best checkpoint loads on JAX and PyTorch."""
+    root = trained_runs["root"]
+    runs = {name: run["logdir"] for name, run in trained_runs["runs"].items()}
+    for run in trained_runs["runs"].values():
+        check_ok(run)
     lm = runs["lm"] / "best.keras"
-    steps = {f"load_{name}": _start(_python(LOAD_ALL, run), root) for name, run in runs.items()}
-    steps["generate"] = _start(
+    # Loads under <root>/<run>/ (the runs' folders): names like "lm/best.keras".
+    steps = {"load_and_evaluate": start(_python(LOAD_ALL + EVALUATE_CLASSIFIER, root), root)}
+    steps["generate"] = start(
         [sys.executable, EXAMPLES / "generate.py", "--model", lm, "--prompt", "the ",
          "--max-length", "12", "--sampler", "greedy"],
         root,
     )  # fmt: skip
-    steps["evaluate"] = _start(
-        _python(EVALUATE_CLASSIFIER, runs["classifier"], root / "labelled.jsonl"), root
-    )
     for backend in ("jax", "torch"):
-        steps[f"load_lm_{backend}"] = _start(
+        steps[f"load_lm_{backend}"] = start(
             _python(LOAD_ALL, runs["lm"], "best.keras"), root, KERAS_BACKEND=backend
         )
-    return dict(runs=runs, trained=trained, steps=_wait(steps))
+    steps = wait(steps)
+    loaded, evaluated = _json_lines(steps["load_and_evaluate"], count=2)
+    return dict(runs=runs, steps=steps, loaded=loaded, evaluated=evaluated)
 
 
-@pytest.mark.parametrize("name", sorted(TRAIN))
+@pytest.mark.parametrize("name", sorted(COMMANDS))
 def test_every_checkpoint_loads_after_the_package_import_only(journeys, name):
-    report = _report(journeys["steps"][f"load_{name}"])
-    assert {"best.keras", "last.keras"} <= set(report), report
+    report = {
+        key.split("/", 1)[1]: entry
+        for key, entry in journeys["loaded"].items()
+        if key.split("/", 1)[0] == name
+    }
+    assert {"best.keras", "last.keras"} <= set(report), journeys["loaded"]
     for entry in report.values():
         assert entry["optimizer"] == "keras_transformers.optimizers", entry  # kt AdamW restored
         assert entry["finite"], entry
@@ -218,13 +158,13 @@ def test_every_checkpoint_loads_after_the_package_import_only(journeys, name):
 
 
 def test_generate_samples_from_the_trained_lm(journeys):
-    out = _ok(journeys["steps"]["generate"])["stdout"]
+    out = check_ok(journeys["steps"]["generate"])["stdout"]
     assert "sampler greedy, 12 tokens" in out
     assert "new tokens in" in out
 
 
 def test_classifier_trained_by_the_cli_evaluates(journeys):
-    results = _report(journeys["steps"]["evaluate"])
+    results = journeys["evaluated"]
     assert 0.0 <= results["accuracy"] <= 1.0 and np.isfinite(results["loss"])
 
 
@@ -245,8 +185,8 @@ def test_checkpoint_written_on_tensorflow_loads_on_jax_and_torch_with_the_same_l
 def test_slow_example_journey(tmp_path, name):
     """Train -> load every .keras it wrote (fresh process, package import only) -> evaluate."""
     run = tmp_path / name
-    _ok(_wait({name: _start([*SLOW_TRAIN[name], "--logdir", run], tmp_path)})[name])
-    report = _report(_wait({"load": _start(_python(LOAD_ALL, run), tmp_path)})["load"])
+    check_ok(wait({name: start([*SLOW_TRAIN[name], "--logdir", run], tmp_path)})[name])
+    report = _report(wait({"load": start(_python(LOAD_ALL, run), tmp_path)})["load"])
     assert "last.keras" in report or any(k.endswith("last.keras") for k in report), report
     assert all(entry["finite"] for entry in report.values()), report
     if name == "vit":
@@ -258,5 +198,5 @@ def test_slow_example_journey(tmp_path, name):
             model = keras.saving.load_model(sys.argv[1])
             print(model.evaluate(x, y, verbose=0, return_dict=True)["accuracy"])
         """
-        result = _wait({"eval": _start(_python(evaluate, run / "best.keras"), tmp_path)})
-        assert 0.0 <= float(_ok(result["eval"])["stdout"].split()[-1]) <= 1.0
+        result = wait({"eval": start(_python(evaluate, run / "best.keras"), tmp_path)})
+        assert 0.0 <= float(check_ok(result["eval"])["stdout"].split()[-1]) <= 1.0

@@ -12,7 +12,8 @@ import re
 import sys
 
 import pytest
-from test_example_journeys import EXAMPLES, TINY, _ok, _python, _start, _wait, _write_user_files
+from _trained_runs import check_ok, start, wait, write_user_files
+from test_example_journeys import EXAMPLES, TINY, _python
 
 TRAIN_LM = [sys.executable, str(EXAMPLES / "train_lm.py"), *TINY, "--seq-len", "16",
             "--sample-length", "0"]  # fmt: skip
@@ -41,21 +42,21 @@ SERVE = """
 
 @pytest.mark.slow
 def test_train_then_finetune_with_lora_then_serve(tmp_path):
-    _write_user_files(tmp_path)
-    data = ["--data", str(tmp_path / "corpus.txt")]
+    write_user_files(tmp_path)
+    data = ["--data", str(tmp_path / "corpus")]  # a folder of text files
     base = tmp_path / "base"
-    _ok(_wait({"base": _start([*TRAIN_LM, *data, "--logdir", base], tmp_path)})["base"])
+    check_ok(wait({"base": start([*TRAIN_LM, *data, "--logdir", base], tmp_path)})["base"])
 
     tuned, served = tmp_path / "tuned", tmp_path / "served"
     finetune = [*TRAIN_LM, *data, "--logdir", tuned, "--init-from", base / "best.keras"]
     wrong = [*finetune[:-4], "--logdir", tmp_path / "wrong", "--init-from", base / "best.keras"]
     wrong[wrong.index("--d-model") + 1] = "32"
     procs = {
-        "tuned": _start([*finetune, "--lora", "2", "--export", served], tmp_path),
-        "wrong": _start(wrong, tmp_path),
+        "tuned": start([*finetune, "--lora", "2", "--export", served], tmp_path),
+        "wrong": start(wrong, tmp_path),
     }
-    results = _wait(procs)
-    out = _ok(results["tuned"])["stdout"]
+    results = wait(procs)
+    out = check_ok(results["tuned"])["stdout"]
     share = re.search(r"LoRA rank 2: [\d,]+ of [\d,]+ parameters trainable \(([\d.]+) %\)", out)
     assert share and float(share.group(1)) < 20, out
     loss = re.search(r"loss: first epoch (\S+), last epoch (\S+)", out)
@@ -67,5 +68,5 @@ def test_train_then_finetune_with_lora_then_serve(tmp_path):
     serve = _python(
         SERVE, tuned / "best.keras", base / "best.keras", tuned / "lora_weights.npz", served
     )
-    check = _wait({"serve": _start(serve, tmp_path)})
-    assert "served" in _ok(check["serve"])["stdout"]
+    check = wait({"serve": start(serve, tmp_path)})
+    assert "served" in check_ok(check["serve"])["stdout"]
