@@ -86,25 +86,50 @@ def test_help_imports_no_framework(target, argv):
     assert result == {"code": 0, "loaded": [], "usage": True}
 
 
+# One fresh process checks the registrations (below), then writes the checkpoint that the
+# import-order variants load, each in its own fresh process (one framework start-up less).
+REGISTER_THEN_SAVE = """
+    import inspect, json, pkgutil, importlib, sys
+    import keras_transformers
+    import keras
+    for info in pkgutil.walk_packages(keras_transformers.__path__, "keras_transformers."):
+        if not info.name.startswith("keras_transformers.cli"):
+            importlib.import_module(info.name)
+    bases = (keras.layers.Layer, keras.losses.Loss, keras.metrics.Metric,
+             keras.optimizers.Optimizer, keras.optimizers.schedules.LearningRateSchedule)
+    missing, checked = [], 0
+    for name, module in sorted(sys.modules.items()):
+        if not name.startswith("keras_transformers"):
+            continue
+        for cls in vars(module).values():
+            if inspect.isclass(cls) and cls.__module__ == name and issubclass(cls, bases):
+                checked += 1
+                registered = keras.saving.get_registered_name(cls)
+                if keras.saving.get_registered_object(registered) is cls:
+                    continue
+                if cls.__name__.startswith("_") or cls.__subclasses__():
+                    continue  # private helper or abstract base
+                missing.append(f"{name}.{cls.__name__}")
+
+    # A tiny LM trained one step with kt.optimizers.AdamW + kt.schedules.NoamSchedule.
+    import numpy as np
+    kt = keras_transformers
+    model = kt.models.build_decoder_lm(40, 8, d_model=16, num_heads=2, num_layers=1)
+    schedule = kt.schedules.NoamSchedule(d_model=16, warmup_steps=2)
+    model.compile(optimizer=kt.optimizers.adamw(schedule), loss="mse")
+    x = np.ones((2, 8), "int32")
+    model.fit(x, np.zeros((2, 8, 40)), verbose=0)
+    model.save(sys.argv[1])
+    print(json.dumps({"checked": checked, "missing": missing}))
+"""
+
+
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    """A tiny LM trained one step with kt.optimizers.AdamW + kt.schedules.NoamSchedule."""
+def registered_then_saved(tmp_path_factory):
+    """``{"registrations": {"checked", "missing"}, "checkpoint": path}`` of REGISTER_THEN_SAVE."""
     path = tmp_path_factory.mktemp("cheap_import") / "lm.keras"
-    _python(
-        """
-        import sys
-        import numpy as np
-        import keras_transformers as kt
-        model = kt.models.build_decoder_lm(40, 8, d_model=16, num_heads=2, num_layers=1)
-        schedule = kt.schedules.NoamSchedule(d_model=16, warmup_steps=2)
-        model.compile(optimizer=kt.optimizers.adamw(schedule), loss="mse")
-        x = np.ones((2, 8), "int32")
-        model.fit(x, np.zeros((2, 8, 40)), verbose=0)
-        model.save(sys.argv[1])
-        """,
-        path,
-    )
-    return path
+    registrations = _last_json(_python(REGISTER_THEN_SAVE, path))
+    return {"registrations": registrations, "checkpoint": path}
 
 
 LOAD = """
@@ -128,40 +153,16 @@ LOAD = """
     ],
     ids=["package-then-keras", "keras-then-package", "data-subpackage", "from-models"],
 )
-def test_load_model_needs_only_the_package_import(checkpoint, imports):
+def test_load_model_needs_only_the_package_import(registered_then_saved, imports):
+    checkpoint = registered_then_saved["checkpoint"]
     out = _python(LOAD.format(imports=imports.replace("\n", "\n    ")), checkpoint)
     assert _last_json(out) == ["keras_transformers.optimizers", "NoamSchedule"]
 
 
-def test_every_serialisable_class_of_the_package_is_registered():
+def test_every_serialisable_class_of_the_package_is_registered(registered_then_saved):
     """Layers, models, losses, metrics, optimizers and schedules defined anywhere in the package
-    are registered after ``import keras_transformers; import keras`` (fresh process). Only
-    abstract bases (subclassed by registered classes) and private helpers may stay out."""
-    out = _python(
-        """
-        import inspect, json, pkgutil, importlib, sys
-        import keras_transformers
-        import keras
-        for info in pkgutil.walk_packages(keras_transformers.__path__, "keras_transformers."):
-            if not info.name.startswith("keras_transformers.cli"):
-                importlib.import_module(info.name)
-        bases = (keras.layers.Layer, keras.losses.Loss, keras.metrics.Metric,
-                 keras.optimizers.Optimizer, keras.optimizers.schedules.LearningRateSchedule)
-        missing, checked = [], 0
-        for name, module in sorted(sys.modules.items()):
-            if not name.startswith("keras_transformers"):
-                continue
-            for cls in vars(module).values():
-                if inspect.isclass(cls) and cls.__module__ == name and issubclass(cls, bases):
-                    checked += 1
-                    registered = keras.saving.get_registered_name(cls)
-                    if keras.saving.get_registered_object(registered) is cls:
-                        continue
-                    if cls.__name__.startswith("_") or cls.__subclasses__():
-                        continue  # private helper or abstract base
-                    missing.append(f"{name}.{cls.__name__}")
-        print(json.dumps({"checked": checked, "missing": missing}))
-        """
-    )
-    result = _last_json(out)
+    are registered after ``import keras_transformers; import keras`` (fresh process) and the
+    import of every module of the package. Only abstract bases (subclassed by registered
+    classes) and private helpers may stay out."""
+    result = registered_then_saved["registrations"]
     assert result["missing"] == [] and result["checked"] > 50, result
