@@ -166,6 +166,7 @@ class FullAttention(KeyValueCache, AttentionCore):
         bias_fn, params, reads_qk, relative = None, (), False, False
         constant_beyond = None
         value_table = value_labels = None
+        key_table = key_labels = None
         if position is not None:
             weights = list(position.weights)
             if position.has_value_term:  # Shaw's a^V: the engine's per-tile value term
@@ -173,20 +174,28 @@ class FullAttention(KeyValueCache, AttentionCore):
                 weights = [w for w in weights if w is not value_var]
                 value_table = ops.convert_to_tensor(value_var.value)  # (R, dv)
                 value_labels = position.relative_value_labels
+            if getattr(position, "key_term_is_relative", False):  # Shaw's a^K: per tile too
+                key_var = position.key_table
+                weights = [w for w in weights if w is not key_var]
+                key_table = ops.convert_to_tensor(key_var.value)  # (R, dh)
+                key_labels = position.relative_key_labels
             params = tuple(ops.convert_to_tensor(w.value) for w in weights)
             reads_qk = getattr(position, "score_bias_reads_qk", True)
             # positions-only biases (ALiBi, T5) are elementwise in rel: the engine asks them
             # for each tile's Tq + Tk - 1 distinct offsets and lays them along the diagonals
             relative = not reads_qk
+            causal = context.causal
             if relative:  # e.g. T5: one bucket past max_distance
                 constant_beyond = getattr(position, "score_bias_constant_beyond", None)
-            causal = context.causal
 
             def bias_fn(values, q_tile, k_tile, rel):
                 # the tile's own parameter tensors stand in for the variables (gradients flow
                 # through the engine's custom gradient, not through variable reads)
                 with StatelessScope(list(zip(weights, values)), initialize_variables=False):
                     return position.score_bias(rel, q_tile, k_tile, causal)  # (..., Tq, Tk)
+
+            if key_table is not None and not weights:
+                bias_fn, reads_qk, relative = None, False, False  # the key term was all of it
 
         out = flash_attention(
             heads_first(query),
@@ -201,6 +210,8 @@ class FullAttention(KeyValueCache, AttentionCore):
             bias_reads_qk=reads_qk,
             bias_relative=relative,
             bias_constant_beyond=constant_beyond,
+            key_table=key_table,
+            key_labels=key_labels,
             value_table=value_table,
             value_labels=value_labels,
             block_size=self.flash_block_size,

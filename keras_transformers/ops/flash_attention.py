@@ -50,6 +50,7 @@ from keras_transformers.ops._flash_backends import (
     vjp_fn,
     weights_and_ds,
 )
+from keras_transformers.ops._flash_layout import diagonal_sums, skew, toeplitz, unskew
 
 # Finite stand-in for -inf: exp(-1e9 - max) underflows to exactly 0 in float32.
 MASK_VALUE = -1e9
@@ -76,6 +77,8 @@ def flash_attention(
     bias_reads_qk=True,
     bias_relative=False,
     bias_constant_beyond=None,
+    key_table=None,
+    key_labels=None,
     value_table=None,
     value_labels=None,
     scale=None,
@@ -104,6 +107,10 @@ def flash_attention(
             ``|rel| >= D`` equals its value at ``sign(rel)·D`` (T5 past ``max_distance``). A tile
             whose offsets all lie beyond ``D`` on one side adds one value per head, and its
             gradient is that value's cotangent, ``Σ dS`` over the tile (no diagonal sums).
+        key_table: ``(R, dh)`` relative key vectors (Shaw et al.'s ``a^K``): the scores get
+            ``scale · q_i·key_table[key_labels(j - i)]`` (per tile: the queries times the table,
+            laid out by offset); it receives a gradient.
+        key_labels: like ``value_labels``, for ``key_table``.
         value_table: ``(R, dv)`` relative value vectors (Shaw et al.'s ``a^V``): the output gets
             ``Σ_j α_ij value_table[value_labels(j - i)]``; it receives a gradient.
         value_labels: ``value_labels(rel (n,) int32) -> int labels (n,)`` in ``[0, R)``,
@@ -125,6 +132,8 @@ def flash_attention(
         raise ValueError(f"block_size={block_size}: must be >= 1.")
     if (value_table is None) != (value_labels is None):
         raise ValueError("value_table and value_labels: pass both (relative values) or neither.")
+    if (key_table is None) != (key_labels is None):
+        raise ValueError("key_table and key_labels: pass both (relative keys) or neither.")
     dh = query.shape[-1]
     scale = 1.0 / float(dh) ** 0.5 if scale is None else float(scale)
     tq, tk = _tile(q_len, block_size), _tile(k_len, block_size)
@@ -141,7 +150,8 @@ def flash_attention(
         if int(bias_constant_beyond) < 1:
             raise ValueError(f"bias_constant_beyond={bias_constant_beyond}: must be >= 1.")
         plan.constant_beyond = int(bias_constant_beyond)
-    params = tuple(bias_params) + (() if value_table is None else (value_table,))
+    plan.key_labels = key_labels
+    params = tuple(bias_params) + tuple(t for t in (key_table, value_table) if t is not None)
 
     # keys that may be attended (B|1, Lk_pad): a boolean, not an additive bias (TensorFlow's
     # grappler remapper fuses "BatchMatMul + Add" wrongly for a (B, 1, 1, Tk) addend)
@@ -175,6 +185,7 @@ class _Plan:
         self.causal, self.offset, self.scale = causal, offset, scale
         self.bias_fn, self.reads_qk, self.bias_relative = bias_fn, reads_qk, relative
         self.n_bias, self.value_labels = 0, None  # params[:n_bias] are the bias' tensors
+        self.key_labels = None  # with a key table, params[n_bias] is it
         self.constant_beyond = None  # see flash_attention's bias_constant_beyond
 
     # ---------------------------------------------------------------- tile ranges (causal skip)
@@ -218,9 +229,19 @@ class _Plan:
             return toeplitz(per_offset, self.tq, self.tk)  # (..., Tq, Tk)
         return self.bias_fn(params, q_i, k_j, self.relative(i, j))
 
-    def label_one_hot(self, i, j, num_labels):
-        """``(Tq + Tk - 1, R)`` float32 one-hot value labels of tile ``(i, j)``'s offsets."""
-        return ops.one_hot(self.value_labels(self.diagonals(i, j)), num_labels, dtype="float32")
+    def label_one_hot(self, i, j, num_labels, labels=None):
+        """``(Tq + Tk - 1, R)`` float32 one-hot labels (``labels``, default the value labels) of
+        tile ``(i, j)``'s offsets."""
+        labels = self.value_labels if labels is None else labels
+        return ops.one_hot(labels(self.diagonals(i, j)), num_labels, dtype="float32")
+
+    def key_term(self, qs, key_table, i, j):
+        """``qs_i·a^K[label(j - i)]`` of tile ``(i, j)``: float32 ``(B, h, Tq, Tk)``; the queries
+        times the table per label, times the ``(Tq + Tk - 1, R)`` one-hot, laid out by offset."""
+        table = ops.cast(key_table, "float32")  # (R, dh)
+        per_label = ops.matmul(ops.cast(qs, "float32"), ops.transpose(table))  # (B, h, Tq, R)
+        one_hot = self.label_one_hot(i, j, table.shape[0], self.key_labels)  # (n, R)
+        return unskew(ops.matmul(per_label, ops.transpose(one_hot)), self.tq, self.tk)
 
     def value_weights(self, p, i, j, num_labels):
         """Attention weight per value label, ``(B, h, Tq, R)``: ``p`` summed per label along
@@ -297,6 +318,7 @@ class _Plan:
 
     def scores(self, t, i, j, q_i, k_j, params, diagonal):
         """Scaled, biased, masked float32 scores of tile ``(i, j)``: ``(B, h, Tq, Tk)``."""
+        key_table = params[self.n_bias] if self.key_labels is not None else None
         params = params[: self.n_bias]
         qs = q_i * ops.cast(self.scale, q_i.dtype)
         if self.bias_relative:
@@ -305,6 +327,8 @@ class _Plan:
             s = ops.cast(ops.matmul(qs, ops.swapaxes(k_j, -1, -2)), "float32")  # (B, h, Tq, Tk)
         if self.bias_fn is not None and not self.bias_relative:
             s = s + ops.cast(self.tile_bias(params, q_i, k_j, i, j), "float32")
+        if key_table is not None:
+            s = s + self.key_term(qs, key_table, i, j)
         if t.key_valid is not None:
             s = ops.where(t.key_valid[j], s, MASK_VALUE)  # keys (B|1, 1, 1, Tk)
         if t.mask is not None:
@@ -374,6 +398,7 @@ def _backward(plan, q, k, v, key_valid, mask, params, out, lse, d_out):
     vjp = vjp_fn()
     bias_params = params[: plan.n_bias]
     table = None if plan.value_labels is None else ops.cast(params[-1], "float32")  # (R, dv)
+    key_table = None if plan.key_labels is None else ops.cast(params[plan.n_bias], "float32")
 
     def tile_grads(i, j, diagonal, k_j, v_j):
         """``(p, dS)`` of tile ``(i, j)``, both float32 ``(B, h, Tq, Tk)``."""
@@ -430,6 +455,13 @@ def _backward(plan, q, k, v, key_valid, mask, params, out, lse, d_out):
                 qs = t.q[i] * ops.cast(plan.scale, q.dtype)
                 dk = dk + ops.cast(ops.matmul(ops.swapaxes(ds_c, -1, -2), qs), "float32")
                 dq_i = ops.cast(ops.matmul(ds_c, k_scaled), "float32")  # (B, h, Tq, dh)
+                if key_table is not None:  # dS laid out by offset, summed per key label
+                    one_hot = plan.label_one_hot(i, j, key_table.shape[0], plan.key_labels)
+                    d_label = ops.matmul(skew(ds, plan.tq, plan.tk), one_hot)  # (B, h, Tq, R)
+                    dq_i = dq_i + ops.matmul(d_label, key_table) * plan.scale
+                    d_keys = ops.einsum("bhqr,bhqd->rd", d_label, ops.cast(qs, "float32"))
+                    k_at = plan.n_bias
+                    dparams = dparams[:k_at] + (dparams[k_at] + d_keys,) + dparams[k_at + 1 :]
                 if table is not None:  # d a^V += Σ_(B, h) (weights per label)ᵀ dO
                     w = plan.value_weights(p, i, j, table.shape[0])  # (B, h, Tq, R)
                     d_table = ops.einsum("bhqr,bhqd->rd", w, ops.cast(do_t[i], "float32"))
@@ -475,17 +507,6 @@ def _backward(plan, q, k, v, key_valid, mask, params, out, lse, d_out):
 
 
 # -------------------------------------------------------------------- small helpers
-def toeplitz(per_offset, rows, cols):
-    """``(..., rows + cols - 1) -> (..., rows, cols)`` with ``out[r, c] = x[c - r + rows - 1]``.
-
-    Laid out by copies only: ``x`` tiled ``rows`` times and read back with a row stride of
-    ``rows + cols - 2`` shifts each row one place left of the one above it. Needs ``rows >= 2``.
-    """
-    n = rows + cols - 1
-    lead = tuple(ops.shape(per_offset)[:-1])
-    flat = ops.tile(per_offset, (1,) * len(lead) + (rows,))  # (..., rows·n)
-    flat = flat[..., rows - 1 : rows - 1 + rows * (n - 1)]  # (..., rows·(n-1))
-    return ops.reshape(flat, lead + (rows, n - 1))[..., :cols]  # (..., rows, cols)
 
 
 def _tile(length, block_size):
@@ -493,44 +514,10 @@ def _tile(length, block_size):
     return int(min(int(block_size), -(-length // 8) * 8))
 
 
-def skew(tiles, rows, cols):
-    """``(..., rows, cols) -> (..., rows, rows + cols - 1)``: ``out[r, t] = x[r, t + r - rows + 1]``
-    (zero outside), each row moved so that a column holds one offset ``c - r``. Copies only: rows
-    padded to ``rows + cols - 2``, laid end to end behind ``rows - 1`` zeros and read back with a
-    row stride of ``rows + cols - 1``."""
-    n = rows + cols - 1
-    lead = tuple(ops.shape(tiles)[:-2])
-    widths = [(0, 0)] * len(lead)
-    x = ops.pad(tiles, widths + [(0, 0), (0, n - 1 - cols)])  # (..., rows, n-1)
-    x = ops.reshape(x, lead + (rows * (n - 1),))
-    x = ops.pad(x, widths + [(rows - 1, 1)])  # (..., rows·n)
-    return ops.reshape(x, lead + (rows, n))  # (..., rows, n)
-
-
-def unskew(per_offset, rows, cols):
-    """``(..., rows, rows + cols - 1) -> (..., rows, cols)``: ``out[r, c] = y[r, c - r + rows - 1]``,
-    the inverse layout of :func:`skew` (a per-row :func:`toeplitz`)."""
-    n = rows + cols - 1
-    lead = tuple(ops.shape(per_offset)[:-2])
-    flat = ops.reshape(per_offset, lead + (rows * n,))
-    flat = flat[..., rows - 1 : rows - 1 + rows * (n - 1)]  # (..., rows·(n-1))
-    return ops.reshape(flat, lead + (rows, n - 1))[..., :cols]
-
-
 def _add_first(totals, grads):
     """Add ``grads`` to the first ``len(grads)`` running totals (the bias' tensors)."""
     summed = tuple(a + _f32(g, a) for a, g in zip(totals, grads))
     return summed + tuple(totals[len(summed) :])
-
-
-def diagonal_sums(tiles, rows, cols):
-    """``(..., rows, cols) -> (..., rows + cols - 1)``: ``out[t] = Σ_{c - r = t - rows + 1} x[r, c]``.
-
-    The transpose of :func:`toeplitz` (its gradient), again by copies and one sum: each row is
-    padded to ``rows + cols - 2``, the rows are laid end to end behind ``rows - 1`` zeros and read
-    back with a row stride of ``rows + cols - 1``, which lines the diagonals up in columns.
-    """
-    return ops.sum(skew(tiles, rows, cols), axis=-2)  # (..., rows + cols - 1)
 
 
 def _reduce_to(x, lead):

@@ -52,6 +52,9 @@ class ShawRelativePosition(PositionalEncoding):
         #: The value term is ``Σ_j α_ij value_table[relative_value_labels(j - i)]``: the blocked
         #: engine applies it per tile.
         self.value_term_is_relative = self.use_values
+        #: The score term is ``q_i·key_table[relative_key_labels(j - i)]`` (scaled): the blocked
+        #: engine lays it out per tile from the tile's offsets.
+        self.key_term_is_relative = True
 
     def build(self, input_shape):
         self.set_head_shape(input_shape)
@@ -76,6 +79,10 @@ class ShawRelativePosition(PositionalEncoding):
         lead = tuple(ops.shape(per_label)[:-2])
         labels = ops.broadcast_to(labels, lead + tuple(ops.shape(labels)[-2:]))
         return ops.take_along_axis(per_label, labels, axis=-1)  # (B, h, ..., Lq, Lk)
+
+    def relative_key_labels(self, relative_positions):
+        """Labels of ``a^K`` for relative positions of any shape (clipped distances)."""
+        return clipped_labels(relative_positions, self.max_distance)
 
     def relative_value_labels(self, relative_positions):
         """Labels of ``a^V`` for relative positions of any shape (the blocked engine's value

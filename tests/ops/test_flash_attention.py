@@ -1,9 +1,10 @@
 """The blocked exact engine (ops/flash_attention.py) against a dense numpy reference.
 
 Values and gradients (queries, keys, values and a learned bias table) for causal and
-bidirectional attention, key padding, an arbitrary attention_mask, an ALiBi-like fixed bias and a
-T5-like learned table, odd lengths (padded to the tile), a query offset, rows with no key
-(zeros, zero gradients) and causal tiles above the diagonal that are never read.
+bidirectional attention, key padding, an arbitrary attention_mask, an ALiBi-like fixed bias, a
+T5-like learned table (also declared constant beyond a distance), Shaw's key and value tables,
+odd lengths (padded to the tile), a query offset, rows with no key (zeros, zero gradients) and
+causal tiles above the diagonal that are never read.
 """
 
 import keras
@@ -11,14 +12,15 @@ import numpy as np
 import pytest
 
 import keras_transformers as kt
-from keras_transformers.ops.flash_attention import diagonal_sums, flash_attention, toeplitz
+from keras_transformers.ops._flash_layout import diagonal_sums, toeplitz
+from keras_transformers.ops.flash_attention import flash_attention
 
 B, H, D = 2, 2, 8
 CLIP = 3  # T5-like table: one learned scalar per (clipped distance, head)
 
 
 def numpy_attention_and_grads(
-    q, k, v, d_out, causal, offset, keep, bias_table, alibi, value_table=None
+    q, k, v, d_out, causal, offset, keep, bias_table, alibi, value_table=None, key_table=None
 ):
     """Dense softmax attention and its gradients, in numpy (the independent reference)."""
     lq, lk = q.shape[2], k.shape[2]
@@ -27,6 +29,8 @@ def numpy_attention_and_grads(
     s = np.einsum("bhqd,bhkd->bhqk", q, k) / np.sqrt(D)
     if bias_table is not None:
         s = s + np.transpose(bias_table[labels], (2, 0, 1))[None]  # (1, h, Lq, Lk)
+    if key_table is not None:  # Shaw's a^K_ij = table[label(j - i)], scaled like the scores
+        s = s + np.einsum("bhqd,qkd->bhqk", q, key_table[labels]) / np.sqrt(D)
     if alibi:
         s = s - np.abs(rel)[None, None] * np.array([0.5, 0.25])[None, :, None, None]
     mask = np.broadcast_to(keep, s.shape).copy()
@@ -53,6 +57,11 @@ def numpy_attention_and_grads(
         for head in range(H):
             np.add.at(d_table[:, head], labels, ds[:, head].sum(0))
         grads["table"] = d_table
+    if key_table is not None:
+        grads["q"] = grads["q"] + np.einsum("bhqk,qkd->bhqd", ds, key_table[labels]) / np.sqrt(D)
+        d_keys = np.zeros_like(key_table)
+        np.add.at(d_keys, labels, np.einsum("bhqk,bhqd->qkd", ds, q) / np.sqrt(D))
+        grads["keys"] = d_keys
     if value_table is not None:
         d_values = np.zeros_like(value_table)
         np.add.at(d_values, labels, np.einsum("bhqk,bhqd->qkd", p, d_out))
@@ -77,22 +86,24 @@ def value_labels(rel):
     return keras.ops.clip(rel, -CLIP, CLIP) + CLIP
 
 
-def engine_and_grads(q, k, v, d_out, table, values=None, **kwargs):
+def engine_and_grads(q, k, v, d_out, table, values=None, keys=None, **kwargs):
     """The engine's output and gradients on the current backend (numpy in, numpy out)."""
     backend = keras.backend.backend()
     to_numpy = keras.ops.convert_to_numpy
-    inputs = [q, k, v] + ([] if table is None else [table]) + ([] if values is None else [values])
-    names = (
-        ["q", "k", "v"]
-        + ([] if table is None else ["table"])
-        + ([] if values is None else ["values"])
-    )
+    extra = [
+        (n, x) for n, x in (("table", table), ("keys", keys), ("values", values)) if x is not None
+    ]
+    inputs = [q, k, v] + [x for _, x in extra]
+    names = ["q", "k", "v"] + [n for n, _ in extra]
 
     def run(q, k, v, *params):
+        named = dict(zip(names[3:], params))
         if values is not None:
-            kwargs.update(value_table=params[-1], value_labels=value_labels)
-            params = params[:-1]
-        return flash_attention(q, k, v, bias_params=params, **kwargs)
+            kwargs.update(value_table=named["values"], value_labels=value_labels)
+        if keys is not None:
+            kwargs.update(key_table=named["keys"], key_labels=value_labels)
+        bias = (named["table"],) if table is not None else ()
+        return flash_attention(q, k, v, bias_params=bias, **kwargs)
 
     if backend == "tensorflow":
         import tensorflow as tf
@@ -126,7 +137,7 @@ def engine_and_grads(q, k, v, d_out, table, values=None, **kwargs):
 
 def check(
     lq, lk, causal=False, offset=0, padding=False, attention_mask=False, bias=None, block=16,
-    relative=False, values=False, constant_beyond=False,
+    relative=False, values=False, constant_beyond=False, keys=False,
 ):  # fmt: skip
     rng = np.random.default_rng(lq * 31 + lk)
     q = rng.normal(size=(B, H, lq, D)).astype("float32")
@@ -155,10 +166,11 @@ def check(
     elif bias == "alibi":
         kwargs.update(bias_fn=alibi_bias, bias_reads_qk=False)
     value_table = rng.normal(size=(2 * CLIP + 1, D)).astype("float32") if values else None
+    key_table = rng.normal(size=(2 * CLIP + 1, D)).astype("float32") if keys else None
     want, want_grads = numpy_attention_and_grads(
-        q, k, v, d_out, causal, offset, keep, table, bias == "alibi", value_table
+        q, k, v, d_out, causal, offset, keep, table, bias == "alibi", value_table, key_table
     )
-    got, got_grads = engine_and_grads(q, k, v, d_out, table, value_table, **kwargs)
+    got, got_grads = engine_and_grads(q, k, v, d_out, table, value_table, key_table, **kwargs)
     np.testing.assert_allclose(got, want, atol=2e-5, err_msg="output")
     for name, grad in want_grads.items():
         np.testing.assert_allclose(got_grads[name], grad, atol=5e-5, err_msg=f"d{name}")
@@ -178,7 +190,7 @@ def test_causal_padding_and_table_bias_match_numpy_on_every_backend():
         dict(lq=11, lk=27, causal=True, offset=16, bias="alibi", block=8, relative=True),
         dict(lq=33, lk=33, causal=False, bias="table", attention_mask=True),
         dict(lq=21, lk=45, causal=False, bias="table", relative=True),
-        dict(lq=27, lk=27, causal=True, padding=True, bias="table", values=True, block=8),
+        dict(lq=27, lk=27, causal=True, padding=True, values=True, keys=True, block=8),
         dict(lq=37, lk=45, bias="table", relative=True, constant_beyond=True, block=8),
     ],
     ids=[
