@@ -7,6 +7,10 @@ time (ms), tracing and first-step seconds, and the peak RSS over the steps above
 tracing (``VmHWM`` after ``malloc_trim`` and ``/proc/self/clear_refs``; ``ru_maxrss`` where that
 is not available). The parent script launches it per point, watches its RSS and kills it on
 ``--timeout`` / ``--max-memory``.
+
+``python benchmarks/_scaling_points.py --interleave '<list of specs>' REPEATS`` times several
+variants at one L in one process with their steps interleaved (``attention_scaling.py
+--interleave``): ratios that a changing load on a shared machine does not skew.
 """
 
 import json
@@ -152,34 +156,67 @@ def _sdpa_step(length, d_model, num_heads, causal):
     return (lambda: None), run
 
 
+def build_step(spec):
+    """``(prepare, run, backend)`` of one spec: the layer (or the PyTorch SDPA baseline)."""
+    if spec["variant"] == "sdpa":
+        prepare, run = _sdpa_step(
+            spec["length"], spec["d_model"], spec["num_heads"], spec["causal"]
+        )
+        return prepare, run, "torch"
+    import keras
+
+    import keras_transformers as kt
+
+    keras.utils.set_random_seed(0)
+    name, _, position = spec["variant"].partition("@")
+    mha = kt.attention.MultiHeadAttention(
+        num_heads=spec["num_heads"],
+        key_dim=spec["d_model"] // spec["num_heads"],
+        attention={"name": name, **spec["config"]},
+        position=position or None,
+        causal=spec["causal"],
+    )
+    mha.build((1, spec["length"], spec["d_model"]))
+    prepare, run = _make_step(mha, spec["length"], spec["d_model"], spec.get("jit"))
+    return prepare, run, keras.backend.backend()
+
+
+def run_interleaved(specs, repeats):
+    """Time several variants at one L in this process, their steps interleaved (round ``r``
+    runs every variant once), so that a change of load hits them alike; print one
+    ``RESULT {json}`` per variant: median wall and CPU (process) ms. No memory figure."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    sys.path.insert(0, ROOT)
+    import numpy as np
+
+    steps = []
+    for spec in specs:
+        prepare, run, backend = build_step(spec)
+        prepare()
+        run()  # first step (one-time set-up), not timed
+        steps.append((spec, run, backend, [], []))
+    for _ in range(repeats):
+        for _, run, _, wall, cpu in steps:
+            start, start_cpu = time.perf_counter(), time.process_time()
+            run()
+            wall.append(time.perf_counter() - start)
+            cpu.append(time.process_time() - start_cpu)
+    for spec, _, backend, wall, cpu in steps:
+        result = {
+            "variant": spec["variant"], "length": spec["length"], "status": "ok",
+            "time_ms": 1000.0 * float(np.median(wall)), "cpu_ms": 1000.0 * float(np.median(cpu)),
+            "times_ms": [1000.0 * t for t in wall], "backend": backend,
+        }  # fmt: skip
+        print("RESULT " + json.dumps(result), flush=True)
+
+
 def run_worker(spec):
     """Measure one (variant, L); print one JSON line."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     sys.path.insert(0, ROOT)
     import numpy as np
 
-    backend = "torch"
-    if spec["variant"] == "sdpa":
-        prepare, run = _sdpa_step(
-            spec["length"], spec["d_model"], spec["num_heads"], spec["causal"]
-        )
-    else:
-        import keras
-
-        import keras_transformers as kt
-
-        backend = keras.backend.backend()
-        keras.utils.set_random_seed(0)
-        name, _, position = spec["variant"].partition("@")
-        mha = kt.attention.MultiHeadAttention(
-            num_heads=spec["num_heads"],
-            key_dim=spec["d_model"] // spec["num_heads"],
-            attention={"name": name, **spec["config"]},
-            position=position or None,
-            causal=spec["causal"],
-        )
-        mha.build((1, spec["length"], spec["d_model"]))
-        prepare, run = _make_step(mha, spec["length"], spec["d_model"], spec.get("jit"))
+    prepare, run, backend = build_step(spec)
     start = time.perf_counter()
     prepare()  # tracing / compilation, no step yet
     trace_s = time.perf_counter() - start
@@ -211,4 +248,7 @@ def run_worker(spec):
 
 
 if __name__ == "__main__":
-    run_worker(json.loads(sys.argv[1]))
+    if sys.argv[1] == "--interleave":
+        run_interleaved(json.loads(sys.argv[2]), int(sys.argv[3]))
+    else:
+        run_worker(json.loads(sys.argv[1]))

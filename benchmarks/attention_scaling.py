@@ -123,6 +123,41 @@ def measure(spec, timeout, max_memory_mib):
     return {**base, "status": "error", "error": text[-1] if text else f"rc={proc.returncode}"}
 
 
+def run_interleaved(specs, lengths, repeats, timeout):
+    """``--interleave``: per L, one process times every variant's step in turn (round ``r`` runs
+    each once), so the ratios hold under a changing load; wall and CPU ms, no memory."""
+    env = dict(os.environ)
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
+    results = []
+    for length in lengths:
+        group = [spec for spec in specs if spec["length"] == length]
+        cmd = [sys.executable, WORKER, "--interleave", json.dumps(group), str(repeats)]
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            results += [{**spec, "status": "timeout"} for spec in group]
+            continue
+        found = [json.loads(line[7:]) for line in proc.stdout.splitlines() if line[:7] == "RESULT "]
+        if not found:
+            text = proc.stderr.strip().splitlines()
+            error = text[-1] if text else f"rc={proc.returncode}"
+            results += [{**spec, "status": "error", "error": error} for spec in group]
+            continue
+        base = found[0]
+        for r in found:
+            r["ratio_vs_first"] = r["time_ms"] / base["time_ms"]
+            r["cpu_ratio_vs_first"] = r["cpu_ms"] / base["cpu_ms"]
+            print(
+                f"  {r['variant']:>16s} L={length:<6d} {r['time_ms']:.1f} ms "
+                f"({r['ratio_vs_first']:.2f}x {base['variant']}), CPU {r['cpu_ms']:.1f} ms "
+                f"({r['cpu_ratio_vs_first']:.2f}x)",
+                flush=True,
+            )
+        results += found
+    return results
+
+
 def _show(r):
     shown = (
         f"{r['time_ms']:.1f} ms, {_fmt(r.get('peak_mib'))} MiB"
@@ -349,6 +384,12 @@ def parse_args(argv=None):
     p.add_argument("--num-heads", type=int, default=4)
     p.add_argument("--jit", action="store_true", help="compile the step with XLA")
     p.add_argument(
+        "--interleave",
+        action="store_true",
+        help="per L, time all variants in one process with their steps interleaved (ratios "
+        "robust to a changing load; wall and CPU ms, no memory); --timeout is per L",
+    )
+    p.add_argument(
         "--jobs",
         type=int,
         default=1,
@@ -434,6 +475,17 @@ def main(argv=None):
                     "jit": args.jit,
                 }
             )
+    if args.interleave:
+        results = run_interleaved(specs, lengths, repeats, args.timeout)
+        if output:
+            os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
+            command = " ".join(sys.argv if argv is None else ["attention_scaling.py", *argv])
+            with open(output, "w") as f:
+                json.dump(
+                    {"settings": settings, "command": command, "results": results}, f, indent=1
+                )
+            print(f"wrote {output}")
+        return 0
     results = run_all(specs, args.timeout, args.max_memory, max(1, args.jobs))
     slopes = summarise(results, variants, lengths, args.slope_from)
     rows = table_rows(results, variants, lengths)

@@ -68,3 +68,20 @@ def test_helpers_without_subprocesses():
     assert abs(slopes["x"]["memory"] - 1.0) < 1e-9 and slopes["full"]["memory"] is None
     table = bench.format_table(bench.table_rows(results, ["full", "x"], [512, 1024]))
     assert "OOM" in table
+
+
+@pytest.mark.slow  # one --quick --interleave process (TensorFlow and PyTorch imported)
+def test_quick_interleaved_run_gives_ratios_in_one_process(tmp_path):
+    out = tmp_path / "interleaved.json"
+    argv = ["--quick", "--interleave", "--causal", "--variants", "full", "full@t5", "sdpa"]
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), *argv, "--lengths", "64", "--output", str(out)],
+        capture_output=True, text=True, timeout=170, cwd=ROOT,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    results = json.loads(out.read_text())["results"]
+    assert [r["variant"] for r in results] == ["full", "full@t5", "sdpa"]
+    for r in results:
+        assert r["status"] == "ok" and r["time_ms"] > 0 and r["cpu_ms"] > 0, r
+    assert results[0]["ratio_vs_first"] == 1.0
+    assert results[2]["backend"] == "torch"
