@@ -185,8 +185,9 @@ class FullAttention(KeyValueCache, AttentionCore):
             # for each tile's Tq + Tk - 1 distinct offsets and lays them along the diagonals
             relative = not reads_qk
             causal = context.causal
-            if relative:  # e.g. T5: one bucket past max_distance
-                constant_beyond = getattr(position, "score_bias_constant_beyond", None)
+            # positions-only terms that stop changing past a distance (T5's last bucket,
+            # Shaw's clipped labels): the engine treats tiles beyond it as one value
+            constant_beyond = getattr(position, "relative_constant_beyond", None)
 
             def bias_fn(values, q_tile, k_tile, rel):
                 # the tile's own parameter tensors stand in for the variables (gradients flow
@@ -209,7 +210,7 @@ class FullAttention(KeyValueCache, AttentionCore):
             bias_params=params,
             bias_reads_qk=reads_qk,
             bias_relative=relative,
-            bias_constant_beyond=constant_beyond,
+            constant_beyond=constant_beyond,
             key_table=key_table,
             key_labels=key_labels,
             value_table=value_table,

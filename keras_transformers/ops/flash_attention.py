@@ -76,7 +76,7 @@ def flash_attention(
     bias_params=(),
     bias_reads_qk=True,
     bias_relative=False,
-    bias_constant_beyond=None,
+    constant_beyond=None,
     key_table=None,
     key_labels=None,
     value_table=None,
@@ -103,10 +103,11 @@ def flash_attention(
             ``(Tq, Tk)`` tile has only ``Tq + Tk - 1`` distinct offsets, so ``bias_fn`` is called
             on those, ``rel (Tq + Tk - 1,)`` ascending, returns ``(..., Tq + Tk - 1)``, and the
             engine lays the values along the tile's diagonals (copies, no per-pair arithmetic).
-        bias_constant_beyond: static int ``D`` or None, with ``bias_relative``: the bias of
-            ``|rel| >= D`` equals its value at ``sign(rel)·D`` (T5 past ``max_distance``). A tile
-            whose offsets all lie beyond ``D`` on one side adds one value per head, and its
-            gradient is that value's cotangent, ``Σ dS`` over the tile (no diagonal sums).
+        constant_beyond: static int ``D`` or None: every positions-only term (a
+            ``bias_relative`` bias, ``key_labels``, ``value_labels``) of ``|rel| >= D`` equals its
+            value at ``sign(rel)·D`` (T5 past ``max_distance``, Shaw's clipped labels). On a tile
+            whose offsets all lie beyond ``D`` on one side such a term is one value per head (or
+            one label) and its gradient a sum over the tile: no diagonal layouts.
         key_table: ``(R, dh)`` relative key vectors (Shaw et al.'s ``a^K``): the scores get
             ``scale · q_i·key_table[key_labels(j - i)]`` (per tile: the queries times the table,
             laid out by offset); it receives a gradient.
@@ -144,13 +145,16 @@ def flash_attention(
         bool(bias_relative) and bias_fn is not None,
     )  # fmt: skip
     plan.n_bias, plan.value_labels = len(bias_params), value_labels
-    if bias_constant_beyond is not None:
-        if not plan.bias_relative:
-            raise ValueError("bias_constant_beyond: only with bias_relative=True and a bias_fn.")
-        if int(bias_constant_beyond) < 1:
-            raise ValueError(f"bias_constant_beyond={bias_constant_beyond}: must be >= 1.")
-        plan.constant_beyond = int(bias_constant_beyond)
     plan.key_labels = key_labels
+    if constant_beyond is not None:
+        if not (plan.bias_relative or key_labels or value_labels):
+            raise ValueError(
+                "constant_beyond: only with a positions-only term (bias_relative=True and a "
+                "bias_fn, key_labels or value_labels)."
+            )
+        if int(constant_beyond) < 1:
+            raise ValueError(f"constant_beyond={constant_beyond}: must be >= 1.")
+        plan.constant_beyond = int(constant_beyond)
     params = tuple(bias_params) + tuple(t for t in (key_table, value_table) if t is not None)
 
     # keys that may be attended (B|1, Lk_pad): a boolean, not an additive bias (TensorFlow's
@@ -235,18 +239,42 @@ class _Plan:
         labels = self.value_labels if labels is None else labels
         return ops.one_hot(labels(self.diagonals(i, j)), num_labels, dtype="float32")
 
-    def key_term(self, qs, key_table, i, j):
-        """``qs_i·a^K[label(j - i)]`` of tile ``(i, j)``: float32 ``(B, h, Tq, Tk)``; the queries
-        times the table per label, times the ``(Tq + Tk - 1, R)`` one-hot, laid out by offset."""
-        table = ops.cast(key_table, "float32")  # (R, dh)
-        per_label = ops.matmul(ops.cast(qs, "float32"), ops.transpose(table))  # (B, h, Tq, R)
-        one_hot = self.label_one_hot(i, j, table.shape[0], self.key_labels)  # (n, R)
-        return unskew(ops.matmul(per_label, ops.transpose(one_hot)), self.tq, self.tk)
+    def far_label(self, i, j, labels, num_labels):
+        """``(far, one_hot (R,))``: whether tile ``(i, j)`` lies beyond ``constant_beyond``, and
+        the one label all its offsets then share."""
+        far, rep = self.far_offset(i, j)
+        return far, ops.one_hot(labels(rep), num_labels, dtype="float32")[0]
 
-    def value_weights(self, p, i, j, num_labels):
-        """Attention weight per value label, ``(B, h, Tq, R)``: ``p`` summed per label along
-        each row (the tile laid out by offset, then one small matmul)."""
-        return ops.matmul(skew(p, self.tq, self.tk), self.label_one_hot(i, j, num_labels))
+    def label_weights(self, x, i, j, num_labels, labels=None):
+        """``x (B, h, Tq, Tk)`` summed per label along each row: float32 ``(B, h, Tq, R)``. The
+        tile laid out by offset (:func:`skew`) times the ``(Tq + Tk - 1, R)`` one-hot; a tile
+        beyond ``constant_beyond`` puts its row sums on its one label."""
+        labels = self.value_labels if labels is None else labels
+
+        def near():
+            return ops.matmul(
+                skew(x, self.tq, self.tk), self.label_one_hot(i, j, num_labels, labels)
+            )
+
+        if self.constant_beyond is None:
+            return near()
+        far, one_hot = self.far_label(i, j, labels, num_labels)
+        return ops.cond(far, lambda: ops.sum(x, axis=-1)[..., None] * one_hot, near)
+
+    def add_by_label(self, s, per_label, i, j, labels):
+        """``s[r, c] + per_label[r, label(c - r)]``: float32 ``(B, h, Tq, Tk)``, for
+        ``per_label (B, h, Tq, R)`` (times the transposed one-hot, laid out by offset; on a tile
+        beyond ``constant_beyond``, one column added to every key)."""
+        num_labels = per_label.shape[-1]
+
+        def near():
+            one_hot = self.label_one_hot(i, j, num_labels, labels)  # (n, R)
+            return s + unskew(ops.matmul(per_label, ops.transpose(one_hot)), self.tq, self.tk)
+
+        if self.constant_beyond is None:
+            return near()
+        far, one_hot = self.far_label(i, j, labels, num_labels)
+        return ops.cond(far, lambda: s + ops.sum(per_label * one_hot, -1)[..., None], near)
 
     def far_offset(self, i, j):
         """``(far, rep)``: whether every offset of tile ``(i, j)`` lies at or beyond
@@ -327,8 +355,10 @@ class _Plan:
             s = ops.cast(ops.matmul(qs, ops.swapaxes(k_j, -1, -2)), "float32")  # (B, h, Tq, Tk)
         if self.bias_fn is not None and not self.bias_relative:
             s = s + ops.cast(self.tile_bias(params, q_i, k_j, i, j), "float32")
-        if key_table is not None:
-            s = s + self.key_term(qs, key_table, i, j)
+        if key_table is not None:  # Shaw's keys: qs_i·a^K[label(j - i)]
+            table = ops.cast(key_table, "float32")  # (R, dh)
+            per_label = ops.matmul(ops.cast(qs, "float32"), ops.transpose(table))  # (B, h, Tq, R)
+            s = self.add_by_label(s, per_label, i, j, self.key_labels)
         if t.key_valid is not None:
             s = ops.where(t.key_valid[j], s, MASK_VALUE)  # keys (B|1, 1, 1, Tk)
         if t.mask is not None:
@@ -368,7 +398,7 @@ def _forward(plan, q, k, v, key_valid, mask, params):
                 pv = ops.cast(ops.matmul(ops.cast(p, v.dtype), t.v[j]), "float32")  # (B, h, Tq, dv)
                 if plan.value_labels is not None:  # Σ_j p_ij a^V[label(j - i)]
                     table = ops.cast(params[-1], "float32")  # (R, dv)
-                    pv = pv + ops.matmul(plan.value_weights(p, i, j, table.shape[0]), table)
+                    pv = pv + ops.matmul(plan.label_weights(p, i, j, table.shape[0]), table)
                 acc = acc * alpha[..., None] + pv
                 return m_new, l_sum, acc
 
@@ -404,12 +434,9 @@ def _backward(plan, q, k, v, key_valid, mask, params, out, lse, d_out):
         """``(p, dS)`` of tile ``(i, j)``, both float32 ``(B, h, Tq, Tk)``."""
         s = plan.scores(t, i, j, t.q[i], k_j, params, diagonal)
         dp = ops.cast(ops.matmul(do_t[i], ops.swapaxes(v_j, -1, -2)), "float32")
-        if table is not None:  # dα_ij += dO_i · a^V[label(j - i)], laid out from the offsets
+        if table is not None:  # dα_ij += dO_i · a^V[label(j - i)]
             per_label = ops.matmul(ops.cast(do_t[i], "float32"), ops.transpose(table))
-            per_offset = ops.matmul(
-                per_label, ops.transpose(plan.label_one_hot(i, j, table.shape[0]))
-            )
-            dp = dp + unskew(per_offset, plan.tq, plan.tk)  # (B, h, Tq, Tk)
+            dp = plan.add_by_label(dp, per_label, i, j, plan.value_labels)  # (B, h, Tq, Tk)
         return weights_and_ds(s, lse_t[i], dp, delta_t[i])  # p, dS (B, h, Tq, Tk)
 
     def relative_bias_grads(i, j, ds):
@@ -455,15 +482,15 @@ def _backward(plan, q, k, v, key_valid, mask, params, out, lse, d_out):
                 qs = t.q[i] * ops.cast(plan.scale, q.dtype)
                 dk = dk + ops.cast(ops.matmul(ops.swapaxes(ds_c, -1, -2), qs), "float32")
                 dq_i = ops.cast(ops.matmul(ds_c, k_scaled), "float32")  # (B, h, Tq, dh)
-                if key_table is not None:  # dS laid out by offset, summed per key label
-                    one_hot = plan.label_one_hot(i, j, key_table.shape[0], plan.key_labels)
-                    d_label = ops.matmul(skew(ds, plan.tq, plan.tk), one_hot)  # (B, h, Tq, R)
+                if key_table is not None:  # dS summed per key label
+                    r = key_table.shape[0]
+                    d_label = plan.label_weights(ds, i, j, r, plan.key_labels)  # (B, h, Tq, R)
                     dq_i = dq_i + ops.matmul(d_label, key_table) * plan.scale
                     d_keys = ops.einsum("bhqr,bhqd->rd", d_label, ops.cast(qs, "float32"))
                     k_at = plan.n_bias
                     dparams = dparams[:k_at] + (dparams[k_at] + d_keys,) + dparams[k_at + 1 :]
                 if table is not None:  # d a^V += Σ_(B, h) (weights per label)ᵀ dO
-                    w = plan.value_weights(p, i, j, table.shape[0])  # (B, h, Tq, R)
+                    w = plan.label_weights(p, i, j, table.shape[0])  # (B, h, Tq, R)
                     d_table = ops.einsum("bhqr,bhqd->rd", w, ops.cast(do_t[i], "float32"))
                     dparams = dparams[:-1] + (dparams[-1] + d_table,)
                 if bias_params and plan.bias_relative:

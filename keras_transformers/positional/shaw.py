@@ -80,6 +80,12 @@ class ShawRelativePosition(PositionalEncoding):
         labels = ops.broadcast_to(labels, lead + tuple(ops.shape(labels)[-2:]))
         return ops.take_along_axis(per_label, labels, axis=-1)  # (B, h, ..., Lq, Lk)
 
+    @property
+    def relative_constant_beyond(self):
+        """Distances ``|j - i| >= k`` share the clipped label: blocked engines treat a tile
+        beyond ``k`` as one label."""
+        return self.max_distance
+
     def relative_key_labels(self, relative_positions):
         """Labels of ``a^K`` for relative positions of any shape (clipped distances)."""
         return clipped_labels(relative_positions, self.max_distance)

@@ -64,7 +64,7 @@ class T5RelativeBias(PositionalEncoding):
     score_bias_reads_qk = False
 
     @property
-    def score_bias_constant_beyond(self):
+    def relative_constant_beyond(self):
         """Past ``max_distance`` every distance of one direction shares the last bucket: the
         bias of ``|rel| >= max_distance`` is its value at ``±max_distance`` (blocked engines add
         one value per head to such tiles)."""

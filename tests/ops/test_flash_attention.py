@@ -148,7 +148,7 @@ def check(
     if relative:
         kwargs["bias_relative"] = True  # the bias from each tile's Tq + Tk - 1 offsets
     if constant_beyond:  # the table clips |rel| at CLIP: one value per head on far tiles
-        kwargs["bias_constant_beyond"] = CLIP
+        kwargs["constant_beyond"] = CLIP
     if padding:
         pm = rng.random((B, lk)) > 0.3
         pm[1] = False  # a sequence with no key at all: zero rows
@@ -192,6 +192,7 @@ def test_causal_padding_and_table_bias_match_numpy_on_every_backend():
         dict(lq=21, lk=45, causal=False, bias="table", relative=True),
         dict(lq=27, lk=27, causal=True, padding=True, values=True, keys=True, block=8),
         dict(lq=37, lk=45, bias="table", relative=True, constant_beyond=True, block=8),
+        dict(lq=37, lk=45, values=True, keys=True, constant_beyond=True, block=8),
     ],
     ids=[
         "masks-cross",
@@ -200,6 +201,7 @@ def test_causal_padding_and_table_bias_match_numpy_on_every_backend():
         "t5-diagonals",
         "shaw-values",
         "t5-far-tiles",
+        "shaw-far-tiles",
     ],  # fmt: skip
 )
 def test_engine_matches_numpy(case):
