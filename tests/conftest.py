@@ -27,6 +27,9 @@ def trained_runs(tmp_path_factory):
     return _trained_runs.train(tmp_path_factory.mktemp("trained_runs"))
 
 
+# tryfirst: the marks must be there when xdist's hook reads them into the node ids (they were
+# added after it, so no test had a group).
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
     """Under ``pytest -n 2 --dist loadgroup`` (scripts/test.sh) the tests of one file stay on one
     worker, so a module-scoped fixture (a trained journey, a built model) is made once; the
@@ -36,3 +39,28 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.xdist_group("trained_runs"))
         elif "contract" not in item.path.parts:
             item.add_marker(pytest.mark.xdist_group(item.path.stem))
+
+
+class _GroupSuffixWherePytestReadsIt:
+    """pytest 9.2 reads ``item.nodeid`` from ``item._id``; pytest-xdist 3.8 (loadgroup) still
+    appends the ``@<group>`` suffix to ``item._nodeid``, which pytest no longer reads, so every
+    test was scheduled alone and the tests of one file (and their module fixtures) ran on both
+    workers. Wraps the hook: after xdist's part, copies its suffixed id into ``item._id``."""
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_collection_modifyitems(self, config, items):
+        result = yield
+        if not getattr(config.option, "loadgroup", False):
+            return result
+        from _pytest.nodeid import coerce_node_id
+
+        for item in items:
+            wanted = getattr(item, "_nodeid", None)
+            if isinstance(wanted, str) and wanted != item.nodeid:
+                item._id = coerce_node_id(wanted)
+        return result
+
+
+def pytest_configure(config):
+    if hasattr(pytest.Item, "id"):  # pytest >= 9.2 (structured node ids)
+        config.pluginmanager.register(_GroupSuffixWherePytestReadsIt(), "kt_xdist_group_ids")
