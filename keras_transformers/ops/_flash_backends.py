@@ -150,6 +150,20 @@ def vjp_fn():
     return vjp
 
 
+def tile_loop(lower, upper, body, state):
+    """``ops.fori_loop`` over tiles, one iteration at a time: on TensorFlow a ``while_loop`` with
+    ``parallel_iterations=1`` (its default of 10 would let later tiles' work start early and hold
+    their ``(B, h, Tq, Tk)`` tensors at once)."""
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        return tf.while_loop(
+            lambda i, val: i < upper, lambda i, val: (i + 1, body(i, val)), (lower, state),
+            parallel_iterations=1,
+        )[1]  # fmt: skip
+    return ops.fori_loop(lower, upper, body, state)
+
+
 def map_tiles(fn, n, dtypes):
     """Stack ``fn(i)`` (a tuple of tensors) for ``i < n`` along a new leading axis, in a loop."""
     backend = keras.backend.backend()

@@ -46,6 +46,7 @@ from keras_transformers.ops._flash_backends import (
     online_softmax,
     set_tile,
     stack_tiles,
+    tile_loop,
     tiles_of,
     vjp_fn,
     weights_and_ds,
@@ -405,8 +406,8 @@ def _forward(plan, q, k, v, key_valid, mask, params):
             return body
 
         start, full, end = plan.key_ranges(i)
-        state = ops.fori_loop(start, full, step(False), (m, l_sum, acc))
-        m, l_sum, acc = ops.fori_loop(full, end, step(True), state)
+        state = tile_loop(start, full, step(False), (m, l_sum, acc))
+        m, l_sum, acc = tile_loop(full, end, step(True), state)
         empty = m < _EMPTY  # (B, h, Tq): no visible key
         out = ops.where(empty[..., None], 0.0, acc / ops.maximum(l_sum, 1e-30)[..., None])
         lse = ops.where(empty, _EMPTY_LSE, m + ops.log(ops.maximum(l_sum, 1e-30)))
@@ -515,8 +516,8 @@ def _backward(plan, q, k, v, key_valid, mask, params, out, lse, d_out):
             return body
 
         start, full, end = plan.query_ranges(j)
-        state = ops.fori_loop(start, full, step(True), (dk, dv, dparams, dq_all))
-        return ops.fori_loop(full, end, step(False), state)
+        state = tile_loop(start, full, step(True), (dk, dv, dparams, dq_all))
+        return tile_loop(full, end, step(False), state)
 
     def sweep(j, state):
         dq_all, dk_all, dv_all, dparams = state
@@ -528,7 +529,7 @@ def _backward(plan, q, k, v, key_valid, mask, params, out, lse, d_out):
     state = tuple(tiles_of(z) for z in zeros) + (
         tuple(ops.zeros(ops.shape(p), "float32") for p in params),
     )
-    *grads, dparams = ops.fori_loop(0, plan.nk, sweep, state)
+    *grads, dparams = tile_loop(0, plan.nk, sweep, state)
     dq, dk, dv = (_merge(stack_tiles(g, z)) for g, z in zip(grads, zeros))
     return dq, dk, dv, dparams
 
