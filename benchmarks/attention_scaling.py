@@ -387,7 +387,8 @@ def parse_args(argv=None):
         "--interleave",
         action="store_true",
         help="per L, time all variants in one process with their steps interleaved (ratios "
-        "robust to a changing load; wall and CPU ms, no memory); --timeout is per L",
+        "robust to a changing load; wall and CPU ms, no memory; JSON only with --output); "
+        "--timeout is per L",
     )
     p.add_argument(
         "--jobs",
@@ -475,8 +476,9 @@ def main(argv=None):
                     "jit": args.jit,
                 }
             )
-    if args.interleave:
+    if args.interleave:  # ratios only: a file only where --output is given
         results = run_interleaved(specs, lengths, repeats, args.timeout)
+        output = args.output
         if output:
             os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
             command = " ".join(sys.argv if argv is None else ["attention_scaling.py", *argv])
