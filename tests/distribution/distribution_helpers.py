@@ -114,7 +114,11 @@ def final_weights(out):
 def start_example(tmp_path, script, name, args, backend, kill_at=None, **variables):
     """Popen of ``examples/<script> args`` through :data:`RUNNER`; ``(process, out_path)``."""
     runner = tmp_path / "runner.py"
-    runner.write_text(RUNNER)
+    # Written once, atomically: a child still starting must not read it half-written.
+    if not runner.exists():
+        partial = tmp_path / f"runner.py.{os.getpid()}.tmp"
+        partial.write_text(RUNNER)
+        os.replace(partial, runner)
     out = tmp_path / f"{name}.json"
     if kill_at:
         variables["KILL_AT"] = kill_at
