@@ -33,7 +33,9 @@ class Generator(SamplingLoop):
     Args:
         model: a decoder-only LM of :mod:`keras_transformers.models` (a
             :class:`~keras_transformers.models.DecoderLM`); its parts are read from attributes:
-            ``token_embedding``, ``position_embedding``, ``transformer_layers``, ``final_norm``.
+            ``token_embedding``, ``position_embedding``, ``transformer_layers``, ``final_norm``
+            and, where the model has them, ``layer_positions`` (one position table added at each
+            block's input, :class:`~keras_transformers.models.AlRfouLM`).
         jit: compile the pre-fill and the decoding loop (``tf.function``/``jax.jit``).
         use_cache: ``True``: decode incrementally with each layer's cache (an error if a block has
             none); ``False``: recompute the whole (padded) sequence for every token; ``None``
@@ -64,6 +66,8 @@ class Generator(SamplingLoop):
         # tied reverse embedding
         self.output_head = getattr(model, "output_head", None)
         self.blocks = list(model.transformer_layers)
+        # Al-Rfou's LM adds a learned position table at every block's input (empty elsewhere)
+        self.layer_positions = list(getattr(model, "layer_positions", None) or ())
         self.fixed_batch, self.fixed_length = model.inputs[0].shape[:2]
 
     # ------------------------------------------------------------------ model pieces
@@ -101,7 +105,9 @@ class Generator(SamplingLoop):
         """
         x = self._embed(token_ids, cache_index)
         layer_caches = []
-        for block, layer_cache in zip(self.blocks, cache):
+        for i, (block, layer_cache) in enumerate(zip(self.blocks, cache)):
+            if self.layer_positions:
+                x = self.layer_positions[i](x, start_index=cache_index)  # E_pos^i[t, t + l)
             x, layer_cache = block(x, cache=layer_cache, cache_index=cache_index)
             layer_caches.append(layer_cache)
         return self._head(x), x, tuple(layer_caches)

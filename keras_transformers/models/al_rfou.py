@@ -29,9 +29,9 @@ counts itself in every training step; the total is set by
 ``fit`` (from the epochs and steps), or by hand (``model.set_schedule_steps(n)``).
 
 Shapes: ``token_ids (B, L) -> outputs (B, E, L, V)``: ``E = N + F`` stacked predictions (layers
-``1..N-1``, the final layer at index ``N-1``, then the ``F`` future heads). ``generate`` reads
-index ``N-1`` and recomputes the window for every token (the per-layer positions sit outside the
-blocks' KV cache).
+``1..N-1``, the final layer at index ``N-1``, then the ``F`` future heads). ``generate`` decodes
+the final layer's prediction with the blocks' KV caches, adding each layer's position row
+``E_pos^i[t]`` to the new token at block ``i`` (``use_cache=False`` recomputes the window).
 
 Example:
     >>> import numpy as np
@@ -214,17 +214,6 @@ class AlRfouLM(DecoderLM):
     # ----------------------------------------------------------------------------- generation
     def generation_logits(self, outputs):
         return outputs[:, self._builder_config["num_layers"] - 1]  # (B, L, V)
-
-    def generate(self, prompt, max_length, sampler="greedy", stop_token_ids=None, pad_id=0, **kw):
-        """As :meth:`DecoderLM.generate`, always recomputing the window (no KV cache)."""
-        if kw.pop("use_cache", None):
-            raise ValueError(
-                "use_cache=True: AlRfouLM adds its per-layer positions outside the blocks, so "
-                "generation recomputes the window (use_cache=False)."
-            )
-        return super().generate(
-            prompt, max_length, sampler, stop_token_ids, pad_id, use_cache=False, **kw
-        )
 
 
 def build_al_rfou_lm(
