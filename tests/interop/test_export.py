@@ -1,5 +1,6 @@
 """Keras' own ``model.export(path, format="tf_saved_model")`` serves the same logits as the model
-(decoder LM and classifier), also after ``model.quantize("int8")``. Run here on TensorFlow; on JAX
+(decoder LM and classifier), also after ``model.quantize("int8")`` and, with a static-length ``input_signature``, through the
+blocked attention engine. Run here on TensorFlow; on JAX
 the same export works (jax2tf; the learned position table gathers its rows under the symbolic
 length), checked by hand; PyTorch's SavedModel path in Keras needs ``torch_xla`` (not installed)."""
 
@@ -36,6 +37,34 @@ def test_saved_model_serves_the_same_logits(build, tmp_path):
     want = keras.ops.convert_to_numpy(model(x))
     path = str(tmp_path / "served")
     model.export(path, format="tf_saved_model", verbose=False)
+    served = tf.saved_model.load(path)
+    got = served.serve(tf.constant(x)).numpy()
+    np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+@pytest.mark.parametrize("position", ["rope", "alibi"])
+def test_a_static_long_length_exports_through_the_blocked_engine(position, tmp_path, monkeypatch):
+    """With ``input_signature`` of a static length L = 2048 the export traces the blocked engine
+    (its nested XLA tile functions on TensorFlow), and the SavedModel serves the eager logits.
+    (The default signature has a dynamic length, which takes the dense path.)"""
+    from keras_transformers.attention.full import FullAttention
+
+    length = 2048
+    model = kt.models.build_decoder_lm(
+        vocab_size=40, max_length=length, d_model=16, num_heads=2, num_layers=1, ff_dim=32,
+        position=position,
+    )  # fmt: skip
+    x = np.random.default_rng(0).integers(1, 40, size=(1, length)).astype("int32")
+    want = keras.ops.convert_to_numpy(model(x))
+    traced = []
+    flash = FullAttention.flash
+    monkeypatch.setattr(
+        FullAttention, "flash", lambda self, *a: traced.append(1) or flash(self, *a)
+    )
+    path = str(tmp_path / "served")
+    signature = [keras.InputSpec(shape=(None, length), dtype="int32")]
+    model.export(path, format="tf_saved_model", verbose=False, input_signature=signature)
+    assert traced  # the exported graph holds the engine
     served = tf.saved_model.load(path)
     got = served.serve(tf.constant(x)).numpy()
     np.testing.assert_allclose(got, want, atol=1e-5)
