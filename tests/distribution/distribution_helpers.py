@@ -7,6 +7,8 @@ import subprocess
 import sys
 import textwrap
 
+from _scripts import write_once
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "worker.py")
 FOUR_DEVICES = {"XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
@@ -113,12 +115,7 @@ def final_weights(out):
 
 def start_example(tmp_path, script, name, args, backend, kill_at=None, **variables):
     """Popen of ``examples/<script> args`` through :data:`RUNNER`; ``(process, out_path)``."""
-    runner = tmp_path / "runner.py"
-    # Written once, atomically: a child still starting must not read it half-written.
-    if not runner.exists():
-        partial = tmp_path / f"runner.py.{os.getpid()}.tmp"
-        partial.write_text(RUNNER)
-        os.replace(partial, runner)
+    runner = write_once(tmp_path / "runner.py", RUNNER)
     out = tmp_path / f"{name}.json"
     if kill_at:
         variables["KILL_AT"] = kill_at

@@ -5,6 +5,8 @@ import subprocess
 import sys
 import textwrap
 
+from _scripts import write_once
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 EXAMPLES = os.path.join(ROOT, "examples")
 
@@ -44,13 +46,7 @@ def start(tmp_path, script, args, kill_at=None, probe=True):
     if kill_at:
         variables["KILL_AT"] = kill_at
     if probe:
-        # Written once, atomically: rewriting it under a child that is still starting let that
-        # child read an empty file and exit 0 having run nothing.
-        runner = tmp_path / "runner.py"
-        if not runner.exists():
-            partial = tmp_path / f"runner.py.{os.getpid()}.tmp"
-            partial.write_text(RUNNER)
-            os.replace(partial, runner)
+        runner = write_once(tmp_path / "runner.py", RUNNER)
         command = [sys.executable, str(runner), *args]
     else:
         command = [sys.executable, variables["SCRIPT"], *args]

@@ -1,6 +1,6 @@
 """Keras' own ``model.export(path, format="tf_saved_model")`` serves the same logits as the model
-(decoder LM and classifier), also after ``model.quantize("int8")`` and, with a static-length ``input_signature``, through the
-blocked attention engine. Run here on TensorFlow; on JAX
+(decoder LM and classifier), also after ``model.quantize("int8")`` and, with a static-length
+``input_signature``, through the blocked attention engine. Run here on TensorFlow; on JAX
 the same export works (jax2tf; the learned position table gathers its rows under the symbolic
 length), checked by hand; PyTorch's SavedModel path in Keras needs ``torch_xla`` (not installed)."""
 
